@@ -1,0 +1,317 @@
+"""`kotomi-backup`: the engine from the command line, with or without Dagster running.
+
+Exit codes: 0 success, 1 the operation failed, 2 bad usage or configuration. Every failure
+is one line on stderr; `--debug` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from . import __version__
+from .engine.errors import BackupError, ConfigError
+from .engine.settings import BackupSettings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse's own usage errors, kept to one line like ours.
+        sys.stderr.write(f"kotomi-backup: {message} (see kotomi-backup --help)\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@contextmanager
+def _byte_progress(label: str, total: int, enabled: bool) -> Iterator[Callable[[int], None] | None]:
+    if not enabled or not err.is_terminal:
+        yield None
+        return
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> BackupSettings:
+    from .engine.stores import split_urls
+
+    url = getattr(args, "to", None) or getattr(args, "from_", None)
+    return BackupSettings.from_env(
+        db_path=Path(args.db).expanduser() if getattr(args, "db", None) else None,
+        urls=tuple(split_urls(url)) if url else None,
+        name=getattr(args, "name", None),
+        **extra,
+    )
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from .engine.backup import run_backup
+
+    settings = _settings(args, verify_mode=args.verify)
+    db = settings.require_db()
+    size = db.stat().st_size if db.exists() else 0
+    with _byte_progress("archive", size, not args.json) as progress:
+        result = run_backup(settings, progress=progress)
+    m = result.manifest
+    if args.json:
+        _emit_json(
+            {
+                "backup_id": m.backup_id,
+                "name": m.name,
+                "manifest": json.loads(m.to_json()),
+                "destinations": [asdict(o) for o in result.outcomes],
+                "seconds": {
+                    "snapshot": round(result.snapshot.seconds, 3),
+                    "verify": round(result.verify.seconds, 3),
+                    "archive": round(result.archive_seconds, 3),
+                },
+            }
+        )
+        return EXIT_OK
+    out.print(
+        f"backup {m.backup_id} of {m.name}: {_human(m.db_size)} -> {_human(m.archive.size)}"
+        f" ({m.archive.compression}, encryption {m.archive.encryption})"
+    )
+    out.print(f"  verify: {result.verify.summary()}")
+    for o in result.outcomes:
+        out.print(f"  stored at {o.url}/{m.archive.key}")
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .engine.catalog import list_backups
+    from .engine.stores import open_store, safe_url
+
+    settings = _settings(args)
+    failed = False
+    report: list[dict[str, Any]] = []
+    for url in settings.require_urls():
+        store = open_store(url)
+        try:
+            listing = list_backups(store, settings.name)
+        except BackupError as exc:
+            failed = True
+            report.append({"url": safe_url(url), "error": str(exc), "backups": []})
+            err.print(f"kotomi-backup: cannot list {safe_url(url)}: {exc}")
+            continue
+        report.append(
+            {
+                "url": safe_url(url),
+                "backups": [json.loads(m.to_json()) for m in listing.backups],
+                "incomplete": listing.incomplete,
+                "unreadable": listing.unreadable,
+            }
+        )
+        if args.json:
+            continue
+        table = Table(title=f"{settings.name} at {safe_url(url)}", title_justify="left")
+        for col in ("backup id", "created (UTC)", "database", "archive", "encryption", "verify"):
+            table.add_column(col)
+        for m in listing.backups:
+            table.add_row(
+                m.backup_id,
+                m.created_at,
+                _human(m.db_size),
+                _human(m.archive.size),
+                m.archive.encryption,
+                f"{m.verify.mode} {m.verify.result}",
+            )
+        out.print(table)
+        if not listing.backups:
+            out.print("  no backups")
+        if listing.incomplete:
+            out.print(
+                f"  {len(listing.incomplete)} incomplete (no manifest, not backups): "
+                + ", ".join(listing.incomplete)
+            )
+        if listing.unreadable:
+            out.print(
+                f"  {len(listing.unreadable)} with an unreadable manifest: "
+                + ", ".join(listing.unreadable)
+            )
+    if args.json:
+        _emit_json({"name": settings.name, "destinations": report})
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .engine.checkup import verify_path
+
+    settings = BackupSettings.from_env()
+    result = verify_path(
+        Path(args.path).expanduser(),
+        mode="full" if args.full else "quick",
+        identity=settings.age_identity,
+        profile=settings.profile,
+    )
+    if args.json:
+        _emit_json(result.to_dict())
+    else:
+        stream = out if result.ok else err
+        for line in result.lines():
+            stream.print(line)
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .engine.backup import run_backup
+    from .engine.demo import generate_demo_database
+
+    directory = Path(args.dir).expanduser().resolve()
+    db = directory / "kotomi.db"
+    backups = directory / "backups"
+    if db.exists():
+        err.print(f"using the existing demo database {db}")
+    else:
+        directory.mkdir(parents=True, exist_ok=True)
+        generate_demo_database(db, size_bytes=args.size_mb * 1_000_000, seed=args.seed)
+    settings = BackupSettings.from_env(
+        db_path=db, urls=(str(backups),), name="kotomi", staging_dir=directory / "staging"
+    )
+    result = run_backup(settings)
+    m = result.manifest
+    if args.json:
+        _emit_json(
+            {
+                "db": str(db),
+                "backups": str(backups),
+                "backup_id": m.backup_id,
+                "manifest": json.loads(m.to_json()),
+            }
+        )
+        return EXIT_OK
+    out.print(f"demo database: {db} ({_human(m.db_size)}, {sum(m.tables.values())} rows)")
+    out.print(f"backup {m.backup_id}: {backups / m.archive.key}")
+    out.print(f"list it:    kotomi-backup list --to {backups}")
+    out.print(f"restore it: zstd -d < {backups / m.archive.key} > restored.db")
+    return EXIT_OK
+
+
+def _debug_flag(p: argparse.ArgumentParser) -> None:
+    # SUPPRESS: a subcommand's default must not undo `kotomi-backup --debug backup`.
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print tracebacks on failure",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="kotomi-backup", description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--version", action="version", version=f"kotomi-backup {__version__}")
+    parser.add_argument("--debug", action="store_true", help="print tracebacks on failure")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def common(p: argparse.ArgumentParser, url_flag: str | None) -> None:
+        if url_flag:
+            p.add_argument(
+                url_flag,
+                dest=url_flag.strip("-").replace("from", "from_"),
+                metavar="URL",
+                help="destination(s), comma-separated (default: KOTOMI_BACKUP_URL)",
+            )
+        p.add_argument("--name", help="backup name (default: KOTOMI_BACKUP_NAME or kotomi)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        _debug_flag(p)
+
+    p = sub.add_parser("backup", help="snapshot, verify, compress (+encrypt) and upload")
+    p.add_argument("--db", metavar="PATH", help="database file (default: KOTOMI_DB_PATH)")
+    p.add_argument(
+        "--verify",
+        choices=("quick", "full"),
+        default=None,
+        help="quick_check (default) or full integrity_check",
+    )
+    common(p, "--to")
+    p.set_defaults(func=cmd_backup)
+
+    p = sub.add_parser("list", help="list the complete backups at each destination")
+    common(p, "--to")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("verify", help="check a database file, an archive or a backup directory")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--full", action="store_true", help="integrity_check instead of quick_check")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _debug_flag(p)
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("demo", help="make a demo Kotomi database and back it up")
+    p.add_argument("--dir", default="kotomi-demo", help="where (default: ./kotomi-demo)")
+    p.add_argument("--size-mb", type=int, default=5, help="demo database size (default 5 MB)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _debug_flag(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except ConfigError as exc:
+        return _fail(args, exc, EXIT_USAGE)
+    except BackupError as exc:
+        return _fail(args, exc, EXIT_FAILED)
+    except KeyboardInterrupt:
+        sys.stderr.write("kotomi-backup: interrupted; nothing was listed as a backup\n")
+        return 130
+    except Exception as exc:
+        return _fail(args, exc, EXIT_FAILED, unexpected=True)
+
+
+def _fail(args: argparse.Namespace, exc: BaseException, code: int, unexpected: bool = False) -> int:
+    if args.debug:
+        traceback.print_exc()
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if unexpected:
+        first = f"unexpected {type(exc).__name__}: {first} (run with --debug for details)"
+    sys.stderr.write(f"kotomi-backup: error: {first}\n")
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

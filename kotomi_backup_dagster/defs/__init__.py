@@ -1,0 +1,1 @@
+"""The Dagster layer: one folder per capability, each thin over the engine."""

@@ -1,0 +1,165 @@
+"""The backup pipeline of one database as assets: snapshot -> archive -> upload.
+
+Verification is a blocking check on the snapshot, so a corrupt database never reaches a
+store and the run fails where it happened. Stages hand over a `StagedBackup` (a backup id
+and a staging directory); the files stay on disk until every store has them, so
+"re-execute from failure" after a failed upload re-runs only the upload.
+"""
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    Output,
+    asset,
+    asset_check,
+)
+
+from ...engine import backup as engine
+from ...engine.backup import StagedBackup
+from ..databases import DatabaseSpec
+from .resources import KotomiBackupResource
+
+
+def _table(rows: dict[str, int]) -> str:
+    lines = ["| table | rows |", "|---|---:|"]
+    lines += [f"| {name} | {count} |" for name, count in sorted(rows.items())]
+    return "\n".join(lines)
+
+
+def build_backup_assets(
+    spec: DatabaseSpec, resource_key: str
+) -> tuple[list[AssetsDefinition], list[AssetChecksDefinition]]:
+    prefix = [spec.name]
+    group = f"{spec.key}_backup"
+    pool = f"kotomi_backup_{spec.key}"
+    kinds = {"sqlite"}
+
+    @asset(
+        key=AssetKey([*prefix, "snapshot"]),
+        group_name=group,
+        required_resource_keys={resource_key},
+        pool=pool,
+        kinds=kinds,
+        description="A consistent online copy of the live database, in the staging directory.",
+    )
+    def snapshot(context: AssetExecutionContext) -> Output[StagedBackup]:
+        res: KotomiBackupResource = getattr(context.resources, resource_key)
+        settings = res.settings()
+        engine.preflight(settings)
+        staged, snap = engine.stage_snapshot(settings)
+        context.log.info(f"snapshot {staged.backup_id}: {snap.size} bytes in {snap.seconds:.2f} s")
+        return Output(
+            staged,
+            metadata={
+                "backup_id": staged.backup_id,
+                "db_bytes": snap.size,
+                "page_count": snap.page_count,
+                "page_size": snap.page_size,
+                "seconds": round(snap.seconds, 3),
+                "busy_retries": snap.busy_retries,
+                "source_journal_mode": snap.journal_mode,
+                "staging": MetadataValue.path(str(staged.workdir)),
+            },
+        )
+
+    @asset_check(
+        asset=snapshot,
+        name="verify",
+        blocking=True,
+        required_resource_keys={resource_key},
+        description="SQLite quick_check (or integrity_check), Kotomi's tables, row counts.",
+    )
+    def verify(context: AssetCheckExecutionContext, snapshot: StagedBackup) -> AssetCheckResult:
+        res: KotomiBackupResource = getattr(context.resources, resource_key)
+        report = engine.stage_verify(snapshot, res.settings())
+        metadata = {
+            "backup_id": snapshot.backup_id,
+            "mode": report.mode,
+            "seconds": round(report.seconds, 3),
+            "tables": len(report.tables),
+            "total_rows": sum(report.tables.values()),
+            "row_counts": MetadataValue.md(_table(report.tables)),
+        }
+        metadata.update({f"rows_{name}": count for name, count in report.tables.items()})
+        if not report.ok:
+            metadata["problems"] = MetadataValue.md("\n".join(f"- {p}" for p in report.problems))
+            context.log.error(report.summary())
+        return AssetCheckResult(
+            passed=report.ok,
+            severity=AssetCheckSeverity.ERROR,
+            description=report.summary(),
+            metadata=metadata,
+        )
+
+    @asset(
+        key=AssetKey([*prefix, "archive"]),
+        group_name=group,
+        required_resource_keys={resource_key},
+        pool=pool,
+        kinds={"zstd"},
+        description="The verified snapshot, zstd-compressed (and age-encrypted when configured).",
+    )
+    def archive(context: AssetExecutionContext, snapshot: StagedBackup) -> Output[StagedBackup]:
+        res: KotomiBackupResource = getattr(context.resources, resource_key)
+        manifest, seconds = engine.stage_archive(snapshot, res.settings())
+        ratio = manifest.db_size / manifest.archive.size if manifest.archive.size else 0.0
+        return Output(
+            snapshot,
+            metadata={
+                "backup_id": manifest.backup_id,
+                "bytes_in": manifest.db_size,
+                "bytes_out": manifest.archive.size,
+                "compression_ratio": round(ratio, 3),
+                "seconds": round(seconds, 3),
+                "encryption": manifest.archive.encryption,
+                "archive_sha256": manifest.archive.sha256,
+                "db_sha256": manifest.db_sha256,
+            },
+        )
+
+    @asset(
+        key=AssetKey([*prefix, "upload"]),
+        group_name=group,
+        required_resource_keys={resource_key},
+        pool=pool,
+        description="The archive on every destination, manifest last: the backup exists.",
+    )
+    def upload(context: AssetExecutionContext, archive: StagedBackup) -> MaterializeResult:
+        res: KotomiBackupResource = getattr(context.resources, resource_key)
+        manifest = engine.load_staged_manifest(archive)
+        outcomes = engine.stage_upload(archive, res.stores())
+        rows = ["| destination | result | bytes | seconds |", "|---|---|---:|---:|"]
+        for o in outcomes:
+            result = (
+                "already there" if o.already_there else ("ok" if o.ok else f"FAILED: {o.error}")
+            )
+            rows.append(f"| {o.url} | {result} | {o.bytes} | {o.seconds:.2f} |")
+        metadata = {
+            "backup_id": manifest.backup_id,
+            "destinations": MetadataValue.md("\n".join(rows)),
+            "destinations_ok": sum(o.ok for o in outcomes),
+            "destinations_failed": sum(not o.ok for o in outcomes),
+            "bytes_uploaded": sum(o.bytes for o in outcomes),
+            "requests": sum(o.requests for o in outcomes),
+            "seconds": round(sum(o.seconds for o in outcomes), 3),
+            "archive_bytes": manifest.archive.size,
+            "db_bytes": manifest.db_size,
+        }
+        failed = [o for o in outcomes if not o.ok]
+        if failed:
+            raise Failure(
+                description="; ".join(f"upload to {o.url} failed: {o.error}" for o in failed),
+                metadata=metadata,
+            )
+        context.log.info(f"backup {manifest.backup_id} stored at {len(outcomes)} destination(s)")
+        return MaterializeResult(metadata=metadata)
+
+    return [snapshot, archive, upload], [verify]

@@ -1,0 +1,46 @@
+"""Which databases get a pipeline: decided at load time, since asset keys carry the name.
+
+One database by default (`KOTOMI_BACKUP_NAME`, path from `KOTOMI_DB_PATH`). Several with
+`KOTOMI_BACKUP_DATABASES="blog=/data/blog.db,docs=/data/docs.db"`; every other setting
+(destinations, keys, retention) is shared.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..engine.manifest import check_name
+from ..engine.settings import DEFAULT_NAME
+
+
+@dataclass(frozen=True)
+class DatabaseSpec:
+    name: str
+    db_path: str | None = None  # None: read KOTOMI_DB_PATH at run time (EnvVar)
+
+    @property
+    def key(self) -> str:
+        """The name as a Dagster identifier (resource keys, job names)."""
+        return re.sub(r"[^A-Za-z0-9_]", "_", self.name)
+
+
+def databases_from_env(environ: Mapping[str, str] | None = None) -> list[DatabaseSpec]:
+    env = os.environ if environ is None else environ
+    listed = env.get("KOTOMI_BACKUP_DATABASES", "").strip()
+    if not listed:
+        return [DatabaseSpec(name=check_name(env.get("KOTOMI_BACKUP_NAME") or DEFAULT_NAME))]
+    specs: list[DatabaseSpec] = []
+    for entry in (e.strip() for e in listed.split(",") if e.strip()):
+        name, sep, path = entry.partition("=")
+        if not sep or not path.strip():
+            raise ValueError(
+                f"KOTOMI_BACKUP_DATABASES entry {entry!r}: expected name=/path/to/db.sqlite"
+            )
+        specs.append(DatabaseSpec(name=check_name(name.strip()), db_path=path.strip()))
+    keys = [s.key for s in specs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("KOTOMI_BACKUP_DATABASES: two databases share a name")
+    return specs

@@ -1,0 +1,302 @@
+"""One backup in four stages, each leaving its result in a staging directory:
+
+    snapshot -> verify -> archive (compress + encrypt) -> upload (manifest last)
+
+Stages hand over files, not memory, so any stage can be re-run alone (Dagster's
+"re-execute from failure" re-runs only the upload after a failed upload). The CLI runs
+all four with `run_backup`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from .archive import archive_suffix, parse_recipients, write_archive
+from .catalog import already_published, backup_prefix, publish_backup
+from .errors import BackupError, ConfigError
+from .manifest import (
+    ArchiveInfo,
+    Manifest,
+    VerifyInfo,
+    backup_id_time,
+    is_backup_id,
+    new_backup_id,
+    rfc3339,
+)
+from .settings import BackupSettings
+from .snapshot import Snapshot, check_source, take_snapshot
+from .stores import BackupStore, open_store, safe_url
+from .verify import VerifyReport, verify_database
+
+SNAPSHOT_INFO = "snapshot.json"
+VERIFY_INFO = "verify.json"
+DRAFT_MANIFEST = "manifest.json"
+STALE_STAGING_SECONDS = 7 * 24 * 3600
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class StagedBackup:
+    """A backup in the making: its id and the staging directory that holds its files."""
+
+    name: str
+    backup_id: str
+    workdir: Path
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.workdir / f"{self.name}.db"
+
+    def archive_path(self, encrypted: bool) -> Path:
+        return self.workdir / f"{self.name}{archive_suffix(encrypted)}"
+
+    @classmethod
+    def open(cls, staging_dir: Path, name: str, backup_id: str) -> StagedBackup:
+        workdir = staging_dir / name / backup_id
+        if not workdir.is_dir():
+            raise BackupError(
+                f"staged backup {backup_id} is gone from {workdir}; run the whole backup again"
+            )
+        return cls(name=name, backup_id=backup_id, workdir=workdir)
+
+    def read_json(self, filename: str, stage: str) -> dict[str, Any]:
+        path = self.workdir / filename
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise BackupError(
+                f"backup {self.backup_id}: the {stage} stage has not run (no {filename}); "
+                "run the whole backup again"
+            ) from exc
+        return data
+
+    def write_json(self, filename: str, data: dict[str, Any]) -> None:
+        (self.workdir / filename).write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@dataclass(frozen=True)
+class UploadOutcome:
+    url: str
+    ok: bool
+    error: str | None = None
+    bytes: int = 0
+    seconds: float = 0.0
+    requests: int = 0
+    already_there: bool = False
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    manifest: Manifest
+    snapshot: Snapshot
+    verify: VerifyReport
+    outcomes: list[UploadOutcome]
+    archive_seconds: float
+
+
+def preflight(settings: BackupSettings) -> list[BackupStore]:
+    """Everything that can be checked before touching the database, checked first."""
+    check_source(settings.require_db())
+    stores = [open_store(url) for url in settings.require_urls()]
+    parse_recipients(settings.age_recipients)
+    for store in stores:
+        store.preflight()
+    return stores
+
+
+def stage_snapshot(
+    settings: BackupSettings, now: datetime | None = None
+) -> tuple[StagedBackup, Snapshot]:
+    db_path = settings.require_db()
+    check_source(db_path)
+    cleanup_stale_staging(settings.staging_dir / settings.name)
+    moment = (now or datetime.now(UTC)).replace(microsecond=0)
+    backup_id = new_backup_id(moment)
+    workdir = settings.staging_dir / settings.name / backup_id
+    _require_free_space(workdir.parent, needed=2 * db_path.stat().st_size)
+    workdir.mkdir(parents=True, exist_ok=False)
+    staged = StagedBackup(name=settings.name, backup_id=backup_id, workdir=workdir)
+    snap = take_snapshot(db_path, staged.snapshot_path, deadline_seconds=settings.snapshot_timeout)
+    info = asdict(snap)
+    info["created_at"] = rfc3339(moment)
+    staged.write_json(SNAPSHOT_INFO, info)
+    return staged, snap
+
+
+def stage_verify(staged: StagedBackup, settings: BackupSettings) -> VerifyReport:
+    """Check the snapshot; the result is kept beside it so the archive stage can refuse."""
+    report = verify_database(
+        staged.snapshot_path, mode=settings.verify_mode, profile=settings.profile
+    )
+    staged.write_json(
+        VERIFY_INFO,
+        {
+            "mode": report.mode,
+            "result": report.result,
+            "problems": report.problems,
+            "tables": report.tables,
+            "page_size": report.page_size,
+            "page_count": report.page_count,
+            "sqlite_version": report.sqlite_version,
+            "seconds": round(report.seconds, 3),
+        },
+    )
+    return report
+
+
+def stage_archive(
+    staged: StagedBackup, settings: BackupSettings, progress: Progress | None = None
+) -> tuple[Manifest, float]:
+    """Compress (and encrypt) a verified snapshot; write the final manifest beside it."""
+    verify = staged.read_json(VERIFY_INFO, "verify")
+    if verify.get("result") != "ok":
+        raise BackupError(
+            f"backup {staged.backup_id}: snapshot failed verification ({verify.get('problems')}); "
+            "nothing is archived"
+        )
+    snap = staged.read_json(SNAPSHOT_INFO, "snapshot")
+    recipients = parse_recipients(settings.age_recipients)
+    encrypted = bool(recipients)
+    result = write_archive(
+        staged.snapshot_path,
+        staged.archive_path(encrypted),
+        recipients=recipients,
+        progress=progress,
+    )
+    manifest = Manifest(
+        backup_id=staged.backup_id,
+        name=staged.name,
+        created_at=str(snap.get("created_at") or rfc3339(backup_id_time(staged.backup_id))),
+        db_sha256=result.db_sha256,
+        db_size=result.db_size,
+        page_size=int(verify["page_size"]),
+        page_count=int(verify["page_count"]),
+        sqlite_version=str(verify["sqlite_version"]),
+        archive=ArchiveInfo(
+            key=f"{backup_prefix(staged.name, staged.backup_id)}/{result.path.name}",
+            size=result.size,
+            sha256=result.sha256,
+            compression=result.compression,
+            encryption=result.encryption,
+        ),
+        verify=VerifyInfo(mode=str(verify["mode"]), result="ok", seconds=float(verify["seconds"])),
+        tables={str(k): int(v) for k, v in verify["tables"].items()},
+        tool_version=__version__,
+        source_journal_mode=str(snap.get("journal_mode", "unknown")),
+        snapshot_seconds=round(float(snap.get("seconds", 0.0)), 3),
+    )
+    (staged.workdir / DRAFT_MANIFEST).write_bytes(manifest.to_json())
+    return manifest, result.seconds
+
+
+def load_staged_manifest(staged: StagedBackup) -> Manifest:
+    path = staged.workdir / DRAFT_MANIFEST
+    if not path.exists():
+        raise BackupError(
+            f"backup {staged.backup_id}: the archive stage has not run; run the whole backup again"
+        )
+    return Manifest.from_json(path.read_bytes(), where=str(path))
+
+
+def stage_upload(
+    staged: StagedBackup,
+    stores: Sequence[BackupStore],
+    *,
+    cleanup: bool = True,
+) -> list[UploadOutcome]:
+    """Publish to every store; one failing store does not stop the others.
+
+    The staging directory is removed only when every store has the backup, so a failed
+    upload can be retried from the same files.
+    """
+    manifest = load_staged_manifest(staged)
+    archive = staged.archive_path(manifest.encrypted)
+    if not archive.exists():
+        raise BackupError(f"staged archive {archive} is gone; run the whole backup again")
+    outcomes: list[UploadOutcome] = []
+    for store in stores:
+        started = time.monotonic()
+        if already_published(store, manifest):
+            # A re-run after a partial failure only fills in what is missing.
+            outcomes.append(
+                UploadOutcome(url=safe_url(store.url), ok=True, requests=1, already_there=True)
+            )
+            continue
+        try:
+            stored = publish_backup(store, manifest, archive)
+        except BackupError as exc:
+            outcomes.append(
+                UploadOutcome(
+                    url=safe_url(store.url),
+                    ok=False,
+                    error=str(exc),
+                    seconds=time.monotonic() - started,
+                )
+            )
+            continue
+        outcomes.append(
+            UploadOutcome(
+                url=safe_url(store.url),
+                ok=True,
+                bytes=stored.size,
+                seconds=time.monotonic() - started,
+                requests=stored.requests,
+            )
+        )
+    if cleanup and outcomes and all(o.ok for o in outcomes):
+        shutil.rmtree(staged.workdir, ignore_errors=True)
+    return outcomes
+
+
+def run_backup(settings: BackupSettings, progress: Progress | None = None) -> BackupResult:
+    """The whole pipeline, as the CLI runs it. Raises on the first failed stage."""
+    stores = preflight(settings)
+    staged, snap = stage_snapshot(settings)
+    try:
+        report = stage_verify(staged, settings)
+        if not report.ok:
+            raise BackupError(f"verification failed, nothing uploaded: {report.summary()}")
+        manifest, archive_seconds = stage_archive(staged, settings, progress)
+        outcomes = stage_upload(staged, stores)
+    except BaseException:
+        shutil.rmtree(staged.workdir, ignore_errors=True)
+        raise
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        shutil.rmtree(staged.workdir, ignore_errors=True)
+        raise BackupError("; ".join(f"upload to {o.url} failed: {o.error}" for o in failed))
+    return BackupResult(
+        manifest=manifest,
+        snapshot=snap,
+        verify=report,
+        outcomes=outcomes,
+        archive_seconds=archive_seconds,
+    )
+
+
+def cleanup_stale_staging(directory: Path, max_age: float = STALE_STAGING_SECONDS) -> None:
+    """Drop staged backups abandoned for a week (a failed run nobody re-executed)."""
+    if not directory.is_dir():
+        return
+    cutoff = time.time() - max_age
+    for child in directory.iterdir():
+        if is_backup_id(child.name) and child.is_dir() and child.stat().st_mtime < cutoff:
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def _require_free_space(directory: Path, needed: int) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise ConfigError(
+            f"staging directory {directory} has {free >> 20} MiB free, "
+            f"needs about {needed >> 20} MiB; set KOTOMI_BACKUP_STAGING_DIR to a larger disk"
+        )

@@ -1,0 +1,95 @@
+"""Backups on a store, in the agreed layout (see DESIGN.md):
+
+<name>/<backup_id>/manifest.json     written last: a backup exists iff its manifest does
+<name>/<backup_id>/<name>.db.zst     (.age when encrypted)
+<name>/<backup_id>/drills/<ts>.json
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import BackupError
+from .manifest import MANIFEST_NAME, Manifest, is_backup_id
+from .stores import BackupStore, ObjectNotFound, StoredObject
+
+
+def backup_prefix(name: str, backup_id: str) -> str:
+    return f"{name}/{backup_id}"
+
+
+def manifest_key(name: str, backup_id: str) -> str:
+    return f"{backup_prefix(name, backup_id)}/{MANIFEST_NAME}"
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Complete backups, newest first, plus what was found but is not a backup."""
+
+    backups: list[Manifest]
+    incomplete: list[str]  # backup dirs without a manifest (interrupted uploads)
+    unreadable: list[str]  # manifests that do not parse
+
+
+def list_backups(store: BackupStore, name: str) -> Listing:
+    backups: list[Manifest] = []
+    incomplete: list[str] = []
+    unreadable: list[str] = []
+    for child in store.list_children(name):
+        if not is_backup_id(child):
+            continue
+        try:
+            raw = store.get_bytes(manifest_key(name, child))
+        except ObjectNotFound:
+            incomplete.append(child)
+            continue
+        try:
+            manifest = Manifest.from_json(raw, where=f"{store.url}/{name}/{child}")
+        except BackupError:
+            unreadable.append(child)
+            continue
+        if manifest.backup_id != child or manifest.name != name:
+            unreadable.append(child)
+            continue
+        backups.append(manifest)
+    backups.sort(key=lambda m: m.backup_id, reverse=True)
+    return Listing(backups=backups, incomplete=incomplete, unreadable=unreadable)
+
+
+def publish_backup(store: BackupStore, manifest: Manifest, archive: Path) -> StoredObject:
+    """Upload the archive, confirm it landed intact, then write the manifest (last)."""
+    stored = store.put_file(manifest.archive.key, archive, sha256=manifest.archive.sha256)
+    if stored.size != manifest.archive.size:
+        raise BackupError(
+            f"{store.url}/{manifest.archive.key}: {stored.size} bytes landed, "
+            f"expected {manifest.archive.size}; the manifest was not written"
+        )
+    store.put_bytes(manifest_key(manifest.name, manifest.backup_id), manifest.to_json())
+    return StoredObject(
+        key=stored.key, size=stored.size, sha256=stored.sha256, requests=stored.requests + 1
+    )
+
+
+def already_published(store: BackupStore, manifest: Manifest) -> bool:
+    """True when this exact backup is complete on the store (its manifest is there)."""
+    try:
+        raw = store.get_bytes(manifest_key(manifest.name, manifest.backup_id))
+    except ObjectNotFound:
+        return False
+    except BackupError:
+        return False
+    return raw == manifest.to_json()
+
+
+def find_backup(store: BackupStore, name: str, which: str) -> Manifest:
+    """`latest` or an exact backup id."""
+    listing = list_backups(store, name)
+    if not listing.backups:
+        raise BackupError(f"no backups of {name!r} at {store.url}")
+    if which == "latest":
+        return listing.backups[0]
+    for manifest in listing.backups:
+        if manifest.backup_id == which:
+            return manifest
+    raise BackupError(f"backup {which!r} of {name!r} not found at {store.url}")

@@ -1,0 +1,115 @@
+"""The manifest: what a backup is. A backup exists iff its manifest does (written last)."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .errors import BackupError
+
+MANIFEST_FORMAT = 1
+MANIFEST_NAME = "manifest.json"
+BACKUP_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def new_backup_id(now: datetime | None = None) -> str:
+    """UTC creation time plus 6 random hex chars: unique, and sorts by time."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{moment:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def backup_id_time(backup_id: str) -> datetime:
+    return datetime.strptime(backup_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+
+
+def is_backup_id(text: str) -> bool:
+    return bool(BACKUP_ID_RE.match(text))
+
+
+def check_name(name: str) -> str:
+    """A database name is one path component on every store."""
+    if not NAME_RE.match(name):
+        raise ValueError(
+            f"invalid backup name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class ArchiveInfo:
+    key: str
+    size: int
+    sha256: str
+    compression: str = "zstd"
+    encryption: str = "none"
+
+
+@dataclass(frozen=True)
+class VerifyInfo:
+    mode: str
+    result: str
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Manifest:
+    backup_id: str
+    name: str
+    created_at: str
+    db_sha256: str
+    db_size: int
+    page_size: int
+    page_count: int
+    sqlite_version: str
+    archive: ArchiveInfo
+    verify: VerifyInfo
+    tables: dict[str, int]
+    tool_version: str
+    source_journal_mode: str = "wal"
+    snapshot_seconds: float = 0.0
+    format: int = MANIFEST_FORMAT
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def created(self) -> datetime:
+        return datetime.strptime(self.created_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+    @property
+    def encrypted(self) -> bool:
+        return self.archive.encryption != "none"
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        if not data["extra"]:
+            del data["extra"]
+        return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes, *, where: str = "manifest") -> Manifest:
+        try:
+            data = json.loads(raw)
+            if data.get("format") != MANIFEST_FORMAT:
+                raise BackupError(
+                    f"{where}: manifest format {data.get('format')!r} is not supported "
+                    f"(this tool reads format {MANIFEST_FORMAT}); upgrade kotomi-backup"
+                )
+            fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+            fields["archive"] = ArchiveInfo(**data["archive"])
+            fields["verify"] = VerifyInfo(**data["verify"])
+            return cls(**fields)
+        except BackupError:
+            raise
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BackupError(
+                f"{where}: unreadable manifest ({type(exc).__name__}: {exc})"
+            ) from exc

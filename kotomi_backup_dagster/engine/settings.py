@@ -1,0 +1,91 @@
+"""Settings from the DESIGN.md environment variables; CLI flags override them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .errors import ConfigError
+from .manifest import check_name
+from .stores import split_urls
+from .verify import PROFILES, VERIFY_MODES, Profile, VerifyMode
+
+DEFAULT_NAME = "kotomi"
+
+
+def default_staging_dir(environ: Mapping[str, str]) -> Path:
+    cache = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "kotomi-backup" / "staging"
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    db_path: Path | None = None
+    urls: tuple[str, ...] = ()
+    name: str = DEFAULT_NAME
+    age_recipients: str | None = None  # public keys: not secret
+    age_identity: Path | None = None  # a path; the key itself is never read into settings
+    timezone: str = "UTC"
+    verify_mode: VerifyMode = "quick"
+    profile: Profile = "kotomi"
+    staging_dir: Path = Path()
+    snapshot_timeout: float = 300.0
+
+    def __post_init__(self) -> None:
+        try:
+            check_name(self.name)
+        except ValueError as exc:
+            raise ConfigError(f"KOTOMI_BACKUP_NAME: {exc}") from exc
+        if self.verify_mode not in VERIFY_MODES:
+            raise ConfigError(f"verify mode {self.verify_mode!r}: use quick or full")
+        if self.profile not in PROFILES:
+            raise ConfigError(f"KOTOMI_BACKUP_PROFILE {self.profile!r}: use kotomi or generic")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(
+                f"KOTOMI_BACKUP_TIMEZONE {self.timezone!r} is not a time zone (e.g. Europe/Berlin)"
+            ) from exc
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> BackupSettings:
+        env = os.environ if environ is None else environ
+        db = env.get("KOTOMI_DB_PATH")
+        identity = env.get("KOTOMI_BACKUP_AGE_IDENTITY")
+        timeout_text = env.get("KOTOMI_BACKUP_SNAPSHOT_TIMEOUT", "300")
+        try:
+            timeout = float(timeout_text)
+        except ValueError as exc:
+            raise ConfigError(
+                f"KOTOMI_BACKUP_SNAPSHOT_TIMEOUT {timeout_text!r} is not a number of seconds"
+            ) from exc
+        settings = cls(
+            db_path=Path(db).expanduser() if db else None,
+            urls=tuple(split_urls(env.get("KOTOMI_BACKUP_URL"))),
+            name=env.get("KOTOMI_BACKUP_NAME") or DEFAULT_NAME,
+            age_recipients=env.get("KOTOMI_BACKUP_AGE_RECIPIENTS") or None,
+            age_identity=Path(identity).expanduser() if identity else None,
+            timezone=env.get("KOTOMI_BACKUP_TIMEZONE") or "UTC",
+            verify_mode=cast(VerifyMode, env.get("KOTOMI_BACKUP_VERIFY") or "quick"),
+            profile=cast(Profile, env.get("KOTOMI_BACKUP_PROFILE") or "kotomi"),
+            staging_dir=Path(env["KOTOMI_BACKUP_STAGING_DIR"]).expanduser()
+            if env.get("KOTOMI_BACKUP_STAGING_DIR")
+            else default_staging_dir(env),
+            snapshot_timeout=timeout,
+        )
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return replace(settings, **given) if given else settings
+
+    def require_db(self) -> Path:
+        if self.db_path is None:
+            raise ConfigError("no database given: pass --db PATH or set KOTOMI_DB_PATH")
+        return self.db_path
+
+    def require_urls(self) -> tuple[str, ...]:
+        if not self.urls:
+            raise ConfigError("no destination given: pass --to URL or set KOTOMI_BACKUP_URL")
+        return self.urls

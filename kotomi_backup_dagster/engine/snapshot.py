@@ -1,0 +1,133 @@
+"""Consistent online snapshot of a live SQLite database (WAL or not).
+
+The copy is one `sqlite3_backup_step(-1)`: a single read transaction, so Kotomi's writers
+never force a restart (a stepped backup restarts whenever another connection writes between
+steps and may never finish). WAL readers do not block writers; the copy only holds back
+checkpoints while it runs. CPython's backup loop has no deadline, so the progress callback
+enforces one.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import BackupError, ConfigError
+from .fsutil import fsync_dir
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    path: Path
+    size: int
+    page_size: int
+    page_count: int
+    journal_mode: str
+    seconds: float
+    busy_retries: int
+
+
+def check_source(db_path: Path) -> None:
+    """Refuse, with one clear line, what cannot be a database to back up."""
+    if not db_path.exists():
+        raise ConfigError(f"database not found: {db_path} (set --db or KOTOMI_DB_PATH)")
+    if not db_path.is_file():
+        raise ConfigError(f"not a file: {db_path} (point --db at the SQLite database file)")
+    try:
+        with db_path.open("rb") as fh:
+            header = fh.read(len(SQLITE_MAGIC))
+    except PermissionError as exc:
+        raise ConfigError(f"cannot read {db_path}: permission denied") from exc
+    if not header:
+        raise ConfigError(f"database is empty (0 bytes): {db_path}")
+    if header != SQLITE_MAGIC:
+        raise ConfigError(f"not an SQLite database: {db_path} (wrong file header)")
+
+
+def take_snapshot(
+    db_path: Path,
+    dest: Path,
+    *,
+    deadline_seconds: float = 600.0,
+    busy_timeout_ms: int = 5000,
+) -> Snapshot:
+    """Copy `db_path` consistently to `dest` (temp file, fsync, rename).
+
+    The copy is left in rollback-journal mode so it is one self-contained file: it opens
+    read-only without a -wal/-shm beside it, and Kotomi switches it back to WAL on start.
+    """
+    check_source(db_path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.partial")
+    tmp.unlink(missing_ok=True)
+    started = time.monotonic()
+    deadline = started + deadline_seconds
+    busy_retries = 0
+
+    def progress(status: int, remaining: int, total: int) -> None:
+        nonlocal busy_retries
+        if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            busy_retries += 1
+        if remaining and time.monotonic() > deadline:
+            raise TimeoutError
+
+    # mode=rw: never create a database where none was (a typo must not back up an empty file).
+    try:
+        src = sqlite3.connect(
+            sqlite_uri(db_path, "mode=rw"), uri=True, timeout=busy_timeout_ms / 1000
+        )
+    except sqlite3.Error as exc:
+        raise ConfigError(f"cannot open {db_path}: {exc}") from exc
+    try:
+        dst = sqlite3.connect(tmp)
+        try:
+            src.backup(dst, pages=-1, progress=progress, sleep=0.05)
+            journal_mode = str(src.execute("PRAGMA journal_mode").fetchone()[0])
+            # Leave the copy self-contained (see docstring).
+            dst.execute("PRAGMA journal_mode=DELETE")
+            page_size = int(dst.execute("PRAGMA page_size").fetchone()[0])
+            page_count = int(dst.execute("PRAGMA page_count").fetchone()[0])
+        finally:
+            dst.close()
+    except TimeoutError as exc:
+        tmp.unlink(missing_ok=True)
+        raise BackupError(
+            f"snapshot of {db_path} did not finish within {deadline_seconds:.0f} s "
+            f"(database busy {busy_retries} times); retry later or raise the deadline"
+        ) from exc
+    except sqlite3.DatabaseError as exc:
+        tmp.unlink(missing_ok=True)
+        raise BackupError(f"snapshot of {db_path} failed: {exc}") from exc
+    finally:
+        src.close()
+    _fsync_file(tmp)
+    os.replace(tmp, dest)
+    fsync_dir(dest.parent)
+    return Snapshot(
+        path=dest,
+        size=dest.stat().st_size,
+        page_size=page_size,
+        page_count=page_count,
+        journal_mode=journal_mode,
+        seconds=time.monotonic() - started,
+        busy_retries=busy_retries,
+    )
+
+
+def sqlite_uri(path: Path, query: str) -> str:
+    # '?' and '#' would end the path part of a URI filename.
+    quoted = str(path.resolve()).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+    return f"file:{quoted}?{query}"
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

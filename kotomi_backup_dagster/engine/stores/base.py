@@ -1,0 +1,55 @@
+"""The one interface every destination implements (local disk, S3, GCS).
+
+Keys are '/'-separated paths relative to the store's root URL. A store knows nothing of
+SQLite, manifests or retention: that lives in `catalog.py`, above every backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol, runtime_checkable
+
+
+class ObjectNotFound(KeyError):
+    """The key does not exist on the store."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    sha256: str
+    requests: int = 1
+
+
+@runtime_checkable
+class BackupStore(Protocol):
+    @property
+    def url(self) -> str:
+        """Where the store points, safe to print (never holds credentials)."""
+        ...
+
+    def preflight(self) -> None:
+        """Fail fast, with one clear line, if backups cannot be written here."""
+        ...
+
+    def put_file(self, key: str, source: Path, *, sha256: str) -> StoredObject:
+        """Stream `source` to `key`; confirm what landed has `sha256` and the same size."""
+        ...
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Write a small object atomically (readers see all of it or none)."""
+        ...
+
+    def get_bytes(self, key: str) -> bytes: ...
+
+    def open_read(self, key: str) -> BinaryIO:
+        """Stream an object; raises ObjectNotFound."""
+        ...
+
+    def list_children(self, prefix: str) -> list[str]:
+        """Names directly under `prefix/` (files and 'directories'), sorted."""
+        ...
+
+    def delete(self, key: str) -> None: ...
