@@ -32,7 +32,8 @@ from .engine.settings import BackupSettings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped output is not cut to 80 columns: backup ids and URLs must stay whole.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -205,6 +206,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         directory.mkdir(parents=True, exist_ok=True)
         generate_demo_database(db, size_bytes=args.size_mb * 1_000_000, seed=args.seed)
+    if args.db_only:
+        out.print(f"demo database: {db}")
+        return EXIT_OK
     settings = BackupSettings.from_env(
         db_path=db, urls=(str(backups),), name="kotomi", staging_dir=directory / "staging"
     )
@@ -281,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default="kotomi-demo", help="where (default: ./kotomi-demo)")
     p.add_argument("--size-mb", type=int, default=5, help="demo database size (default 5 MB)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--db-only", action="store_true", help="only make the database, no backup")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _debug_flag(p)
     p.set_defaults(func=cmd_demo)

@@ -228,7 +228,12 @@ def extract_archive(
                     inflater.write(block)
             inflater.finish()
         except pyrage.DecryptError as exc:
-            raise BackupError(f"cannot decrypt archive: {exc} (wrong age identity?)") from exc
+            if "no matching keys" in str(exc).lower():
+                raise ConfigError(
+                    "cannot decrypt archive: the age identity does not match its recipients "
+                    "(check KOTOMI_BACKUP_AGE_IDENTITY)"
+                ) from exc
+            raise BackupError(f"cannot decrypt archive: {exc} (damaged age header?)") from exc
         except zstandard.ZstdError as exc:
             raise BackupError(f"archive is damaged: zstd says {exc}") from exc
     return ExtractResult(

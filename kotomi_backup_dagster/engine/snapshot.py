@@ -19,6 +19,7 @@ from .errors import BackupError, ConfigError
 from .fsutil import fsync_dir
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
+SQLITE_DONE = 101
 
 
 @dataclass(frozen=True)
@@ -73,14 +74,14 @@ def take_snapshot(
         nonlocal busy_retries
         if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
             busy_retries += 1
-        if remaining and time.monotonic() > deadline:
+        # Before the first successful step `remaining` is 0, so test the status, not it.
+        if status != SQLITE_DONE and time.monotonic() > deadline:
             raise TimeoutError
 
     # mode=rw: never create a database where none was (a typo must not back up an empty file).
+    busy_timeout = min(busy_timeout_ms / 1000, deadline_seconds)
     try:
-        src = sqlite3.connect(
-            sqlite_uri(db_path, "mode=rw"), uri=True, timeout=busy_timeout_ms / 1000
-        )
+        src = sqlite3.connect(sqlite_uri(db_path, "mode=rw"), uri=True, timeout=busy_timeout)
     except sqlite3.Error as exc:
         raise ConfigError(f"cannot open {db_path}: {exc}") from exc
     try:

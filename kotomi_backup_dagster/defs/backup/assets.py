@@ -53,7 +53,7 @@ def build_backup_assets(
     def snapshot(context: AssetExecutionContext) -> Output[StagedBackup]:
         res: KotomiBackupResource = getattr(context.resources, resource_key)
         settings = res.settings()
-        engine.preflight(settings)
+        engine.preflight(settings, contact_stores=False)
         staged, snap = engine.stage_snapshot(settings)
         context.log.info(f"snapshot {staged.backup_id}: {snap.size} bytes in {snap.seconds:.2f} s")
         return Output(

@@ -1,0 +1,54 @@
+# Every target sets up its own virtualenv; nothing needs installing by hand.
+VENV      ?= .venv
+PYTHON    ?= python3
+BIN       := $(VENV)/bin
+STAMP     := $(VENV)/.installed
+DEMO      ?= $(CURDIR)/.demo
+DEMO_ENV  := DAGSTER_HOME=$(DEMO)/dagster_home \
+             KOTOMI_DB_PATH=$(DEMO)/kotomi.db \
+             KOTOMI_BACKUP_URL=$(DEMO)/backups \
+             KOTOMI_BACKUP_STAGING_DIR=$(DEMO)/staging
+
+.PHONY: setup system-deps demo dev test lint typecheck clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The tests check archives with the standard tools (zstd, age, sqlite3) and compare
+# retention with restic: Debian packages, installed when missing.
+system-deps:
+	@scripts/install-system-deps.sh
+
+$(DEMO)/dagster_home/dagster.yaml: dagster_home/dagster.yaml
+	mkdir -p $(DEMO)/dagster_home
+	cp dagster_home/dagster.yaml $@
+
+# Make a demo Kotomi database, run the backup job once on local disk, show the result.
+demo: $(STAMP) $(DEMO)/dagster_home/dagster.yaml
+	$(BIN)/kotomi-backup demo --dir $(DEMO) --db-only
+	$(DEMO_ENV) $(BIN)/dagster job execute -m kotomi_backup_dagster.definitions -j kotomi_backup
+	$(DEMO_ENV) $(BIN)/kotomi-backup list
+	@echo
+	@echo "Backups are in $(DEMO)/backups/kotomi/<backup_id>/ (manifest.json + kotomi.db.zst)."
+	@echo "Open the Dagster UI with 'make dev', then http://127.0.0.1:3000 (runs, assets, checks)."
+
+# The Dagster UI and the daemon (schedules, sensors, run queue), on the demo setup.
+dev: $(STAMP) $(DEMO)/dagster_home/dagster.yaml
+	$(DEMO_ENV) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+test: $(STAMP) system-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy kotomi_backup_dagster/engine kotomi_backup_dagster/retention.py
+	$(BIN)/python -m pytest -q
+
+lint:
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache .mypy_cache .ruff_cache

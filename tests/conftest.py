@@ -1,0 +1,141 @@
+"""Shared fixtures: a clean environment, demo Kotomi databases, age keys, a live writer."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kotomi_backup_dagster.engine.demo import generate_demo_database
+from kotomi_backup_dagster.engine.kotomi import KotomiWriter, connect_like_kotomi
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's KOTOMI_* settings or writes to their cache."""
+    for key in list(os.environ):
+        if key.startswith("KOTOMI_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="session")
+def demo_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("demo") / "kotomi.db"
+    generate_demo_database(path, size_bytes=2_000_000, seed=7)
+    return path
+
+
+@pytest.fixture
+def kotomi_db(demo_db_template: Path, tmp_path: Path) -> Path:
+    """A private copy of a ~2 MB demo Kotomi database, in WAL mode."""
+    path = tmp_path / "data" / "kotomi.db"
+    path.parent.mkdir()
+    shutil.copyfile(demo_db_template, path)
+    return path
+
+
+@dataclass
+class AgeKey:
+    identity_file: Path
+    recipient: str
+
+
+@pytest.fixture
+def age_key(tmp_path: Path) -> AgeKey:
+    import pyrage
+
+    identity = pyrage.x25519.Identity.generate()
+    path = tmp_path / "age-key.txt"
+    path.write_text(f"# test key\n{identity}\n")
+    path.chmod(0o600)
+    return AgeKey(identity_file=path, recipient=str(identity.to_public()))
+
+
+def _write_at_rate(path: str, rate: float, log: str, stop: Any) -> None:
+    """Child process: Kotomi-like requests at `rate`/s; logs each committed comment id."""
+    conn = connect_like_kotomi(Path(path))
+    writer = KotomiWriter(conn)
+    interval = 1.0 / rate
+    next_at = time.monotonic()
+    requests = 0
+    with open(log, "a", buffering=1) as out:
+        while not stop.is_set():
+            started = time.monotonic()
+            comment_id = writer.request()
+            done = time.monotonic()
+            requests += 1
+            out.write(f"{done:.6f} {done - started:.6f} {comment_id or '-'}\n")
+            next_at += interval
+            pause = next_at - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+    conn.close()
+
+
+@dataclass
+class LiveWriter:
+    """A separate process committing Kotomi-like requests at a fixed rate, like a live Kotomi.
+
+    Every committed request is logged with its commit time (CLOCK_MONOTONIC, shared by all
+    processes), so a test can tell which comments were committed before a snapshot began.
+    """
+
+    path: Path
+    rate: float
+    log: Path
+
+    def entries(self) -> list[tuple[float, float, str]]:
+        rows = []
+        for line in self.log.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 3:
+                rows.append((float(parts[0]), float(parts[1]), parts[2]))
+        return rows
+
+    @property
+    def requests(self) -> int:
+        return len(self.entries())
+
+    def committed_before(self, moment: float) -> list[str]:
+        return [cid for at, _, cid in self.entries() if at < moment and cid != "-"]
+
+
+@pytest.fixture
+def live_writer(kotomi_db: Path, tmp_path: Path) -> Iterator[LiveWriter]:
+    ctx = multiprocessing.get_context("fork")
+    stop = ctx.Event()
+    writer = LiveWriter(path=kotomi_db, rate=500.0, log=tmp_path / "writer.log")
+    writer.log.touch()
+    proc = ctx.Process(target=_write_at_rate, args=(str(kotomi_db), 500.0, str(writer.log), stop))
+    proc.start()
+    time.sleep(0.3)
+    yield writer
+    stop.set()
+    proc.join(timeout=10)
+    assert proc.exitcode == 0, f"writer process failed (exit {proc.exitcode})"
+
+
+def comment_ids(db: Path) -> set[str]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return {row[0] for row in conn.execute("SELECT id FROM comments")}
+    finally:
+        conn.close()
+
+
+def flip_page_header(db: Path, page_number: int, page_size: int) -> None:
+    """Overwrite the b-tree header of one page: SQLite's checks must notice."""
+    with db.open("r+b") as fh:
+        fh.seek((page_number - 1) * page_size)
+        fh.write(b"\xff" * 12)

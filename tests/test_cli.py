@@ -1,0 +1,187 @@
+"""The real `kotomi-backup` command: exit codes, one-line errors, nothing lost on bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kotomi_backup_dagster.engine.demo import generate_demo_database
+from tests.conftest import AgeKey
+
+CLI = [sys.executable, "-m", "kotomi_backup_dagster.cli"]
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("KOTOMI_")}
+    full_env.update(env or {})
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=full_env, timeout=120)
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert lines[0].startswith("kotomi-backup:")
+    return lines[0]
+
+
+def tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+
+
+def test_backup_then_list_and_verify_as_json(kotomi_db: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "backups"
+    made = run("backup", "--db", str(kotomi_db), "--to", f"file://{dest}", "--json")
+    assert made.returncode == 0, made.stderr
+    result = json.loads(made.stdout)
+    backup_id = result["backup_id"]
+    assert result["destinations"][0]["ok"] is True
+    listed = run("list", "--to", str(dest), "--json")
+    assert listed.returncode == 0, listed.stderr
+    ids = [b["backup_id"] for b in json.loads(listed.stdout)["destinations"][0]["backups"]]
+    assert ids == [backup_id]
+    checked = run("verify", str(dest / "kotomi" / backup_id), "--full", "--json")
+    assert checked.returncode == 0, checked.stdout
+    assert json.loads(checked.stdout)["ok"] is True
+
+
+def test_environment_supplies_the_defaults(kotomi_db: Path, tmp_path: Path) -> None:
+    env = {"KOTOMI_DB_PATH": str(kotomi_db), "KOTOMI_BACKUP_URL": str(tmp_path / "b"),
+           "KOTOMI_BACKUP_NAME": "blog"}  # fmt: skip
+    assert run("backup", env=env).returncode == 0
+    listed = json.loads(run("list", "--json", env=env).stdout)
+    assert listed["name"] == "blog"
+    assert len(listed["destinations"][0]["backups"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "words"),
+    [
+        ("missing file", 2, "database not found"),
+        ("not a database", 2, "not an SQLite database"),
+        ("empty file", 2, "database is empty"),
+        ("unwritable destination", 2, "not usable"),
+        ("unknown scheme", 2, "unknown destination scheme"),
+        ("bad age recipient", 2, "not an age public key"),
+        ("no destination", 2, "no destination given"),
+        ("bad name", 2, "invalid backup name"),
+    ],
+)
+def test_bad_input_gives_one_line_and_stores_nothing(
+    case: str, code: int, words: str, kotomi_db: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "backups"
+    dest.mkdir()
+    (dest / "keep.txt").write_text("an operator's file")
+    db, to, env = str(kotomi_db), str(dest), {}
+    if case == "missing file":
+        db = str(tmp_path / "nope.db")
+    elif case == "not a database":
+        db = str(tmp_path / "notes.txt")
+        Path(db).write_text("hello, this is not SQLite\n" * 10)
+    elif case == "empty file":
+        db = str(tmp_path / "empty.db")
+        Path(db).touch()
+    elif case == "unwritable destination":
+        blocker = tmp_path / "a-file"
+        blocker.write_text("x")
+        to = str(blocker / "backups")  # root can write anywhere, but not under a file
+    elif case == "unknown scheme":
+        to = "ftp://user:hunter2@example.com/backups"
+    elif case == "bad age recipient":
+        env = {"KOTOMI_BACKUP_AGE_RECIPIENTS": "age1notakey"}
+    elif case == "bad name":
+        env = {"KOTOMI_BACKUP_NAME": "../escape"}
+    args = ["backup", "--db", db] + ([] if case == "no destination" else ["--to", to])
+    before = kotomi_db.read_bytes()
+    proc = run(*args, env=env)
+    assert proc.returncode == code, proc.stderr
+    line = one_line_error(proc)
+    assert words in line
+    assert "hunter2" not in proc.stderr
+    assert tree(dest) == ["keep.txt"]
+    assert kotomi_db.read_bytes() == before
+
+
+def test_locked_database_times_out_with_one_line(tmp_path: Path) -> None:
+    db = tmp_path / "locked.db"
+    generate_demo_database(db, size_bytes=100_000, seed=1)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=DELETE")
+    conn.execute("BEGIN EXCLUSIVE")  # a rollback-journal writer holds off every reader
+    try:
+        proc = run("backup", "--db", str(db), "--to", str(tmp_path / "b"),
+                   env={"KOTOMI_BACKUP_SNAPSHOT_TIMEOUT": "1"})  # fmt: skip
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
+    assert proc.returncode == 1
+    assert "did not finish within 1 s" in one_line_error(proc)
+    assert tree(tmp_path / "b") == []
+
+
+def test_verify_reports_a_tampered_archive_and_a_wrong_key(
+    kotomi_db: Path, tmp_path: Path, age_key: AgeKey
+) -> None:
+    dest = tmp_path / "backups"
+    env = {"KOTOMI_BACKUP_AGE_RECIPIENTS": age_key.recipient}
+    made = json.loads(run("backup", "--db", str(kotomi_db), "--to", str(dest), "--json",
+                          env=env).stdout)  # fmt: skip
+    backup_dir = dest / "kotomi" / made["backup_id"]
+    good = run(
+        "verify", str(backup_dir), env={"KOTOMI_BACKUP_AGE_IDENTITY": str(age_key.identity_file)}
+    )
+    assert good.returncode == 0, good.stderr + good.stdout
+
+    other = tmp_path / "other-key.txt"
+    import pyrage
+
+    other.write_text(f"{pyrage.x25519.Identity.generate()}\n")
+    wrong = run("verify", str(backup_dir), env={"KOTOMI_BACKUP_AGE_IDENTITY": str(other)})
+    assert wrong.returncode == 2
+    line = one_line_error(wrong)
+    assert "does not match" in line
+    assert "AGE-SECRET-KEY" not in wrong.stderr + wrong.stdout
+
+    archive = backup_dir / "kotomi.db.zst.age"
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    archive.write_bytes(bytes(data))
+    tampered = run(
+        "verify", str(backup_dir), env={"KOTOMI_BACKUP_AGE_IDENTITY": str(age_key.identity_file)}
+    )
+    assert tampered.returncode == 1
+    assert "Traceback" not in tampered.stderr
+
+
+def test_killed_backup_leaves_nothing_listed(tmp_path: Path) -> None:
+    """SIGKILL at several points of a real backup: never a torn backup in the listing."""
+    db = tmp_path / "big.db"
+    generate_demo_database(db, size_bytes=40_000_000, seed=3)
+    dest = tmp_path / "backups"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KOTOMI_")}
+    for delay in (0.2, 0.5, 0.9, 1.4):
+        proc = subprocess.Popen(
+            [*CLI, "backup", "--db", str(db), "--to", str(dest)], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        listed = json.loads(run("list", "--to", str(dest), "--json").stdout)
+        for backup in listed["destinations"][0]["backups"]:
+            # Whatever is listed is whole: its archive is there with the right size.
+            archive = dest / backup["archive"]["key"]
+            assert archive.stat().st_size == backup["archive"]["size"]
+            checked = run("verify", str(archive.parent))
+            assert checked.returncode == 0, checked.stdout + checked.stderr
+    after = run("backup", "--db", str(db), "--to", str(dest), "--json")
+    assert after.returncode == 0, after.stderr
