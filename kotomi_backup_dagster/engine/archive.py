@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO, Protocol, cast
 
 import zstandard
 
@@ -95,8 +95,12 @@ def load_identities(path: Path) -> list[Any]:
     return identities
 
 
+class _Readable(Protocol):
+    def readinto(self, buffer: Any, /) -> int | None: ...
+
+
 class _HashingReader(io.RawIOBase):
-    def __init__(self, raw: BinaryIO, progress: Progress | None) -> None:
+    def __init__(self, raw: _Readable, progress: Progress | None) -> None:
         self._raw = raw
         self._progress = progress
         self.digest = hashlib.sha256()
@@ -171,9 +175,9 @@ def write_archive(
     db_size = source.stat().st_size
     cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
     with source.open("rb", buffering=0) as src, atomic_writer(dest) as out:
-        reader = _HashingReader(src, progress)  # type: ignore[arg-type]
+        reader = _HashingReader(src, progress)
         writer = _HashingWriter(out)
-        compressed = cctx.stream_reader(reader, size=db_size, read_size=BLOCK)
+        compressed = cctx.stream_reader(cast(IO[bytes], reader), size=db_size, read_size=BLOCK)
         if recipients:
             pyrage.encrypt_io(compressed, writer, list(recipients))
         else:
@@ -212,7 +216,7 @@ def extract_archive(
     """Decrypt and decompress a stream into `dest` (atomically), hashing both sides."""
     import pyrage
 
-    reader = _HashingReader(archive, progress)
+    reader = _HashingReader(cast(_Readable, archive), progress)
     with atomic_writer(dest) as out:
         writer = _HashingWriter(out)
         inflater = _Inflater(writer)

@@ -1,0 +1,170 @@
+"""The backup job in Dagster, executed in-process: stages, checks, metadata, re-execution."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    DefaultScheduleStatus,
+    FloatMetadataValue,
+    IntMetadataValue,
+    JobDefinition,
+    ReexecutionOptions,
+    RunRequest,
+    build_schedule_context,
+    execute_job,
+    instance_for_test,
+    reconstructable,
+)
+from dagster._core.storage.dagster_run import DagsterRunStatus
+
+from kotomi_backup_dagster.defs.backup.definitions import build_backup_definitions
+from kotomi_backup_dagster.defs.databases import DatabaseSpec, databases_from_env
+from kotomi_backup_dagster.engine.catalog import list_backups
+from kotomi_backup_dagster.engine.stores import LocalStore
+from tests.conftest import flip_page_header
+
+
+def kotomi_backup_job() -> JobDefinition:
+    """Module-level, so Dagster can reconstruct the job for re-execution."""
+    return build_backup_definitions(DatabaseSpec("kotomi")).resolve_job_def("kotomi_backup")
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, kotomi_db: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "backups"
+    monkeypatch.setenv("KOTOMI_DB_PATH", str(kotomi_db))
+    monkeypatch.setenv("KOTOMI_BACKUP_URL", str(dest))
+    monkeypatch.setenv("KOTOMI_BACKUP_STAGING_DIR", str(tmp_path / "staging"))
+    return dest
+
+
+def step_keys(result: object, kind: str) -> set[str]:
+    events = result.all_events  # type: ignore[attr-defined]
+    return {e.step_key for e in events if e.event_type_value == kind}
+
+
+def test_backup_job_runs_each_stage_and_records_metadata_that_plots(env: Path) -> None:
+    result = kotomi_backup_job().execute_in_process(instance=DagsterInstance.ephemeral())
+    assert result.success
+    assert step_keys(result, "STEP_SUCCESS") == {
+        "kotomi__snapshot", "kotomi__snapshot_verify", "kotomi__archive", "kotomi__upload",
+    }  # fmt: skip
+    backups = list_backups(LocalStore(env), "kotomi").backups
+    assert len(backups) == 1
+    backup_id = backups[0].backup_id
+
+    mats = {
+        m.asset_key.path[-1]: m.metadata
+        for m in result.asset_materializations_for_node("kotomi__upload")
+        + result.asset_materializations_for_node("kotomi__archive")
+        + result.asset_materializations_for_node("kotomi__snapshot")
+    }
+    assert mats["snapshot"]["backup_id"].value == backup_id
+    assert isinstance(mats["snapshot"]["db_bytes"], IntMetadataValue)
+    assert isinstance(mats["archive"]["compression_ratio"], FloatMetadataValue)
+    assert mats["archive"]["bytes_out"].value == backups[0].archive.size
+    assert mats["upload"]["destinations_ok"].value == 1
+    check = result.get_asset_check_evaluations()[0]
+    assert check.passed
+    assert check.metadata["rows_comments"].value == backups[0].tables["comments"]
+    staging = Path(mats["snapshot"]["staging"].value)
+    assert not staging.exists(), "staging kept after a complete upload"
+
+
+def test_corrupt_database_fails_the_check_and_stops_the_run(env: Path, kotomi_db: Path) -> None:
+    conn = sqlite3.connect(kotomi_db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    root = conn.execute("SELECT rootpage FROM sqlite_schema WHERE name = 'comments'").fetchone()[0]
+    conn.close()
+    flip_page_header(kotomi_db, root, page_size)
+
+    result = kotomi_backup_job().execute_in_process(
+        instance=DagsterInstance.ephemeral(), raise_on_error=False
+    )
+    assert not result.success
+    check = result.get_asset_check_evaluations()[0]
+    assert not check.passed
+    assert "problems" in check.metadata
+    assert "kotomi__archive" not in step_keys(result, "STEP_SUCCESS")
+    assert "kotomi__upload" not in step_keys(result, "STEP_SUCCESS")
+    assert not env.exists() or list_backups(LocalStore(env), "kotomi").backups == []
+
+
+def test_reexecution_after_a_failed_upload_reruns_only_the_upload(env: Path) -> None:
+    env.mkdir()
+    blocker = env / "kotomi"
+    blocker.write_text("a file where the backup folder should be")  # the store breaks
+    job = reconstructable(kotomi_backup_job)
+    with instance_for_test() as instance:
+        first = execute_job(job, instance=instance, raise_on_error=False)
+        assert not first.success
+        assert step_keys(first, "STEP_FAILURE") == {"kotomi__upload"}
+        assert list_backups(LocalStore(env), "kotomi").backups == []
+
+        blocker.unlink()  # the destination is back
+        options = ReexecutionOptions.from_failure(first.run_id, instance)
+        second = execute_job(job, instance=instance, reexecution_options=options)
+        assert second.success
+        assert step_keys(second, "STEP_START") == {"kotomi__upload"}
+        backups = list_backups(LocalStore(env), "kotomi").backups
+        assert len(backups) == 1
+        snap = first.asset_materializations_for_node("kotomi__snapshot")[0]
+        assert backups[0].backup_id == snap.metadata["backup_id"].value
+
+
+def test_daily_schedule_is_on_at_two_in_the_configured_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KOTOMI_BACKUP_TIMEZONE", "Europe/Berlin")
+    defs = build_backup_definitions(DatabaseSpec("kotomi"))
+    schedule = defs.resolve_schedule_def("kotomi_daily_backup")
+    assert schedule.cron_schedule == "0 2 * * *"
+    assert schedule.execution_timezone == "Europe/Berlin"
+    assert schedule.default_status == DefaultScheduleStatus.RUNNING
+    assert schedule.job_name == "kotomi_backup"
+
+
+def test_schedule_skips_while_a_backup_of_the_same_database_runs(env: Path) -> None:
+    defs = build_backup_definitions(DatabaseSpec("kotomi"))
+    schedule = defs.resolve_schedule_def("kotomi_daily_backup")
+    job = defs.resolve_job_def("kotomi_backup")
+    with instance_for_test() as instance:
+        context = build_schedule_context(instance=instance)
+        first = schedule.evaluate_tick(context)
+        assert first.run_requests and isinstance(first.run_requests[0], RunRequest)
+        assert first.run_requests[0].tags["kotomi_backup/database"] == "kotomi"
+        run = instance.create_run_for_job(job, status=DagsterRunStatus.STARTED)
+        busy = schedule.evaluate_tick(build_schedule_context(instance=instance))
+        assert not busy.run_requests
+        assert busy.skip_message and run.run_id in busy.skip_message
+        instance.report_run_failed(run)
+        again = schedule.evaluate_tick(build_schedule_context(instance=instance))
+        assert again.run_requests
+
+
+def test_each_configured_database_gets_its_own_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KOTOMI_BACKUP_DATABASES", "blog=/data/blog.db,docs-site=/data/docs.db")
+    specs = databases_from_env()
+    assert [s.name for s in specs] == ["blog", "docs-site"]
+    from dagster import Definitions
+
+    defs = Definitions.merge(*(build_backup_definitions(s) for s in specs))
+    keys = defs.resolve_asset_graph().get_all_asset_keys()
+    assert AssetKey(["blog", "upload"]) in keys
+    assert AssetKey(["docs-site", "snapshot"]) in keys
+    assert {j.name for j in defs.resolve_all_job_defs()} >= {"blog_backup", "docs_site_backup"}
+    job = defs.resolve_job_def("docs_site_backup")
+    assert json.loads(json.dumps(job.tags))["kotomi_backup/database"] == "docs-site"
+
+
+def test_code_location_loads() -> None:
+    from kotomi_backup_dagster.definitions import defs
+
+    assert defs.resolve_job_def("kotomi_backup") is not None
