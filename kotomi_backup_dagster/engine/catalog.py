@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import BackupError
@@ -93,3 +95,61 @@ def find_backup(store: BackupStore, name: str, which: str) -> Manifest:
         if manifest.backup_id == which:
             return manifest
     raise BackupError(f"backup {which!r} of {name!r} not found at {store.url}")
+
+
+# Drill records: one JSON object per drill, beside the backup it drilled.
+DRILLS = "drills"
+
+
+@dataclass(frozen=True)
+class DrillRecord:
+    backup_id: str
+    drilled_at: str  # RFC 3339 UTC
+    ok: bool
+    problems: list[str]
+    rto_seconds: float  # download + decrypt + decompress + checks
+    db_size: int
+    tool_version: str
+    checks: dict[str, object]
+
+    @property
+    def time(self) -> datetime:
+        return datetime.strptime(self.drilled_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+    def to_json(self) -> bytes:
+        return (json.dumps(asdict(self), indent=2, sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> DrillRecord:
+        data = json.loads(raw)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def drill_key(name: str, backup_id: str, drilled_at: datetime) -> str:
+    return f"{backup_prefix(name, backup_id)}/{DRILLS}/{drilled_at.astimezone(UTC):%Y%m%dT%H%M%SZ}.json"
+
+
+def write_drill(store: BackupStore, name: str, record: DrillRecord) -> str:
+    key = drill_key(name, record.backup_id, record.time)
+    store.put_bytes(key, record.to_json())
+    return key
+
+
+def list_drills(store: BackupStore, name: str, backup_id: str) -> list[DrillRecord]:
+    """Every readable drill record of one backup, newest first."""
+    records: list[DrillRecord] = []
+    prefix = f"{backup_prefix(name, backup_id)}/{DRILLS}"
+    for child in store.list_children(prefix):
+        if not child.endswith(".json"):
+            continue
+        try:
+            records.append(DrillRecord.from_json(store.get_bytes(f"{prefix}/{child}")))
+        except (ObjectNotFound, ValueError, TypeError):
+            continue
+    records.sort(key=lambda r: r.drilled_at, reverse=True)
+    return records
+
+
+def latest_drill(store: BackupStore, name: str, backup_id: str) -> DrillRecord | None:
+    drills = list_drills(store, name, backup_id)
+    return drills[0] if drills else None
