@@ -126,7 +126,8 @@ class DrillRecord:
 
 
 def drill_key(name: str, backup_id: str, drilled_at: datetime) -> str:
-    return f"{backup_prefix(name, backup_id)}/{DRILLS}/{drilled_at.astimezone(UTC):%Y%m%dT%H%M%SZ}.json"
+    stamp = drilled_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{backup_prefix(name, backup_id)}/{DRILLS}/{stamp}.json"
 
 
 def write_drill(store: BackupStore, name: str, record: DrillRecord) -> str:
