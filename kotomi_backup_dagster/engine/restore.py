@@ -1,0 +1,252 @@
+"""Restore a backup over (or beside) a database, in steps that each leave a checked result.
+
+    choose -> fetch (download, verify sha256 both sides, decrypt, decompress) -> swap in -> check
+
+The restored file is written whole and verified in the target's directory before anything
+is moved; the swap keeps the current database (and its -wal) as `<db>.before-restore-<ts>`,
+removes the stale -wal/-shm (a stale WAL beside a restored file corrupts it), renames, and
+fsyncs the directory. At every instant `<db>` is either the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .archive import extract_archive
+from .catalog import find_backup, list_backups
+from .errors import BackupError, ConfigError
+from .fsutil import fsync_dir
+from .manifest import Manifest
+from .snapshot import sqlite_uri
+from .stores import BackupStore, ObjectNotFound
+from .verify import Profile, VerifyReport, verify_database
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Chosen:
+    store: BackupStore
+    manifest: Manifest
+
+
+def parse_time(text: str) -> datetime:
+    """RFC 3339 (`2026-11-27T02:00:00Z`, `...+01:00`), or a date (midnight UTC)."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError(
+            f"--before {text!r} is not an RFC 3339 time (2026-11-27T02:00:00Z)"
+        ) from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def choose_backup(
+    stores: Sequence[BackupStore], name: str, which: str = "latest", before: datetime | None = None
+) -> Chosen:
+    """`latest`, an id, or the newest backup created before `before`, from the first store
+    that has it (stores are tried in the order given)."""
+    problems: list[str] = []
+    for store in stores:
+        try:
+            if before is not None:
+                older = [m for m in list_backups(store, name).backups if m.created < before]
+                if older:
+                    return Chosen(store, older[0])
+                problems.append(
+                    f"no backup of {name!r} before {before:%Y-%m-%dT%H:%M:%SZ} at {store.url}"
+                )
+                continue
+            return Chosen(store, find_backup(store, name, which))
+        except BackupError as exc:
+            problems.append(str(exc))
+    raise BackupError("; ".join(problems) or f"no destination to restore {name!r} from")
+
+
+def fetch_backup(
+    chosen: Chosen,
+    dest: Path,
+    *,
+    identities: Sequence[Any] = (),
+    progress: Progress | None = None,
+) -> Path:
+    """Download, decrypt and decompress into `dest`, checking both sha256s against the manifest.
+
+    On any mismatch `dest` is not left behind.
+    """
+    manifest = chosen.manifest
+    try:
+        stream = chosen.store.open_read(manifest.archive.key)
+    except ObjectNotFound as exc:
+        raise BackupError(
+            f"backup {manifest.backup_id}: archive {manifest.archive.key} is missing at "
+            f"{chosen.store.url}"
+        ) from exc
+    with contextlib.closing(stream):
+        result = extract_archive(
+            stream, dest, identities=identities, encrypted=manifest.encrypted, progress=progress
+        )
+    problems = []
+    if result.archive_sha256 != manifest.archive.sha256:
+        problems.append("archive sha256 differs from the manifest (tampered or torn)")
+    if result.db_sha256 != manifest.db_sha256 or result.db_size != manifest.db_size:
+        problems.append("restored database sha256 differs from the manifest")
+    if problems:
+        dest.unlink(missing_ok=True)
+        raise BackupError(f"backup {manifest.backup_id}: {'; '.join(problems)}; nothing restored")
+    return dest
+
+
+def check_restored(db: Path, manifest: Manifest, profile: Profile = "kotomi") -> VerifyReport:
+    """Full integrity_check and the manifest's row counts, on a file nothing else has open."""
+    report = verify_database(db, mode="full", profile=profile)
+    if not report.ok:
+        raise BackupError(f"restored database fails its check: {report.summary()}")
+    if report.tables != manifest.tables:
+        diff = sorted(
+            t for t in set(report.tables) | set(manifest.tables)
+            if report.tables.get(t) != manifest.tables.get(t)
+        )  # fmt: skip
+        raise BackupError(f"restored row counts differ from the manifest in: {', '.join(diff)}")
+    return report
+
+
+def database_in_use(db: Path) -> bool:
+    """True when another connection has the database open (Kotomi running, a reader...).
+
+    An exclusive-locking-mode read needs every other connection gone, readers included,
+    which a plain `BEGIN EXCLUSIVE` in WAL mode does not.
+    """
+    if not db.exists():
+        return False
+    conn = sqlite3.connect(sqlite_uri(db, "mode=rw"), uri=True, timeout=0)
+    try:
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+        conn.execute("BEGIN EXCLUSIVE")
+        conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+        conn.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return True
+        raise BackupError(f"cannot open {db} to check whether it is in use: {exc}") from exc
+    except sqlite3.DatabaseError:
+        return False  # not a usable database: nobody can be using it as one
+    finally:
+        conn.close()
+
+
+@dataclass(frozen=True)
+class SwapResult:
+    target: Path
+    kept_copy: Path | None
+    removed: list[str]
+
+
+def swap_in(
+    restored: Path,
+    target: Path,
+    *,
+    keep_copy: bool = True,
+    force: bool = False,
+    now: datetime | None = None,
+) -> SwapResult:
+    """Put a verified restored file in place of `target` (see the module docstring)."""
+    if restored.parent.resolve() != target.parent.resolve():
+        raise ValueError("restored file must be in the target's directory (same filesystem)")
+    if target.exists() and not force and database_in_use(target):
+        raise ConfigError(
+            f"{target} is in use (another process has it open): stop Kotomi first "
+            "(docker compose stop kotomi), or pass --force"
+        )
+    owner = _owner_and_mode(target)
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    wal, shm = Path(f"{target}-wal"), Path(f"{target}-shm")
+    kept: Path | None = None
+    removed: list[str] = []
+    if target.exists() and keep_copy:
+        kept = target.with_name(f"{target.name}.before-restore-{stamp}")
+        os.link(target, kept)  # the old file stays reachable under both names until the swap
+        if wal.exists():
+            os.replace(wal, Path(f"{kept}-wal"))
+    elif wal.exists():
+        wal.unlink()
+        removed.append(wal.name)
+    if shm.exists():
+        shm.unlink()
+        removed.append(shm.name)
+    os.chown(restored, owner[0], owner[1])
+    os.chmod(restored, owner[2])
+    os.replace(restored, target)
+    fsync_dir(target.parent)
+    return SwapResult(target=target, kept_copy=kept, removed=removed)
+
+
+def _owner_and_mode(target: Path) -> tuple[int, int, int]:
+    """The current file's owner and mode; for a new file, the directory's owner (Kotomi's
+    image runs as uid 1000 and must be able to write the restored file) and 0644."""
+    if target.exists():
+        st = target.stat()
+        return st.st_uid, st.st_gid, st.st_mode & 0o7777
+    st = target.parent.stat()
+    return st.st_uid, st.st_gid, 0o644
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    manifest: Manifest
+    source_url: str
+    target: Path
+    kept_copy: Path | None
+    removed: list[str]
+    seconds: float
+    report: VerifyReport
+
+
+def restore_database(
+    stores: Sequence[BackupStore],
+    name: str,
+    target: Path,
+    *,
+    which: str = "latest",
+    before: datetime | None = None,
+    identities: Sequence[Any] = (),
+    keep_copy: bool = True,
+    force: bool = False,
+    profile: Profile = "kotomi",
+    progress: Progress | None = None,
+) -> RestoreResult:
+    started = time.monotonic()
+    if not target.parent.is_dir():
+        raise ConfigError(f"cannot restore to {target}: directory {target.parent} does not exist")
+    if target.exists() and not force and database_in_use(target):
+        # Checked before the download too, so nobody waits for a restore that will refuse.
+        raise ConfigError(
+            f"{target} is in use (another process has it open): stop Kotomi first "
+            "(docker compose stop kotomi), or pass --force"
+        )
+    chosen = choose_backup(stores, name, which, before)
+    tmp = target.with_name(f".{target.name}.restore-{chosen.manifest.backup_id}")
+    try:
+        fetch_backup(chosen, tmp, identities=identities, progress=progress)
+        report = check_restored(tmp, chosen.manifest, profile)
+        swap = swap_in(tmp, target, keep_copy=keep_copy, force=force)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return RestoreResult(
+        manifest=chosen.manifest,
+        source_url=chosen.store.url,
+        target=target,
+        kept_copy=swap.kept_copy,
+        removed=swap.removed,
+        seconds=time.monotonic() - started,
+        report=report,
+    )
