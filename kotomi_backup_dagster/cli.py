@@ -241,6 +241,131 @@ def _debug_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _identities(settings: BackupSettings) -> list[Any]:
+    from .engine.archive import load_identities
+
+    return load_identities(settings.age_identity) if settings.age_identity else []
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from .engine.restore import parse_time, restore_database
+    from .engine.stores import open_store, safe_url
+
+    settings = _settings(args)
+    target = settings.require_db().expanduser().resolve()
+    before = parse_time(args.before) if args.before else None
+    if before is not None and args.backup != "latest":
+        raise ConfigError("give either a backup id or --before TIME, not both")
+    stores = [open_store(u) for u in settings.require_urls()]
+    result = restore_database(
+        stores,
+        settings.name,
+        target,
+        which=args.backup,
+        before=before,
+        identities=_identities(settings),
+        keep_copy=not args.no_keep,
+        force=args.force,
+        profile=settings.profile,
+    )
+    m = result.manifest
+    if args.json:
+        _emit_json(
+            {
+                "backup_id": m.backup_id,
+                "source": safe_url(result.source_url),
+                "target": str(result.target),
+                "kept_copy": str(result.kept_copy) if result.kept_copy else None,
+                "removed": result.removed,
+                "db_sha256": m.db_sha256,
+                "tables": result.report.tables,
+                "seconds": round(result.seconds, 3),
+            }
+        )
+        return EXIT_OK
+    out.print(f"restored {m.backup_id} ({m.created_at}) from {safe_url(result.source_url)}")
+    out.print(f"  into {result.target}: integrity_check ok, row counts match the manifest")
+    if result.kept_copy:
+        out.print(f"  the previous database is kept as {result.kept_copy}")
+    if result.removed:
+        out.print(f"  removed stale {', '.join(result.removed)}")
+    out.print("  start Kotomi again and check: curl -fsS localhost:8080/healthz")
+    return EXIT_OK
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    from .engine.catalog import list_backups
+    from .engine.drill import drill_backup
+    from .engine.stores import open_store, safe_url
+
+    settings = _settings(args)
+    identities = _identities(settings)
+    records: list[dict[str, Any]] = []
+    for url in settings.require_urls():
+        store = open_store(url)
+        backups = list_backups(store, settings.name).backups
+        if args.backup == "latest":
+            chosen = backups[:1]
+        elif args.backup == "all":
+            chosen = backups
+        else:
+            chosen = [m for m in backups if m.backup_id == args.backup]
+        if not chosen:
+            raise BackupError(f"no backup {args.backup!r} of {settings.name!r} at {safe_url(url)}")
+        for manifest in chosen:
+            record = drill_backup(
+                store, manifest, identities=identities, scratch_dir=settings.staging_dir,
+                profile=settings.profile,
+            )  # fmt: skip
+            records.append({"url": safe_url(url), **asdict(record)})
+    if args.json:
+        _emit_json({"name": settings.name, "drills": records})
+    else:
+        table = Table(title=f"restore drills of {settings.name}", title_justify="left")
+        for col in ("destination", "backup id", "result", "RTO (s)", "problems"):
+            table.add_column(col)
+        for r in records:
+            table.add_row(
+                r["url"],
+                r["backup_id"],
+                "ok" if r["ok"] else "FAILED",
+                f"{r['rto_seconds']:.2f}",
+                "; ".join(r["problems"]),
+            )
+        out.print(table)
+    failed = [r for r in records if not r["ok"]]
+    if failed:
+        err.print(f"kotomi-backup: error: {len(failed)} of {len(records)} drills failed")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    from .engine.recover import recover_database
+
+    report = recover_database(Path(args.broken).expanduser(), Path(args.out).expanduser())
+    if args.json:
+        _emit_json(
+            {
+                "out": str(report.out),
+                "method": report.method,
+                "saved_rows": report.saved,
+                "tables": {n: asdict(t) for n, t in report.tables.items()},
+                "notes": report.notes,
+            }
+        )
+        return EXIT_OK
+    table = Table(title=f"salvaged into {report.out} ({report.method})", title_justify="left")
+    for col in ("table", "rows saved", "unreadable ranges", "first error"):
+        table.add_column(col)
+    for t in report.tables.values():
+        table.add_row(t.name, str(t.saved), str(t.errors), t.first_error or "")
+    out.print(table)
+    for note in report.notes:
+        out.print(f"  {note}")
+    out.print("  check it before use: kotomi-backup verify " + str(report.out) + " --full")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="kotomi-backup", description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--version", action="version", version=f"kotomi-backup {__version__}")
@@ -273,6 +398,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list the complete backups at each destination")
     common(p, "--to")
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("restore", help="restore a backup over (or into) a database file")
+    p.add_argument("backup", metavar="ID|latest", help="a backup id, or latest")
+    p.add_argument("--db", metavar="PATH", help="database to replace (default: KOTOMI_DB_PATH)")
+    p.add_argument("--before", metavar="RFC3339", help="the newest backup created before this")
+    p.add_argument("--force", action="store_true", help="restore even if the database is open")
+    p.add_argument(
+        "--no-keep",
+        action="store_true",
+        help="do not keep the current database as <db>.before-restore-<time>",
+    )
+    common(p, "--from")
+    p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("drill", help="restore into scratch space and check, recording the drill")
+    p.add_argument("backup", metavar="ID|latest|all", nargs="?", default="latest")
+    common(p, "--from")
+    p.set_defaults(func=cmd_drill)
+
+    p = sub.add_parser("recover", help="salvage the readable rows of a corrupt database")
+    p.add_argument("broken", metavar="BROKEN_DB")
+    p.add_argument("out", metavar="OUT_DB")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _debug_flag(p)
+    p.set_defaults(func=cmd_recover)
 
     p = sub.add_parser("verify", help="check a database file, an archive or a backup directory")
     p.add_argument("path", metavar="PATH")

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from ..engine.manifest import check_name
 from ..engine.settings import DEFAULT_NAME
 
+DATABASE_TAG = "kotomi_backup/database"
+
 
 @dataclass(frozen=True)
 class DatabaseSpec:
@@ -25,6 +27,16 @@ class DatabaseSpec:
     def key(self) -> str:
         """The name as a Dagster identifier (resource keys, job names)."""
         return re.sub(r"[^A-Za-z0-9_]", "_", self.name)
+
+    @property
+    def resource_key(self) -> str:
+        """The key of this database's KotomiBackupResource, shared by every area."""
+        return f"{self.key}_backup_settings"
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """Every run about this database carries it; the run queue allows one at a time."""
+        return {DATABASE_TAG: self.name}
 
 
 def databases_from_env(environ: Mapping[str, str] | None = None) -> list[DatabaseSpec]:

@@ -173,7 +173,7 @@ def swap_in(
     kept: Path | None = None
     removed: list[str] = []
     if target.exists() and keep_copy:
-        kept = target.with_name(f"{target.name}.before-restore-{stamp}")
+        kept = _free_name(target.with_name(f"{target.name}.before-restore-{stamp}"))
         os.link(target, kept)  # the old file stays reachable under both names until the swap
         if wal.exists():
             os.replace(wal, Path(f"{kept}-wal"))
@@ -188,6 +188,13 @@ def swap_in(
     os.replace(restored, target)
     fsync_dir(target.parent)
     return SwapResult(target=target, kept_copy=kept, removed=removed)
+
+
+def _free_name(path: Path) -> Path:
+    candidate, n = path, 1
+    while candidate.exists() or Path(f"{candidate}-wal").exists():
+        candidate, n = path.with_name(f"{path.name}.{n}"), n + 1
+    return candidate
 
 
 def _owner_and_mode(target: Path) -> tuple[int, int, int]:

@@ -140,7 +140,9 @@ def test_schedule_skips_while_a_backup_of_the_same_database_runs(env: Path) -> N
         first = schedule.evaluate_tick(context)
         assert first.run_requests and isinstance(first.run_requests[0], RunRequest)
         assert first.run_requests[0].tags["kotomi_backup/database"] == "kotomi"
-        run = instance.create_run_for_job(job, status=DagsterRunStatus.STARTED)
+        run = instance.create_run_for_job(
+            job, status=DagsterRunStatus.STARTED, tags={"kotomi_backup/database": "kotomi"}
+        )
         busy = schedule.evaluate_tick(build_schedule_context(instance=instance))
         assert not busy.run_requests
         assert busy.skip_message and run.run_id in busy.skip_message
