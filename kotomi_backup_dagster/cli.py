@@ -314,9 +314,12 @@ def cmd_drill(args: argparse.Namespace) -> int:
             raise BackupError(f"no backup {args.backup!r} of {settings.name!r} at {safe_url(url)}")
         for manifest in chosen:
             record = drill_backup(
-                store, manifest, identities=identities, scratch_dir=settings.staging_dir,
+                store,
+                manifest,
+                identities=identities,
+                scratch_dir=settings.staging_dir,
                 profile=settings.profile,
-            )  # fmt: skip
+            )
             records.append({"url": safe_url(url), **asdict(record)})
     if args.json:
         _emit_json({"name": settings.name, "drills": records})

@@ -4,5 +4,10 @@ from dagster import Definitions
 
 from .defs.backup.definitions import build_backup_definitions
 from .defs.databases import databases_from_env
+from .defs.restore.definitions import build_restore_definitions
 
-defs = Definitions.merge(*(build_backup_definitions(db) for db in databases_from_env()))
+databases = databases_from_env()
+defs = Definitions.merge(
+    *(build_backup_definitions(db) for db in databases),
+    build_restore_definitions(databases),
+)

@@ -54,8 +54,11 @@ def test_backup_then_list_and_verify_as_json(kotomi_db: Path, tmp_path: Path) ->
 
 
 def test_environment_supplies_the_defaults(kotomi_db: Path, tmp_path: Path) -> None:
-    env = {"KOTOMI_DB_PATH": str(kotomi_db), "KOTOMI_BACKUP_URL": str(tmp_path / "b"),
-           "KOTOMI_BACKUP_NAME": "blog"}  # fmt: skip
+    env = {
+        "KOTOMI_DB_PATH": str(kotomi_db),
+        "KOTOMI_BACKUP_URL": str(tmp_path / "b"),
+        "KOTOMI_BACKUP_NAME": "blog",
+    }
     assert run("backup", env=env).returncode == 0
     listed = json.loads(run("list", "--json", env=env).stdout)
     assert listed["name"] == "blog"
@@ -118,8 +121,14 @@ def test_locked_database_times_out_with_one_line(tmp_path: Path) -> None:
     conn.execute("PRAGMA journal_mode=DELETE")
     conn.execute("BEGIN EXCLUSIVE")  # a rollback-journal writer holds off every reader
     try:
-        proc = run("backup", "--db", str(db), "--to", str(tmp_path / "b"),
-                   env={"KOTOMI_BACKUP_SNAPSHOT_TIMEOUT": "1"})  # fmt: skip
+        proc = run(
+            "backup",
+            "--db",
+            str(db),
+            "--to",
+            str(tmp_path / "b"),
+            env={"KOTOMI_BACKUP_SNAPSHOT_TIMEOUT": "1"},
+        )
     finally:
         conn.execute("ROLLBACK")
         conn.close()
@@ -133,8 +142,9 @@ def test_verify_reports_a_tampered_archive_and_a_wrong_key(
 ) -> None:
     dest = tmp_path / "backups"
     env = {"KOTOMI_BACKUP_AGE_RECIPIENTS": age_key.recipient}
-    made = json.loads(run("backup", "--db", str(kotomi_db), "--to", str(dest), "--json",
-                          env=env).stdout)  # fmt: skip
+    made = json.loads(
+        run("backup", "--db", str(kotomi_db), "--to", str(dest), "--json", env=env).stdout
+    )
     backup_dir = dest / "kotomi" / made["backup_id"]
     good = run(
         "verify", str(backup_dir), env={"KOTOMI_BACKUP_AGE_IDENTITY": str(age_key.identity_file)}
@@ -170,9 +180,11 @@ def test_killed_backup_leaves_nothing_listed(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KOTOMI_")}
     for delay in (0.2, 0.5, 0.9, 1.4):
         proc = subprocess.Popen(
-            [*CLI, "backup", "--db", str(db), "--to", str(dest)], env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [*CLI, "backup", "--db", str(db), "--to", str(dest)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -125,13 +125,14 @@ class DrillRecord:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
-def drill_key(name: str, backup_id: str, drilled_at: datetime) -> str:
-    stamp = drilled_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+def drill_key(name: str, backup_id: str, written_at: datetime) -> str:
+    # Microseconds: two drills in one second must not overwrite each other's record.
+    stamp = written_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     return f"{backup_prefix(name, backup_id)}/{DRILLS}/{stamp}.json"
 
 
 def write_drill(store: BackupStore, name: str, record: DrillRecord) -> str:
-    key = drill_key(name, record.backup_id, record.time)
+    key = drill_key(name, record.backup_id, datetime.now(UTC))
     store.put_bytes(key, record.to_json())
     return key
 
@@ -140,14 +141,14 @@ def list_drills(store: BackupStore, name: str, backup_id: str) -> list[DrillReco
     """Every readable drill record of one backup, newest first."""
     records: list[DrillRecord] = []
     prefix = f"{backup_prefix(name, backup_id)}/{DRILLS}"
-    for child in store.list_children(prefix):
+    # Keys sort by write time; newest first.
+    for child in sorted(store.list_children(prefix), reverse=True):
         if not child.endswith(".json"):
             continue
         try:
             records.append(DrillRecord.from_json(store.get_bytes(f"{prefix}/{child}")))
         except (ObjectNotFound, ValueError, TypeError):
             continue
-    records.sort(key=lambda r: r.drilled_at, reverse=True)
     return records
 
 

@@ -92,9 +92,10 @@ def _check_database(
     checks["row_counts"] = report.tables == manifest.tables
     if report.tables != manifest.tables:
         differ = sorted(
-            t for t in set(report.tables) | set(manifest.tables)
+            t
+            for t in set(report.tables) | set(manifest.tables)
             if report.tables.get(t) != manifest.tables.get(t)
-        )  # fmt: skip
+        )
         problems.append(f"row counts differ from the manifest in: {', '.join(differ)}")
     if profile != "kotomi":
         checks["kotomi_queries"] = "skipped (generic profile)"

@@ -80,11 +80,17 @@ def _with_recover_command(cli: str, broken: Path, staged: Path) -> RecoverReport
     sql = staged.with_suffix(".sql")
     try:
         with sql.open("wb") as fh:
-            subprocess.run([cli, str(broken), ".recover"], stdout=fh, stderr=subprocess.DEVNULL,
-                           timeout=3600, check=False)  # fmt: skip
+            subprocess.run(
+                [cli, str(broken), ".recover"],
+                stdout=fh,
+                stderr=subprocess.DEVNULL,
+                timeout=3600,
+                check=False,
+            )
         with sql.open("rb") as fh:
-            done = subprocess.run([cli, str(staged)], stdin=fh, capture_output=True,
-                                  timeout=3600, check=False)  # fmt: skip
+            done = subprocess.run(
+                [cli, str(staged)], stdin=fh, capture_output=True, timeout=3600, check=False
+            )
     except (OSError, subprocess.TimeoutExpired):
         return None
     finally:

@@ -11,8 +11,9 @@ fsyncs the directory. At every instant `<db>` is either the old file or the new 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
-import sqlite3
+import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,6 @@ from .catalog import find_backup, list_backups
 from .errors import BackupError, ConfigError
 from .fsutil import fsync_dir
 from .manifest import Manifest
-from .snapshot import sqlite_uri
 from .stores import BackupStore, ObjectNotFound
 from .verify import Profile, VerifyReport, verify_database
 
@@ -112,36 +112,45 @@ def check_restored(db: Path, manifest: Manifest, profile: Profile = "kotomi") ->
         raise BackupError(f"restored database fails its check: {report.summary()}")
     if report.tables != manifest.tables:
         diff = sorted(
-            t for t in set(report.tables) | set(manifest.tables)
+            t
+            for t in set(report.tables) | set(manifest.tables)
             if report.tables.get(t) != manifest.tables.get(t)
-        )  # fmt: skip
+        )
         raise BackupError(f"restored row counts differ from the manifest in: {', '.join(diff)}")
     return report
 
 
-def database_in_use(db: Path) -> bool:
-    """True when another connection has the database open (Kotomi running, a reader...).
+# SQLite's unix VFS takes POSIX locks: every open WAL connection holds a read lock on the
+# -shm "dead man switch" byte and on the database's SHARED range; a rollback-journal
+# transaction holds the database's lock bytes. F_GETLK sees them from any process or
+# container on the same kernel, and changes nothing (opening the file with SQLite would
+# checkpoint a WAL into it).
+_LOCK_BYTES = 0x40000000  # PENDING_BYTE: PENDING, RESERVED, then the 510-byte SHARED range
+_SHM_DMS = 128
+_FLOCK = "hhqqixxxx"  # struct flock on Linux x86_64/aarch64
 
-    An exclusive-locking-mode read needs every other connection gone, readers included,
-    which a plain `BEGIN EXCLUSIVE` in WAL mode does not.
+
+def database_in_use(db: Path) -> bool:
+    """True when another process has the database open (Kotomi running, a reader...).
+
+    Connections of this same process are not seen (POSIX locks never conflict within one
+    process); that is fine for its use: the CLI and Dagster never keep the live file open.
     """
-    if not db.exists():
-        return False
-    conn = sqlite3.connect(sqlite_uri(db, "mode=rw"), uri=True, timeout=0)
+    return _locked(db, _LOCK_BYTES, 512) or _locked(Path(f"{db}-shm"), _SHM_DMS, 1)
+
+
+def _locked(path: Path, start: int, length: int) -> bool:
     try:
-        conn.execute("PRAGMA locking_mode=EXCLUSIVE")
-        conn.execute("BEGIN EXCLUSIVE")
-        conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
-        conn.execute("ROLLBACK")
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
         return False
-    except sqlite3.OperationalError as exc:
-        if "locked" in str(exc) or "busy" in str(exc):
-            return True
-        raise BackupError(f"cannot open {db} to check whether it is in use: {exc}") from exc
-    except sqlite3.DatabaseError:
-        return False  # not a usable database: nobody can be using it as one
+    try:
+        query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, start, length, 0)
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+        lock_type: int = struct.unpack(_FLOCK, answer)[0]
+        return lock_type != fcntl.F_UNLCK
     finally:
-        conn.close()
+        os.close(fd)
 
 
 @dataclass(frozen=True)

@@ -53,8 +53,11 @@ def test_backup_job_runs_each_stage_and_records_metadata_that_plots(env: Path) -
     result = kotomi_backup_job().execute_in_process(instance=DagsterInstance.ephemeral())
     assert result.success
     assert step_keys(result, "STEP_SUCCESS") == {
-        "kotomi__snapshot", "kotomi__snapshot_verify", "kotomi__archive", "kotomi__upload",
-    }  # fmt: skip
+        "kotomi__snapshot",
+        "kotomi__snapshot_verify",
+        "kotomi__archive",
+        "kotomi__upload",
+    }
     backups = list_backups(LocalStore(env), "kotomi").backups
     assert len(backups) == 1
     backup_id = backups[0].backup_id

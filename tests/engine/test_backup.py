@@ -19,9 +19,20 @@ from kotomi_backup_dagster.engine.stores import LocalStore
 from tests.conftest import AgeKey, LiveWriter, comment_ids, flip_page_header
 
 MANIFEST_FIELDS = {
-    "format", "backup_id", "name", "created_at", "db_sha256", "db_size", "page_size",
-    "page_count", "sqlite_version", "archive", "verify", "tables", "tool_version",
-}  # fmt: skip
+    "format",
+    "backup_id",
+    "name",
+    "created_at",
+    "db_sha256",
+    "db_size",
+    "page_size",
+    "page_count",
+    "sqlite_version",
+    "archive",
+    "verify",
+    "tables",
+    "tool_version",
+}
 
 
 def settings_for(db: Path, dest: Path, **extra: object) -> BackupSettings:

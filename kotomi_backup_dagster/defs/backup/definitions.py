@@ -24,9 +24,12 @@ def build_backup_definitions(spec: DatabaseSpec) -> Definitions:
         description=f"Back up {spec.name}: snapshot, verify, compress (+encrypt), upload.",
     )
     daily = database_schedule(
-        spec, job, name=f"{spec.key}_daily_backup", cron=DAILY_AT_2,
+        spec,
+        job,
+        name=f"{spec.key}_daily_backup",
+        cron=DAILY_AT_2,
         description=f"Back up {spec.name} every day at 02:00",
-    )  # fmt: skip
+    )
     return Definitions(
         assets=assets,
         asset_checks=checks,

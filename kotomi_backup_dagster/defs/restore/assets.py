@@ -1,0 +1,166 @@
+"""Restore drills as assets: the weekly `restore_drill` (latest backup, every destination) and
+the monthly `restore_test` (every retained backup, or a sample of the oldest). Each check is
+an asset check, so a backup that does not restore shows red and fails the run."""
+
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from ...engine.archive import load_identities
+from ...engine.catalog import DrillRecord, list_backups
+from ...engine.drill import CHECKS, drill_backup
+from ...engine.manifest import Manifest
+from ...engine.stores import BackupStore, safe_url
+from ..backup.resources import KotomiBackupResource
+from ..databases import DatabaseSpec
+
+CHECK_DESCRIPTIONS = {
+    "checksums": "Archive and database sha256 equal the manifest's.",
+    "integrity": "PRAGMA integrity_check of the restored file returns exactly ok.",
+    "row_counts": "Every table's row count equals the manifest's.",
+    "kotomi_queries": "The read queries Kotomi serves run on the restored file.",
+}
+
+
+def _drill_all(
+    context: AssetExecutionContext,
+    res: KotomiBackupResource,
+    pick: Callable[[list[Manifest]], list[Manifest]],
+) -> list[tuple[str, Manifest, DrillRecord]]:
+    settings = res.settings()
+    identities = load_identities(settings.age_identity) if settings.age_identity else []
+    results: list[tuple[str, Manifest, DrillRecord]] = []
+    stores: list[BackupStore] = res.stores()
+    for store in stores:
+        backups = list_backups(store, settings.name).backups
+        if not backups:
+            raise RuntimeError(f"no backup of {settings.name} at {safe_url(store.url)} to drill")
+        for manifest in pick(backups):
+            record = drill_backup(
+                store,
+                manifest,
+                identities=identities,
+                scratch_dir=settings.staging_dir,
+                profile=settings.profile,
+            )
+            verdict = "ok" if record.ok else "FAILED: " + "; ".join(record.problems)
+            context.log.info(f"drill {manifest.backup_id} at {safe_url(store.url)}: {verdict}")
+            results.append((safe_url(store.url), manifest, record))
+    return results
+
+
+def _check_results(
+    key: AssetKey, results: list[tuple[str, Manifest, DrillRecord]]
+) -> list[AssetCheckResult]:
+    out = []
+    for check in CHECKS:
+        failed = [
+            f"{r.backup_id} at {url}" for url, _, r in results if r.checks.get(check) is False
+        ]
+        out.append(
+            AssetCheckResult(
+                asset_key=key,
+                check_name=check,
+                passed=not failed,
+                severity=AssetCheckSeverity.ERROR,
+                description="failed on " + ", ".join(failed[:5]) if failed else "passed",
+                metadata={"failed": len(failed), "drilled": len(results)},
+            )
+        )
+    return out
+
+
+def _report(results: list[tuple[str, Manifest, DrillRecord]]) -> str:
+    lines = [
+        "| destination | backup | created | result | RTO (s) | problems |",
+        "|---|---|---|---|---:|---|",
+    ]
+    for url, m, r in results:
+        lines.append(
+            f"| {url} | {m.backup_id} | {m.created_at} | {'ok' if r.ok else '**FAILED**'} "
+            f"| {r.rto_seconds:.2f} | {'; '.join(r.problems)[:200]} |"
+        )
+    return "\n".join(lines)
+
+
+def build_restore_assets(spec: DatabaseSpec) -> list[AssetsDefinition]:
+    group = f"{spec.key}_restore"
+    drill_key = AssetKey([spec.name, "restore_drill"])
+    test_key = AssetKey([spec.name, "restore_test"])
+
+    @asset(
+        key=drill_key,
+        group_name=group,
+        required_resource_keys={spec.resource_key},
+        check_specs=[
+            AssetCheckSpec(c, asset=drill_key, description=d, blocking=True)
+            for c, d in CHECK_DESCRIPTIONS.items()
+        ],
+        description="Restore the latest backup of each destination into scratch space; check it.",
+    )
+    def restore_drill(context: AssetExecutionContext) -> MaterializeResult:
+        res: KotomiBackupResource = getattr(context.resources, spec.resource_key)
+        results = _drill_all(context, res, lambda backups: backups[:1])
+        newest = max(m.created for _, m, _ in results)
+        return MaterializeResult(
+            metadata={
+                "backup_id": results[0][1].backup_id,
+                "rto_seconds": max(r.rto_seconds for _, _, r in results),
+                "db_bytes": results[0][1].db_size,
+                "archive_bytes": results[0][1].archive.size,
+                "backup_age_hours": round((datetime.now(UTC) - newest).total_seconds() / 3600, 2),
+                "passed": sum(r.ok for _, _, r in results),
+                "failed": sum(not r.ok for _, _, r in results),
+                "report": MetadataValue.md(_report(results)),
+            },
+            check_results=_check_results(drill_key, results),
+        )
+
+    @asset(
+        key=test_key,
+        group_name=group,
+        required_resource_keys={spec.resource_key},
+        check_specs=[
+            AssetCheckSpec(c, asset=test_key, description=d, blocking=True)
+            for c, d in CHECK_DESCRIPTIONS.items()
+        ],
+        description=(
+            "Drill every retained backup in every destination (KOTOMI_BACKUP_RESTORE_TEST_SAMPLE"
+            " = N drills only the N oldest per destination)."
+        ),
+    )
+    def restore_test(context: AssetExecutionContext) -> MaterializeResult:
+        res: KotomiBackupResource = getattr(context.resources, spec.resource_key)
+        sample = int(os.environ.get("KOTOMI_BACKUP_RESTORE_TEST_SAMPLE") or 0)
+
+        def pick(backups: list[Manifest]) -> list[Manifest]:
+            # Oldest first: they have waited longest for proof, and are the likeliest to rot.
+            oldest_first = list(reversed(backups))
+            return oldest_first[:sample] if sample > 0 else oldest_first
+
+        results = _drill_all(context, res, pick)
+        return MaterializeResult(
+            metadata={
+                "drilled": len(results),
+                "passed": sum(r.ok for _, _, r in results),
+                "failed": sum(not r.ok for _, _, r in results),
+                "total_rto_seconds": round(sum(r.rto_seconds for _, _, r in results), 3),
+                "max_rto_seconds": max(r.rto_seconds for _, _, r in results),
+                "report": MetadataValue.md(_report(results)),
+            },
+            check_results=_check_results(test_key, results),
+        )
+
+    return [restore_drill, restore_test]

@@ -1,0 +1,284 @@
+"""Restore, drills and recovery through the engine and the real CLI."""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kotomi_backup_dagster.engine.backup import run_backup
+from kotomi_backup_dagster.engine.catalog import list_backups, list_drills
+from kotomi_backup_dagster.engine.demo import generate_demo_database
+from kotomi_backup_dagster.engine.drill import drill_backup
+from kotomi_backup_dagster.engine.errors import BackupError, ConfigError
+from kotomi_backup_dagster.engine.kotomi import connect_like_kotomi
+from kotomi_backup_dagster.engine.restore import restore_database
+from kotomi_backup_dagster.engine.settings import BackupSettings
+from kotomi_backup_dagster.engine.stores import LocalStore
+from tests.conftest import AgeKey, flip_page_header
+
+CLI = [sys.executable, "-m", "kotomi_backup_dagster.cli"]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def backup(db: Path, dest: Path, **extra: object):  # type: ignore[no-untyped-def]
+    return run_backup(BackupSettings.from_env(db_path=db, urls=(str(dest),), **extra)).manifest
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("KOTOMI_")}
+    full.update(env or {})
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=full, timeout=120)
+
+
+def one_line(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+def rows(db: Path) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT id, text FROM comments ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+
+def make_stale_wal(db: Path, tag: str = "stale") -> int:
+    """Leave committed frames in db-wal, as a crashed Kotomi would: rows not in any backup."""
+    conn = connect_like_kotomi(db)
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    cols = [r[1] for r in conn.execute("PRAGMA table_info(comments)") if r[1] != "id"]
+    conn.execute(
+        f"INSERT INTO comments (id, {', '.join(cols)}) "
+        f"SELECT '{tag}-' || id, {', '.join(cols)} FROM comments WHERE id NOT LIKE 'stale%' LIMIT 50"
+    )
+    saved_db, saved_wal = db.read_bytes(), Path(f"{db}-wal").read_bytes()
+    conn.close()  # the last close checkpoints; put the crash-time files back
+    db.write_bytes(saved_db)
+    Path(f"{db}-wal").write_bytes(saved_wal)
+    Path(f"{db}-shm").unlink(missing_ok=True)
+    return len(saved_wal)
+
+
+def test_restore_over_a_stale_wal_gives_exactly_the_backup(kotomi_db: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "backups"
+    manifest = backup(kotomi_db, dest)
+    expected = rows(kotomi_db)
+    assert make_stale_wal(kotomi_db) > 0
+    with_wal = rows(kotomi_db)  # opening replays the WAL: the stale rows are live data now
+    assert len(with_wal) == len(expected) + 50
+    make_stale_wal(kotomi_db, "stale2")  # and leave crash-time files again
+
+    result = restore_database([LocalStore(dest)], "kotomi", kotomi_db)
+    assert sha256(kotomi_db) == manifest.db_sha256
+    assert not Path(f"{kotomi_db}-wal").exists()
+    # Kotomi opens it in WAL mode: the content is the backup's, no stale row comes back.
+    conn = connect_like_kotomi(kotomi_db)
+    conn.close()
+    assert rows(kotomi_db) == expected
+    # The copy kept beside it has the old database with its WAL: nothing was thrown away.
+    assert result.kept_copy is not None
+    assert Path(f"{result.kept_copy}-wal").exists()
+    assert len(rows(result.kept_copy)) == len(expected) + 100
+
+
+def test_restore_into_a_new_path_keeps_nothing_and_sets_the_mode(
+    kotomi_db: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "backups"
+    manifest = backup(kotomi_db, dest)
+    target = tmp_path / "new" / "kotomi.db"
+    target.parent.mkdir()
+    result = restore_database([LocalStore(dest)], "kotomi", target)
+    assert result.kept_copy is None
+    assert sha256(target) == manifest.db_sha256
+    assert target.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in target.parent.iterdir()] == ["kotomi.db"]
+
+
+def test_restore_refuses_a_database_in_use_unless_forced(kotomi_db: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "backups"
+    backup(kotomi_db, dest)
+    kotomi = connect_like_kotomi(kotomi_db)  # Kotomi is running: its pool holds the file open
+    kotomi.execute("SELECT count(*) FROM comments").fetchone()
+    before = kotomi_db.read_bytes()
+    proc = cli("restore", "latest", "--db", str(kotomi_db), "--from", str(dest))
+    assert proc.returncode == 2
+    assert "stop Kotomi first" in one_line(proc)
+    assert kotomi_db.read_bytes() == before
+    kotomi.close()
+
+
+def test_restore_before_a_time_picks_the_newest_older_backup(kotomi_db: Path, tmp_path: Path):
+    dest = tmp_path / "backups"
+    first = backup(kotomi_db, dest)
+    time.sleep(1.1)
+    backup(kotomi_db, dest)
+    target = tmp_path / "pitr.db"
+    proc = cli(
+        "restore",
+        "latest",
+        "--db",
+        str(target),
+        "--from",
+        str(dest),
+        "--json",
+        "--before",
+        first.created_at.replace("Z", "") + ".5+00:00",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["backup_id"] == first.backup_id
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated", "wrong key", "missing manifest"])
+def test_damaged_backups_fail_restore_and_drill_with_one_line_and_touch_nothing(
+    damage: str, kotomi_db: Path, tmp_path: Path, age_key: AgeKey
+) -> None:
+    dest = tmp_path / "backups"
+    manifest = backup(kotomi_db, dest, age_recipients=age_key.recipient)
+    archive = dest / manifest.archive.key
+    identity = age_key.identity_file
+    if damage == "flipped byte":
+        data = bytearray(archive.read_bytes())
+        data[len(data) // 2] ^= 0x10
+        archive.write_bytes(bytes(data))
+    elif damage == "truncated":
+        archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    elif damage == "wrong key":
+        import pyrage
+
+        identity = tmp_path / "other-key.txt"
+        identity.write_text(f"{pyrage.x25519.Identity.generate()}\n")
+    else:
+        (archive.parent / "manifest.json").unlink()
+    live = tmp_path / "live" / "kotomi.db"
+    live.parent.mkdir()
+    shutil.copyfile(kotomi_db, live)
+    before = live.read_bytes()
+    env = {"KOTOMI_BACKUP_AGE_IDENTITY": str(identity), "KOTOMI_BACKUP_URL": str(dest)}
+    restored = cli("restore", manifest.backup_id, "--db", str(live), env=env)
+    drilled = cli("drill", manifest.backup_id, env=env)
+    for proc in (restored, drilled):
+        assert proc.returncode in (1, 2), proc.stdout + proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert len(restored.stderr.strip().splitlines()) == 1, restored.stderr
+    assert live.read_bytes() == before
+    assert sorted(p.name for p in live.parent.iterdir()) == ["kotomi.db"]
+    if damage == "wrong key":
+        assert restored.returncode == 2 and "does not match" in restored.stderr
+        assert "AGE-SECRET-KEY" not in restored.stderr + drilled.stdout + drilled.stderr
+
+
+def test_drill_records_a_failed_drill_for_a_tampered_backup(kotomi_db: Path, tmp_path: Path):
+    dest = tmp_path / "backups"
+    manifest = backup(kotomi_db, dest)
+    store = LocalStore(dest)
+    good = drill_backup(store, manifest)
+    assert good.ok and good.checks["integrity"] and good.checks["kotomi_queries"]
+    archive = dest / manifest.archive.key
+    data = bytearray(archive.read_bytes())
+    data[100] ^= 0x01
+    archive.write_bytes(bytes(data))
+    bad = drill_backup(store, manifest)
+    assert not bad.ok and bad.checks["checksums"] is False
+    drills = list_drills(store, "kotomi", manifest.backup_id)
+    assert [d.ok for d in drills] == [False, True]  # newest first
+    assert len(drills) == 2
+
+
+def test_killed_restore_leaves_the_old_or_the_new_database_whole(tmp_path: Path) -> None:
+    db = tmp_path / "kotomi.db"
+    generate_demo_database(db, size_bytes=30_000_000, seed=5)
+    dest = tmp_path / "backups"
+    manifest = backup(db, dest)
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA journal_mode=DELETE")
+    conn.execute("DELETE FROM comments WHERE rowid % 2 = 0")  # the live file moves on
+    conn.commit()
+    conn.close()
+    old = sha256(db)
+    outcomes = set()
+    for delay in (0.15, 0.3, 0.5, 0.8, 1.2, 3.0):
+        proc = subprocess.Popen(
+            [*CLI, "restore", "latest", "--db", str(db), "--from", str(dest)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        now = sha256(db)
+        assert now in (old, manifest.db_sha256), "a torn database"
+        kept = sorted(tmp_path.glob("kotomi.db.before-restore-*"))
+        if now == manifest.db_sha256:
+            outcomes.add("new")
+            assert kept and sha256(kept[-1]) == old, "the pre-restore copy is missing"
+            # Put the old one back for the next round.
+            shutil.copyfile(kept[-1], db)
+            for k in kept:
+                k.unlink()
+        else:
+            outcomes.add("old")
+    assert "old" in outcomes
+
+
+def test_recover_salvages_rows_around_a_corrupt_page(kotomi_db: Path, tmp_path: Path) -> None:
+    conn = sqlite3.connect(kotomi_db)
+    conn.execute("PRAGMA journal_mode=DELETE")
+    total = conn.execute("SELECT count(*) FROM comments").fetchone()[0]
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    # A leaf page in the middle of the comments table.
+    leaf = conn.execute(
+        "SELECT pageno FROM dbstat WHERE name = 'comments' AND pagetype = 'leaf' "
+        "ORDER BY pageno LIMIT 1 OFFSET 3"
+    ).fetchone()[0]
+    conn.close()
+    flip_page_header(kotomi_db, leaf, page_size)
+    out = tmp_path / "salvaged.db"
+    proc = cli("recover", str(kotomi_db), str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    saved = report["tables"]["comments"]["saved"]
+    assert 0.5 * total < saved < total
+    assert report["tables"]["comments"]["errors"] >= 1
+    assert report["tables"]["sites"]["saved"] > 0
+    conn = sqlite3.connect(out)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert conn.execute("SELECT count(*) FROM comments").fetchone()[0] == saved
+    conn.close()
+    again = cli("recover", str(kotomi_db), str(out))
+    assert again.returncode == 2 and "nothing overwritten" in one_line(again)
+
+
+def test_recover_never_calls_an_empty_salvage_a_success(tmp_path: Path) -> None:
+    db = tmp_path / "wrecked.db"
+    generate_demo_database(db, size_bytes=200_000, seed=1)
+    data = bytearray(db.read_bytes())
+    data[100:4096] = b"\xff" * (4096 - 100)  # the schema page
+    db.write_bytes(bytes(data))
+    proc = cli("recover", str(db), str(tmp_path / "out.db"))
+    assert proc.returncode == 1
+    assert "nothing can be salvaged" in one_line(proc) or "nothing could be" in proc.stderr
+    assert not (tmp_path / "out.db").exists()
+
+
+def test_drill_of_a_missing_identity_is_a_config_error(kotomi_db: Path, tmp_path: Path, age_key):
+    dest = tmp_path / "b"
+    manifest = backup(kotomi_db, dest, age_recipients=age_key.recipient)
+    with pytest.raises(ConfigError):
+        drill_backup(LocalStore(dest), manifest)
+    assert list_backups(LocalStore(dest), "kotomi").backups
+    with pytest.raises(BackupError):
+        restore_database([LocalStore(dest)], "kotomi", tmp_path / "x.db", which="nope")
