@@ -1,0 +1,150 @@
+"""The restore area in Dagster: the restore job from config, the drill, the monthly test."""
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, Definitions
+
+from kotomi_backup_dagster.defs.backup.definitions import build_backup_definitions
+from kotomi_backup_dagster.defs.databases import DatabaseSpec
+from kotomi_backup_dagster.defs.restore.definitions import build_restore_definitions
+from kotomi_backup_dagster.engine.backup import run_backup
+from kotomi_backup_dagster.engine.catalog import list_backups, list_drills
+from kotomi_backup_dagster.engine.settings import BackupSettings
+from kotomi_backup_dagster.engine.stores import LocalStore
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def dest(monkeypatch: pytest.MonkeyPatch, kotomi_db: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "backups"
+    monkeypatch.setenv("KOTOMI_DB_PATH", str(kotomi_db))
+    monkeypatch.setenv("KOTOMI_BACKUP_URL", str(dest))
+    monkeypatch.setenv("KOTOMI_BACKUP_STAGING_DIR", str(tmp_path / "staging"))
+    return dest
+
+
+def defs() -> Definitions:
+    spec = DatabaseSpec("kotomi")
+    return Definitions.merge(build_backup_definitions(spec), build_restore_definitions([spec]))
+
+
+def make_backups(db: Path, dest: Path, count: int) -> list[str]:
+    settings = BackupSettings.from_env(db_path=db, urls=(str(dest),))
+    return [run_backup(settings).manifest.backup_id for _ in range(count)]
+
+
+def test_restore_job_from_config_gives_the_same_file_as_the_cli(
+    dest: Path, kotomi_db: Path, tmp_path: Path
+) -> None:
+    first, _ = make_backups(kotomi_db, dest, 2)
+    target = tmp_path / "restored-by-dagster.db"
+    result = (
+        defs()
+        .resolve_job_def("restore_job")
+        .execute_in_process(
+            run_config={
+                "ops": {
+                    "choose_backup_to_restore": {
+                        "config": {
+                            "database": "kotomi",
+                            "backup": first,
+                            "target_path": str(target),
+                        }
+                    }
+                }
+            },
+            instance=DagsterInstance.ephemeral(),
+        )
+    )
+    assert result.success
+    steps = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
+    assert steps == {
+        "choose_backup_to_restore",
+        "fetch_backup_archive",
+        "check_restored_copy",
+        "swap_in_restored",
+    }
+    by_cli = tmp_path / "restored-by-cli.db"
+    proc = subprocess.run(
+        [sys.executable, "-m", "kotomi_backup_dagster.cli", "restore", first, "--db", str(by_cli)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert sha256(target) == sha256(by_cli)
+    manifest = next(
+        m for m in list_backups(LocalStore(dest), "kotomi").backups if m.backup_id == first
+    )
+    assert sha256(target) == manifest.db_sha256
+
+
+def test_restore_job_refuses_an_unknown_database(dest: Path, kotomi_db: Path) -> None:
+    make_backups(kotomi_db, dest, 1)
+    result = (
+        defs()
+        .resolve_job_def("restore_job")
+        .execute_in_process(
+            run_config={"ops": {"choose_backup_to_restore": {"config": {"database": "blog"}}}},
+            instance=DagsterInstance.ephemeral(),
+            raise_on_error=False,
+        )
+    )
+    assert not result.success
+
+
+def test_weekly_drill_checks_the_latest_backup_and_records_it(dest: Path, kotomi_db: Path) -> None:
+    make_backups(kotomi_db, dest, 2)
+    result = (
+        defs()
+        .resolve_job_def("kotomi_restore_drill")
+        .execute_in_process(instance=DagsterInstance.ephemeral())
+    )
+    assert result.success
+    evaluations = result.get_asset_check_evaluations()
+    assert {e.check_name for e in evaluations} == {
+        "checksums",
+        "integrity",
+        "row_counts",
+        "kotomi_queries",
+    }
+    assert all(e.passed for e in evaluations)
+    mat = result.asset_materializations_for_node("kotomi__restore_drill")[0]
+    assert mat.metadata["rto_seconds"].value > 0
+    newest = list_backups(LocalStore(dest), "kotomi").backups[0]
+    assert mat.metadata["backup_id"].value == newest.backup_id
+    assert [d.ok for d in list_drills(LocalStore(dest), "kotomi", newest.backup_id)] == [True]
+
+
+def test_monthly_test_drills_every_one_of_30_backups_and_reports_the_bad_one(
+    dest: Path, kotomi_db: Path
+) -> None:
+    ids = make_backups(kotomi_db, dest, 30)
+    bad = ids[7]
+    archive = dest / "kotomi" / bad / "kotomi.db.zst"
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 3] ^= 0x04
+    archive.write_bytes(bytes(data))
+    result = (
+        defs()
+        .resolve_job_def("kotomi_restore_test")
+        .execute_in_process(instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    )
+    assert not result.success  # a failed drill fails the run, so the failure alert fires
+    mat = result.asset_materializations_for_node("kotomi__restore_test")[0]
+    assert mat.metadata["drilled"].value == 30
+    assert mat.metadata["passed"].value == 29
+    assert mat.metadata["failed"].value == 1
+    report = mat.metadata["report"].value
+    assert f"| {bad} |" in report and "**FAILED**" in report
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["checksums"] is False
+    for backup_id in ids:
+        drills = list_drills(LocalStore(dest), "kotomi", backup_id)
+        assert [d.ok for d in drills] == [backup_id != bad]
