@@ -135,10 +135,14 @@ def cmd_list(args: argparse.Namespace) -> int:
             report.append({"url": safe_url(url), "error": str(exc), "backups": []})
             err.print(f"kotomi-backup: cannot list {safe_url(url)}: {exc}")
             continue
+        tiers = _tiers(store, settings.name)
         report.append(
             {
                 "url": safe_url(url),
-                "backups": [json.loads(m.to_json()) for m in listing.backups],
+                "backups": [
+                    {**json.loads(m.to_json()), "tiers": tiers.get(m.backup_id, [])}
+                    for m in listing.backups
+                ],
                 "incomplete": listing.incomplete,
                 "unreadable": listing.unreadable,
             }
@@ -146,7 +150,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         if args.json:
             continue
         table = Table(title=f"{settings.name} at {safe_url(url)}", title_justify="left")
-        for col in ("backup id", "created (UTC)", "database", "archive", "encryption", "verify"):
+        columns = ("backup id", "created (UTC)", "database", "archive", "encryption", "verify")
+        for col in (*columns, "tiers"):
             table.add_column(col)
         for m in listing.backups:
             table.add_row(
@@ -156,6 +161,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 _human(m.archive.size),
                 m.archive.encryption,
                 f"{m.verify.mode} {m.verify.result}",
+                ", ".join(tiers.get(m.backup_id, [])) or "-",
             )
         out.print(table)
         if not listing.backups:
@@ -173,6 +179,92 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json({"name": settings.name, "destinations": report})
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _tiers(store: Any, name: str) -> dict[str, list[str]]:
+    """The retention tiers each backup fills now (empty when no valid policy is set)."""
+    from .engine.prune import plan_store
+    from .engine.retention import RetentionPolicy
+
+    try:
+        plan, _ = plan_store(store, name, RetentionPolicy.from_env())
+    except (ValueError, ConfigError):
+        return {}
+    return {p.manifest.backup_id: p.reasons for p in plan}
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from .engine.prune import prune_store
+    from .engine.retention import RetentionPolicy
+    from .engine.stores import open_store, safe_url
+
+    settings = _settings(args)
+    try:
+        policy = RetentionPolicy.from_env()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    results, failures = [], []
+    for url in settings.require_urls():
+        try:
+            results.append(
+                prune_store(open_store(url), settings.name, policy, dry_run=args.dry_run)
+            )
+        except ConfigError:
+            raise
+        except BackupError as exc:  # one store failing does not stop the others
+            failures.append(f"{safe_url(url)}: {exc}")
+    if args.json:
+        _emit_json(
+            {
+                "name": settings.name,
+                "policy": policy.describe(),
+                "dry_run": args.dry_run,
+                "destinations": [
+                    {
+                        "url": r.url,
+                        "backups": [
+                            {
+                                "backup_id": p.manifest.backup_id,
+                                "created_at": p.manifest.created_at,
+                                "keep": p.keep,
+                                "reasons": p.reasons,
+                                "size": p.manifest.archive.size,
+                            }
+                            for p in r.plan
+                        ],
+                        "removed": r.removed,
+                        "bytes_freed": r.bytes_freed,
+                        "incomplete_removed": r.orphans_removed,
+                        "incomplete_kept": r.orphans_kept,
+                    }
+                    for r in results
+                ],
+                "errors": failures,
+            }
+        )
+    else:
+        for r in results:
+            verb = "would remove" if args.dry_run else "removed"
+            table = Table(
+                title=f"{settings.name} at {r.url}: {policy.describe()}", title_justify="left"
+            )
+            for col in ("backup id", "created (UTC)", "decision", "why"):
+                table.add_column(col)
+            for p in r.plan:
+                table.add_row(
+                    p.manifest.backup_id,
+                    p.manifest.created_at,
+                    "keep" if p.keep else "remove",
+                    ", ".join(p.reasons) or "no tier",
+                )
+            out.print(table)
+            out.print(
+                f"  {len(r.kept)} kept, {len(r.removed)} {verb} ({_human(r.bytes_freed)}); "
+                f"{len(r.orphans_removed)} interrupted upload(s) {verb}"
+            )
+    for failure in failures:
+        err.print(f"kotomi-backup: error: prune failed at {failure}")
+    return EXIT_FAILED if failures else EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -426,6 +518,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _debug_flag(p)
     p.set_defaults(func=cmd_recover)
+
+    p = sub.add_parser("prune", help="remove backups outside the retention tiers")
+    p.add_argument("--dry-run", action="store_true", help="show the plan, remove nothing")
+    common(p, "--to")
+    p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("verify", help="check a database file, an archive or a backup directory")
     p.add_argument("path", metavar="PATH")

@@ -3,11 +3,13 @@
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
 from ..databases import DatabaseSpec
+from ..retention.resources import keep_hourly_from_env
 from ..scheduling import database_schedule
 from .assets import build_backup_assets
 from .resources import backup_resource_from_env
 
 DAILY_AT_2 = "0 2 * * *"
+HOURLY = "0 * * * *"
 
 
 def backup_job_name(spec: DatabaseSpec) -> str:
@@ -23,17 +25,30 @@ def build_backup_definitions(spec: DatabaseSpec) -> Definitions:
         tags=spec.tags,  # the run queue allows one run per database (dagster.yaml)
         description=f"Back up {spec.name}: snapshot, verify, compress (+encrypt), upload.",
     )
-    daily = database_schedule(
-        spec,
-        job,
-        name=f"{spec.key}_daily_backup",
-        cron=DAILY_AT_2,
-        description=f"Back up {spec.name} every day at 02:00",
-    )
+    # The cadence follows the policy: hourly backups when hourly tiers are kept, else daily.
+    hourly_on = keep_hourly_from_env() > 0
+    schedules = [
+        database_schedule(
+            spec,
+            job,
+            name=f"{spec.key}_daily_backup",
+            cron=DAILY_AT_2,
+            description=f"Back up {spec.name} every day at 02:00",
+            running=not hourly_on,
+        ),
+        database_schedule(
+            spec,
+            job,
+            name=f"{spec.key}_hourly_backup",
+            cron=HOURLY,
+            description=f"Back up {spec.name} every hour (on when KOTOMI_BACKUP_KEEP_HOURLY > 0)",
+            running=hourly_on,
+        ),
+    ]
     return Definitions(
         assets=assets,
         asset_checks=checks,
         jobs=[job],
-        schedules=[daily],
+        schedules=schedules,
         resources={spec.resource_key: backup_resource_from_env(spec)},
     )

@@ -1,0 +1,120 @@
+"""Pruning a store by a retention policy, with the safety rails in one place.
+
+The plan (restic `forget` semantics) is `retention.plan_backups`: the newest backup is never
+removed, a backup whose latest drill failed fills no slot, a policy that keeps nothing is
+refused. Removal deletes the manifest first, so a half-deleted backup is never listed; the
+archive and drill records follow. Interrupted uploads (a folder without a manifest) older than
+a day are cleaned up too. Each store is pruned on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from .catalog import DRILLS, backup_prefix, latest_drill, list_backups, manifest_key
+from .errors import BackupError, ConfigError
+from .manifest import Manifest, backup_id_time
+from .retention import BackupRef, RetentionDecision, RetentionPolicy, plan_backups
+from .stores import BackupStore, safe_url
+
+ORPHAN_AGE = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class PlannedBackup:
+    manifest: Manifest
+    decision: RetentionDecision
+
+    @property
+    def keep(self) -> bool:
+        return self.decision.keep
+
+    @property
+    def reasons(self) -> list[str]:
+        return self.decision.reasons
+
+
+@dataclass
+class PruneResult:
+    url: str
+    plan: list[PlannedBackup]
+    dry_run: bool
+    removed: list[str] = field(default_factory=list)
+    bytes_freed: int = 0
+    orphans_removed: list[str] = field(default_factory=list)
+    orphans_kept: list[str] = field(default_factory=list)
+
+    @property
+    def kept(self) -> list[PlannedBackup]:
+        return [p for p in self.plan if p.keep]
+
+    @property
+    def to_remove(self) -> list[PlannedBackup]:
+        return [p for p in self.plan if not p.keep]
+
+
+def plan_store(
+    store: BackupStore, name: str, policy: RetentionPolicy, now: datetime | None = None
+) -> tuple[list[PlannedBackup], list[str]]:
+    """The plan for every complete backup on the store, and its interrupted uploads."""
+    listing = list_backups(store, name)
+    refs = []
+    for manifest in listing.backups:
+        drill = latest_drill(store, name, manifest.backup_id)
+        refs.append(
+            BackupRef(
+                manifest.backup_id, manifest.created, drill_failed=bool(drill and not drill.ok)
+            )
+        )
+    by_id = {m.backup_id: m for m in listing.backups}
+    try:
+        decisions = plan_backups(refs, policy, now=now) if refs else []
+    except ValueError as exc:
+        raise ConfigError(f"refusing to prune {safe_url(store.url)}: {exc}") from exc
+    plan = [PlannedBackup(by_id[d.backup_id], d) for d in decisions if d.backup_id]
+    return plan, listing.incomplete
+
+
+def delete_backup(store: BackupStore, name: str, backup_id: str) -> None:
+    """Manifest first: from that instant the backup is not listed, whatever happens next."""
+    prefix = backup_prefix(name, backup_id)
+    store.delete(manifest_key(name, backup_id))
+    _delete_tree(store, prefix)
+
+
+def _delete_tree(store: BackupStore, prefix: str) -> None:
+    for child in store.list_children(prefix):
+        if child == DRILLS:
+            for record in store.list_children(f"{prefix}/{DRILLS}"):
+                store.delete(f"{prefix}/{DRILLS}/{record}")
+        store.delete(f"{prefix}/{child}")
+    store.delete(prefix)
+
+
+def prune_store(
+    store: BackupStore,
+    name: str,
+    policy: RetentionPolicy,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> PruneResult:
+    moment = now or datetime.now(UTC)
+    plan, incomplete = plan_store(store, name, policy, now=moment)
+    result = PruneResult(url=safe_url(store.url), plan=plan, dry_run=dry_run)
+    if plan and not plan[0].keep:  # belt and braces: plan_backups keeps the newest
+        raise BackupError(f"prune plan for {result.url} would remove the newest backup; refused")
+    for orphan in incomplete:
+        if backup_id_time(orphan) < moment - ORPHAN_AGE:
+            result.orphans_removed.append(orphan)
+            if not dry_run:
+                _delete_tree(store, backup_prefix(name, orphan))
+        else:
+            result.orphans_kept.append(orphan)  # maybe an upload in progress
+    for planned in result.to_remove:
+        result.removed.append(planned.manifest.backup_id)
+        result.bytes_freed += planned.manifest.archive.size
+        if not dry_run:
+            delete_backup(store, name, planned.manifest.backup_id)
+    return result

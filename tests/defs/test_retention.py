@@ -1,0 +1,104 @@
+"""The retention area in Dagster: prune after each upload, its metadata, the backup cadence."""
+
+from pathlib import Path
+
+import pytest
+from dagster import (
+    DefaultScheduleStatus,
+    Definitions,
+    build_sensor_context,
+    instance_for_test,
+)
+
+from kotomi_backup_dagster.defs.backup.definitions import build_backup_definitions
+from kotomi_backup_dagster.defs.databases import DatabaseSpec
+from kotomi_backup_dagster.defs.retention.definitions import build_retention_definitions
+from kotomi_backup_dagster.engine.catalog import list_backups
+from kotomi_backup_dagster.engine.stores import LocalStore
+
+
+def defs() -> Definitions:
+    spec = DatabaseSpec("kotomi")
+    return Definitions.merge(build_backup_definitions(spec), build_retention_definitions([spec]))
+
+
+@pytest.fixture
+def dest(monkeypatch: pytest.MonkeyPatch, kotomi_db: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "backups"
+    monkeypatch.setenv("KOTOMI_DB_PATH", str(kotomi_db))
+    monkeypatch.setenv("KOTOMI_BACKUP_URL", str(dest))
+    monkeypatch.setenv("KOTOMI_BACKUP_STAGING_DIR", str(tmp_path / "staging"))
+    monkeypatch.setenv("KOTOMI_BACKUP_KEEP_LAST", "2")
+    for kind in ("DAILY", "WEEKLY", "MONTHLY", "YEARLY"):
+        monkeypatch.setenv(f"KOTOMI_BACKUP_KEEP_{kind}", "0")
+    return dest
+
+
+def test_each_upload_starts_one_prune_that_keeps_the_policy(dest: Path) -> None:
+    d = defs()
+    sensor = d.resolve_sensor_def("kotomi_prune_after_upload")
+    with instance_for_test() as instance:
+        backup = d.resolve_job_def("kotomi_backup")
+        for _ in range(3):
+            assert backup.execute_in_process(instance=instance).success
+        tick = sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=d))
+        assert len(tick.run_requests) == 1  # an asset sensor answers the newest event
+        again = sensor.evaluate_tick(
+            build_sensor_context(instance=instance, cursor=tick.cursor, definitions=d)
+        )
+        assert not again.run_requests
+        assert len(list_backups(LocalStore(dest), "kotomi").backups) == 3
+
+        result = d.resolve_job_def("kotomi_prune").execute_in_process(instance=instance)
+    assert result.success
+    meta = result.asset_materializations_for_node("kotomi__prune")[0].metadata
+    assert meta["kept"].value == 2  # keep_last=2
+    kept = list_backups(LocalStore(dest), "kotomi").backups
+    assert len(kept) == meta["kept"].value
+    assert meta["removed"].value == 1
+    assert meta["bytes_freed"].value > 0
+    assert kept[0].backup_id in meta["kept_backups"].value
+
+
+def test_a_failed_prune_does_not_fail_the_backup(dest: Path) -> None:
+    d = defs()
+    with instance_for_test() as instance:
+        assert d.resolve_job_def("kotomi_backup").execute_in_process(instance=instance).success
+        # A policy that keeps nothing is refused: the prune run fails, alone.
+        import os
+
+        for kind in ("LAST", "DAILY", "WEEKLY", "MONTHLY", "YEARLY"):
+            os.environ[f"KOTOMI_BACKUP_KEEP_{kind}"] = "0"
+        try:
+            pruned = (
+                defs()
+                .resolve_job_def("kotomi_prune")
+                .execute_in_process(instance=instance, raise_on_error=False)
+            )
+        finally:
+            for kind in ("DAILY", "WEEKLY", "MONTHLY", "YEARLY"):
+                os.environ.pop(f"KOTOMI_BACKUP_KEEP_{kind}")
+        assert not pruned.success
+        runs = instance.get_run_records()
+        backup_runs = [r for r in runs if r.dagster_run.job_name == "kotomi_backup"]
+        assert backup_runs[0].dagster_run.is_success
+    assert len(list_backups(LocalStore(dest), "kotomi").backups) == 1
+
+
+def test_backup_cadence_follows_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    d = defs()
+    assert d.resolve_schedule_def("kotomi_daily_backup").default_status == (
+        DefaultScheduleStatus.RUNNING
+    )
+    assert d.resolve_schedule_def("kotomi_hourly_backup").default_status == (
+        DefaultScheduleStatus.STOPPED
+    )
+    monkeypatch.setenv("KOTOMI_BACKUP_KEEP_HOURLY", "24")
+    d = defs()
+    hourly = d.resolve_schedule_def("kotomi_hourly_backup")
+    assert hourly.default_status == DefaultScheduleStatus.RUNNING
+    assert hourly.cron_schedule == "0 * * * *"
+    assert d.resolve_schedule_def("kotomi_daily_backup").default_status == (
+        DefaultScheduleStatus.STOPPED
+    )
+    assert d.resolve_schedule_def("kotomi_daily_prune").cron_schedule == "0 3 * * *"

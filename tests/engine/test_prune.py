@@ -1,0 +1,181 @@
+"""Pruning real stores: exactly the planned set stays, safety rails hold, kills tear nothing."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from kotomi_backup_dagster.engine.backup import run_backup
+from kotomi_backup_dagster.engine.catalog import DrillRecord, list_backups, write_drill
+from kotomi_backup_dagster.engine.errors import ConfigError
+from kotomi_backup_dagster.engine.manifest import Manifest, rfc3339
+from kotomi_backup_dagster.engine.prune import prune_store
+from kotomi_backup_dagster.engine.retention import RetentionPolicy, plan_retention
+from kotomi_backup_dagster.engine.settings import BackupSettings
+from kotomi_backup_dagster.engine.stores import LocalStore
+
+CLI = [sys.executable, "-m", "kotomi_backup_dagster.cli"]
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def clone_backups(db: Path, dest: Path, times: list[datetime]) -> list[str]:
+    """One real backup, copied under other ids and times: real archives, chosen times."""
+    source = run_backup(BackupSettings.from_env(db_path=db, urls=(str(dest / "seed"),))).manifest
+    seed_dir = dest / "seed" / "kotomi" / source.backup_id
+    ids = []
+    for n, moment in enumerate(times):
+        backup_id = f"{moment:%Y%m%dT%H%M%SZ}-{n:06x}"
+        target = dest / "kotomi" / backup_id
+        target.mkdir(parents=True)
+        shutil.copyfile(seed_dir / "kotomi.db.zst", target / "kotomi.db.zst")
+        data = json.loads((seed_dir / "manifest.json").read_text())
+        data.update(backup_id=backup_id, created_at=rfc3339(moment))
+        data["archive"]["key"] = f"kotomi/{backup_id}/kotomi.db.zst"
+        (target / "manifest.json").write_text(json.dumps(data))
+        ids.append(backup_id)
+    shutil.rmtree(dest / "seed")
+    return ids
+
+
+def every(hours: float, count: int, end: datetime = NOW) -> list[datetime]:
+    return [end - timedelta(hours=hours * i) for i in range(count)]
+
+
+def listed(dest: Path) -> set[str]:
+    return {m.backup_id for m in list_backups(LocalStore(dest), "kotomi").backups}
+
+
+def test_a_year_of_daily_backups_prunes_to_exactly_the_planned_set(
+    kotomi_db: Path, tmp_path: Path
+) -> None:
+    times = every(24, 400)
+    ids = dict(zip(times, clone_backups(kotomi_db, tmp_path, times), strict=True))
+    policy = RetentionPolicy(keep_daily=7, keep_weekly=4, keep_monthly=12, keep_yearly=3)
+    expected = {ids[d.time] for d in plan_retention(times, policy, now=NOW) if d.keep}
+    result = prune_store(LocalStore(tmp_path), "kotomi", policy, now=NOW)
+    assert listed(tmp_path) == expected
+    assert len(expected) < 30 and result.bytes_freed > 0
+    assert set(result.removed) == set(ids.values()) - expected
+    remaining = {p.name for p in (tmp_path / "kotomi").iterdir()}
+    assert remaining == expected, "a removed backup left files behind"
+
+
+def test_a_failed_drill_fills_no_slot_and_is_kept_for_inspection(
+    kotomi_db: Path, tmp_path: Path
+) -> None:
+    times = every(24, 10)
+    ids = clone_backups(kotomi_db, tmp_path, times)
+    store = LocalStore(tmp_path)
+    failed = ids[1]
+    write_drill(
+        store, "kotomi", DrillRecord(failed, rfc3339(NOW), False, ["broken"], 1.0, 1, "t", {})
+    )
+    result = prune_store(store, "kotomi", RetentionPolicy(keep_daily=3), now=NOW)
+    kept = {p.manifest.backup_id: p.reasons for p in result.kept}
+    assert kept[failed] == ["drill failed: kept for inspection"]
+    # The slot the failed backup would have filled goes to the next older one.
+    assert set(kept) == {ids[0], ids[1], ids[2], ids[3]}
+    assert listed(tmp_path) == set(kept)
+
+
+def test_newest_is_kept_whatever_the_policy_and_empty_policy_is_refused(
+    kotomi_db: Path, tmp_path: Path
+) -> None:
+    ids = clone_backups(kotomi_db, tmp_path, every(24 * 400, 3))  # all far apart
+    store = LocalStore(tmp_path)
+    result = prune_store(store, "kotomi", RetentionPolicy(keep_hourly=1), now=NOW)
+    assert "newest" in result.kept[0].reasons
+    assert listed(tmp_path) == {ids[0]}
+    with pytest.raises(ConfigError, match="keeps nothing"):
+        prune_store(
+            store,
+            "kotomi",
+            RetentionPolicy(keep_daily=0, keep_weekly=0, keep_monthly=0, keep_yearly=0),
+        )
+    assert listed(tmp_path) == {ids[0]}
+
+
+def test_interrupted_uploads_are_cleaned_after_a_day_only(kotomi_db: Path, tmp_path: Path) -> None:
+    clone_backups(kotomi_db, tmp_path, every(1, 2))
+    old = tmp_path / "kotomi" / f"{NOW - timedelta(days=2):%Y%m%dT%H%M%SZ}-aaaaaa"
+    fresh = tmp_path / "kotomi" / f"{NOW - timedelta(hours=1):%Y%m%dT%H%M%SZ}-bbbbbb"
+    for orphan in (old, fresh):
+        orphan.mkdir()
+        (orphan / "kotomi.db.zst").write_bytes(b"half an upload")
+    result = prune_store(LocalStore(tmp_path), "kotomi", RetentionPolicy(keep_last=5), now=NOW)
+    assert result.orphans_removed == [old.name]
+    assert not old.exists() and fresh.exists()
+
+
+def test_cli_dry_run_explains_and_removes_nothing(kotomi_db: Path, tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    ids = clone_backups(kotomi_db, tmp_path, every(24, 20, end=now))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KOTOMI_")}
+    env.update(
+        KOTOMI_BACKUP_URL=str(tmp_path),
+        KOTOMI_BACKUP_KEEP_DAILY="5",
+        KOTOMI_BACKUP_KEEP_WEEKLY="0",
+        KOTOMI_BACKUP_KEEP_MONTHLY="0",
+        KOTOMI_BACKUP_KEEP_YEARLY="0",
+    )
+    proc = subprocess.run(
+        [*CLI, "prune", "--dry-run", "--json"], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)["destinations"][0]
+    decisions = {b["backup_id"]: (b["keep"], b["reasons"]) for b in plan["backups"]}
+    assert [i for i in ids if decisions[i][0]] == ids[:5]
+    assert decisions[ids[0]][1][0] == "newest"
+    assert decisions[ids[10]] == (False, [])
+    assert listed(tmp_path) == set(ids)
+    shown = subprocess.run([*CLI, "list", "--json"], capture_output=True, text=True, env=env)
+    tiers = {
+        b["backup_id"]: b["tiers"] for b in json.loads(shown.stdout)["destinations"][0]["backups"]
+    }
+    assert tiers[ids[1]] == [f"daily {datetime.fromisoformat(decisions[ids[1]][1][0][6:]).date()}"]
+
+
+def test_killed_prune_never_leaves_a_listed_backup_without_its_archive(
+    kotomi_db: Path, tmp_path: Path
+) -> None:
+    times = every(6, 800)
+    clone_backups(kotomi_db, tmp_path, times)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KOTOMI_")}
+    env.update(
+        KOTOMI_BACKUP_URL=str(tmp_path),
+        KOTOMI_BACKUP_KEEP_DAILY="3",
+        KOTOMI_BACKUP_KEEP_WEEKLY="0",
+        KOTOMI_BACKUP_KEEP_MONTHLY="0",
+        KOTOMI_BACKUP_KEEP_YEARLY="0",
+    )
+    folder = tmp_path / "kotomi"
+    interrupted = 0
+    for threshold in (795, 600, 400, 200):
+        proc = subprocess.Popen(
+            [*CLI, "prune"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        # Kill as soon as the prune has got this far: mid-deletion, not before or after.
+        while proc.poll() is None and sum(1 for _ in os.scandir(folder)) > threshold:
+            pass
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        interrupted += sum(1 for _ in os.scandir(folder)) > 3
+        for manifest in list_backups(LocalStore(tmp_path), "kotomi").backups:
+            archive = tmp_path / manifest.archive.key
+            assert archive.exists() and archive.stat().st_size == manifest.archive.size
+    assert interrupted >= 2, "the kills never landed mid-prune"
+    done = subprocess.run([*CLI, "prune", "--json"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert len(listed(tmp_path)) == 3
+
+
+def test_manifest_roundtrip_keeps_unknown_fields_out(tmp_path: Path) -> None:
+    raw = json.dumps({"format": 2}).encode()
+    with pytest.raises(Exception, match="not supported"):
+        Manifest.from_json(raw)
