@@ -62,7 +62,8 @@ def make_stale_wal(db: Path, tag: str = "stale") -> int:
     cols = [r[1] for r in conn.execute("PRAGMA table_info(comments)") if r[1] != "id"]
     conn.execute(
         f"INSERT INTO comments (id, {', '.join(cols)}) "
-        f"SELECT '{tag}-' || id, {', '.join(cols)} FROM comments WHERE id NOT LIKE 'stale%' LIMIT 50"
+        f"SELECT '{tag}-' || id, {', '.join(cols)} FROM comments "
+        "WHERE id NOT LIKE 'stale%' LIMIT 50"
     )
     saved_db, saved_wal = db.read_bytes(), Path(f"{db}-wal").read_bytes()
     conn.close()  # the last close checkpoints; put the crash-time files back
