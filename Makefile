@@ -19,10 +19,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The tests check archives with the standard tools (zstd, age, sqlite3) and compare
-# retention with restic: Debian packages, installed when missing.
+# Debian packages the tests use (zstd, age, sqlite3, restic, PostgreSQL, Chromium), installed
+# when missing, and PostgreSQL started for the end-to-end test.
 system-deps:
 	@scripts/install-system-deps.sh
+	@scripts/start-postgres.sh
 
 $(DEMO)/dagster_home/dagster.yaml: dagster_home/dagster.yaml
 	mkdir -p $(DEMO)/dagster_home

@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Install the Debian packages the tests use, when missing: zstd, age, sqlite3, restic.
+# Install the Debian packages the tests use, when missing: zstd, age, sqlite3 (archives are
+# checked with the standard tools), restic (the retention oracle), PostgreSQL (Dagster's
+# storage in the end-to-end test), Chromium (screenshots of the real UI), time (/usr/bin/time).
 set -euo pipefail
+declare -A package_of=(
+  [zstd]=zstd [age]=age [sqlite3]=sqlite3 [restic]=restic
+  [pg_ctlcluster]=postgresql [chromium]=chromium [/usr/bin/time]=time
+)
 need=()
-for cmd in zstd age sqlite3 restic; do
-  command -v "$cmd" >/dev/null 2>&1 || need+=("$cmd")
+for cmd in "${!package_of[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || need+=("${package_of[$cmd]}")
 done
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${need[*]}"

@@ -1,5 +1,7 @@
 """The backup area: per database, its assets, the job that runs them, and its schedule."""
 
+import os
+
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
 from ..databases import DatabaseSpec
@@ -32,8 +34,8 @@ def build_backup_definitions(spec: DatabaseSpec) -> Definitions:
             spec,
             job,
             name=f"{spec.key}_daily_backup",
-            cron=DAILY_AT_2,
-            description=f"Back up {spec.name} every day at 02:00",
+            cron=os.environ.get("KOTOMI_BACKUP_CRON") or DAILY_AT_2,
+            description=f"Back up {spec.name} (KOTOMI_BACKUP_CRON, default daily at 02:00)",
             running=not hourly_on,
         ),
         database_schedule(

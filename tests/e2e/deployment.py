@@ -1,0 +1,320 @@
+"""The docker-compose deployment run for real on this machine, without Docker.
+
+The services' commands and environment are read from docker-compose.yml and deploy/ and run
+as local processes (code server, webserver, daemon) against Debian's PostgreSQL, so the
+end-to-end test exercises exactly what the compose file ships.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = REPO / "docker-compose.yml"
+PG = {"host": "127.0.0.1", "port": 5432, "user": "dagster", "password": "dagster"}
+
+
+def load_compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return data
+
+
+def compose_env(service: str) -> dict[str, str]:
+    """A service's environment with `${VAR:-default}` resolved to its default."""
+    raw = load_compose()["services"][service]["environment"]
+    resolved = {}
+    for key, value in raw.items():
+        text = str(value)
+        resolved[key] = re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", text)
+    return resolved
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Receiver(ThreadingHTTPServer):
+    """An HTTP receiver for webhook alerts on loopback."""
+
+    def __init__(self) -> None:
+        self.posts: list[dict[str, Any]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                try:
+                    receiver.posts.append(json.loads(body))
+                except ValueError:
+                    receiver.posts.append({"raw": body.decode(errors="replace")})
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hook"
+
+
+@dataclass
+class Deployment:
+    root: Path
+    env: dict[str, str]
+    web_port: int
+    receiver: Receiver
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def backups(self) -> Path:
+        return Path(self.env["KOTOMI_BACKUP_URL"])
+
+    @property
+    def db(self) -> Path:
+        return Path(self.env["KOTOMI_DB_PATH"])
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def graphql(self, query: str, **variables: Any) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"{self.web_url}/graphql",
+            data=json.dumps({"query": query, "variables": variables}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer: dict[str, Any] = json.loads(response.read())
+        if answer.get("errors"):
+            raise AssertionError(f"GraphQL errors: {answer['errors']}")
+        data: dict[str, Any] = answer["data"]
+        return data
+
+    def launch(self, job: str, run_config: dict[str, Any] | None = None) -> str:
+        data = self.graphql(
+            """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
+                __typename ... on LaunchRunSuccess { run { runId } }
+                ... on PythonError { message }
+                ... on RunConfigValidationInvalid { errors { message } }
+            } }""",
+            params={
+                "selector": {
+                    "repositoryLocationName": "kotomi_backup",
+                    "repositoryName": "__repository__",
+                    "jobName": job,
+                },
+                "runConfigData": run_config or {},
+            },
+        )["launchRun"]
+        assert data["__typename"] == "LaunchRunSuccess", data
+        run_id: str = data["run"]["runId"]
+        return run_id
+
+    def reexecute_from_failure(self, parent: str) -> str:
+        data = self.graphql(
+            """mutation($p: ReexecutionParams!) { launchRunReexecution(reexecutionParams: $p) {
+                __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+            } }""",
+            p={"parentRunId": parent, "strategy": "FROM_FAILURE"},
+        )["launchRunReexecution"]
+        assert data["__typename"] == "LaunchRunSuccess", data
+        run_id: str = data["run"]["runId"]
+        return run_id
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        data = self.graphql(
+            """query($id: ID!) { runOrError(runId: $id) { __typename ... on Run {
+                runId status jobName tags { key value } stepStats { stepKey status }
+            } } }""",
+            id=run_id,
+        )["runOrError"]
+        return data
+
+    def wait_run(self, run_id: str, timeout: float = 180) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.run(run_id)
+            if run["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+                return run
+            time.sleep(1)
+        raise AssertionError(f"run {run_id} did not finish in {timeout} s: {self.run(run_id)}")
+
+    def runs(self) -> list[dict[str, Any]]:
+        data = self.graphql(
+            """{ runsOrError(limit: 100) { ... on Runs { results {
+                runId status jobName tags { key value } } } } }"""
+        )
+        results: list[dict[str, Any]] = data["runsOrError"]["results"]
+        return results
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"{process.args} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer in {timeout} s")
+
+
+def command_for(service: str, *, grpc_port: int, web_port: int, workspace: Path) -> list[str]:
+    """The compose service's command, pointed at loopback ports and the test's workspace."""
+    command = [str(c) for c in load_compose()["services"][service]["command"]]
+    out = []
+    for i, arg in enumerate(command):
+        previous = command[i - 1] if i else ""
+        if arg == "0.0.0.0":
+            arg = "127.0.0.1"
+        elif previous == "-p" and service == "user_code":
+            arg = str(grpc_port)
+        elif previous == "-p" and service == "webserver":
+            arg = str(web_port)
+        elif previous == "-w":
+            arg = str(workspace)
+        out.append(arg)
+    return out
+
+
+def start_deployment(root: Path, extra_env: dict[str, str]) -> Iterator[Deployment]:
+    import psycopg2
+
+    from kotomi_backup_dagster.engine.demo import generate_demo_database
+
+    db_name = f"kotomi_e2e_{secrets.token_hex(4)}"
+    admin = psycopg2.connect(dbname="postgres", **PG)  # type: ignore[arg-type]
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {db_name}")
+
+    home = root / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    grpc_port, web_port = free_port(), free_port()
+    workspace = yaml.safe_load((REPO / "deploy" / "workspace.yaml").read_text())
+    workspace["load_from"][0]["grpc_server"].update(host="127.0.0.1", port=grpc_port)
+    (home / "workspace.yaml").write_text(yaml.safe_dump(workspace))
+
+    (root / "data").mkdir()
+    generate_demo_database(root / "data" / "kotomi.db", size_bytes=1_000_000, seed=11)
+    receiver = Receiver()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KOTOMI_", "DAGSTER_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    env.update(compose_env("user_code"))
+    env.update(
+        DAGSTER_HOME=str(home),
+        DAGSTER_PG_HOST=PG["host"],
+        DAGSTER_PG_DB=db_name,
+        KOTOMI_DB_PATH=str(root / "data" / "kotomi.db"),
+        KOTOMI_BACKUP_URL=str(root / "backups"),
+        KOTOMI_BACKUP_STAGING_DIR=str(root / "staging"),
+        KOTOMI_BACKUP_ALERT_WEBHOOK_URL=receiver.url,
+        KOTOMI_BACKUP_WEBSERVER_URL=f"http://127.0.0.1:{web_port}",
+        **extra_env,
+    )
+    deployment = Deployment(root=root, env=env, web_port=web_port, receiver=receiver)
+    logs = root / "logs"
+    logs.mkdir()
+    try:
+        for service in ("user_code", "webserver", "daemon"):
+            command = command_for(
+                service, grpc_port=grpc_port, web_port=web_port, workspace=home / "workspace.yaml"
+            )
+            log = (logs / f"{service}.log").open("wb")
+            deployment.processes[service] = subprocess.Popen(
+                command,
+                env=env,
+                cwd=root,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            if service == "user_code":
+                _wait_grpc(grpc_port, deployment.processes[service])
+        _wait_http(f"{deployment.web_url}/server_info", deployment.processes["webserver"], 120)
+        yield deployment
+    finally:
+        for process in deployment.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in deployment.processes.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        receiver.shutdown()
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")
+        admin.close()
+
+
+def _wait_grpc(port: int, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"code server exited with {process.returncode}")
+        probe = subprocess.run(
+            ["dagster", "api", "grpc-health-check", "-p", str(port), "-h", "127.0.0.1"],
+            capture_output=True,
+            env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+        )
+        if probe.returncode == 0:
+            return
+        time.sleep(1)
+    raise AssertionError(f"code server on port {port} not healthy in {timeout} s")
+
+
+def screenshot(url: str, out: Path, profile: Path) -> None:
+    """Headless Chromium (Debian's) renders the page; the UI needs a few seconds of JS."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian's chromium is not installed (scripts/install-system-deps.sh)"
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--hide-scrollbars",
+            "--window-size=1440,900",
+            "--virtual-time-budget=20000",
+            f"--screenshot={out}",
+            url,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
