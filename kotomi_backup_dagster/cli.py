@@ -333,12 +333,6 @@ def _debug_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _identities(settings: BackupSettings) -> list[Any]:
-    from .engine.archive import load_identities
-
-    return load_identities(settings.age_identity) if settings.age_identity else []
-
-
 def cmd_restore(args: argparse.Namespace) -> int:
     from .engine.restore import parse_time, restore_database
     from .engine.stores import open_store, safe_url
@@ -355,7 +349,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         target,
         which=args.backup,
         before=before,
-        identities=_identities(settings),
+        identities=settings.identities(),
         keep_copy=not args.no_keep,
         force=args.force,
         profile=settings.profile,
@@ -391,7 +385,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
     from .engine.stores import open_store, safe_url
 
     settings = _settings(args)
-    identities = _identities(settings)
+    identities = settings.identities()
     records: list[dict[str, Any]] = []
     for url in settings.require_urls():
         store = open_store(url)

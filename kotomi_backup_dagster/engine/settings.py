@@ -85,6 +85,12 @@ class BackupSettings:
             raise ConfigError("no database given: pass --db PATH or set KOTOMI_DB_PATH")
         return self.db_path
 
+    def identities(self) -> list[Any]:
+        """The age identities for restores and drills (none when no key file is set)."""
+        from .archive import load_identities
+
+        return load_identities(self.age_identity) if self.age_identity else []
+
     def require_urls(self) -> tuple[str, ...]:
         if not self.urls:
             raise ConfigError("no destination given: pass --to URL or set KOTOMI_BACKUP_URL")

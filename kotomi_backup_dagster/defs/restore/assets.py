@@ -18,7 +18,6 @@ from dagster import (
     asset,
 )
 
-from ...engine.archive import load_identities
 from ...engine.catalog import DrillRecord, list_backups
 from ...engine.drill import CHECKS, drill_backup
 from ...engine.manifest import Manifest
@@ -40,7 +39,7 @@ def _drill_all(
     pick: Callable[[list[Manifest]], list[Manifest]],
 ) -> list[tuple[str, Manifest, DrillRecord]]:
     settings = res.settings()
-    identities = load_identities(settings.age_identity) if settings.age_identity else []
+    identities = settings.identities()
     results: list[tuple[str, Manifest, DrillRecord]] = []
     stores: list[BackupStore] = res.stores()
     for store in stores:

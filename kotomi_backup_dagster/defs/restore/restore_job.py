@@ -23,7 +23,6 @@ from dagster import (
 )
 from pydantic import Field
 
-from ...engine.archive import load_identities
 from ...engine.errors import BackupError
 from ...engine.manifest import Manifest
 from ...engine.restore import (
@@ -120,7 +119,7 @@ def build_restore_job(specs: list[DatabaseSpec]) -> JobDefinition:
     @op(required_resource_keys=keys, ins={"plan": In(RestorePlan)}, out=Out(RestorePlan))
     def fetch_backup_archive(context: OpExecutionContext, plan: RestorePlan) -> RestorePlan:
         settings = resource_for(context, plan.database).settings()
-        identities = load_identities(settings.age_identity) if settings.age_identity else []
+        identities = settings.identities()
         fetch_backup(
             Chosen(open_store(plan.url), plan.manifest), plan.staged, identities=identities
         )
