@@ -2,6 +2,7 @@
 
 from dagster import Definitions
 
+from .defs.alerts import build_alerts_definitions
 from .defs.backup.definitions import build_backup_definitions
 from .defs.databases import databases_from_env
 from .defs.restore.definitions import build_restore_definitions
@@ -12,4 +13,5 @@ defs = Definitions.merge(
     *(build_backup_definitions(db) for db in databases),
     build_restore_definitions(databases),
     build_retention_definitions(databases),
+    build_alerts_definitions(databases),
 )

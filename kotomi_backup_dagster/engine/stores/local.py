@@ -80,14 +80,18 @@ class LocalStore:
     def get_bytes(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, NotADirectoryError) as exc:
             raise ObjectNotFound(key) from exc
+        except OSError as exc:
+            raise _os_error(exc, self.url) from exc
 
     def open_read(self, key: str) -> BinaryIO:
         try:
             return self._path(key).open("rb")
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, NotADirectoryError) as exc:
             raise ObjectNotFound(key) from exc
+        except OSError as exc:
+            raise _os_error(exc, self.url) from exc
 
     def list_children(self, prefix: str) -> list[str]:
         directory = self._path(prefix)

@@ -1,0 +1,189 @@
+"""`<name>/backup_catalog`: every backup in every destination, as an observable asset.
+
+Observed on demand (the UI's "Observe" button) and by the database's health sensor (hourly,
+and whenever a backup or a drill result appears), with the same metadata: a Markdown table
+(id, time, size, retention tiers, last drill) and numbers that plot.
+"""
+
+import hashlib
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetObservation,
+    BetaWarning,
+    DataVersion,
+    MetadataValue,
+    ObserveResult,
+    SourceAsset,
+    observable_source_asset,
+)
+
+from ...engine.health import DestinationState, inspect_destination, unlistable_destination, utcnow
+from ...engine.stores import open_store
+from ...retention import RetentionPolicy, plan_retention
+from ..backup.resources import KotomiBackupResource
+from ..databases import DatabaseSpec
+
+DATA_VERSION_TAG = "dagster/data_version"
+
+
+def catalog_key(spec: DatabaseSpec) -> AssetKey:
+    return AssetKey([spec.name, "backup_catalog"])
+
+
+def read_destinations(resource: KotomiBackupResource, name: str) -> list[DestinationState]:
+    """Every configured destination of one database, through the backup resource's stores
+    (its S3/GCS clients and retries). When the stores cannot all be opened, each URL is
+    opened alone, so the one that fails is reported and the others are still listed."""
+    urls = resource.settings().require_urls()
+    try:
+        stores = resource.stores()
+    except Exception:
+        stores = None
+    if stores is not None and len(stores) == len(urls):
+        return [inspect_destination(store, name) for store in stores]
+    states: list[DestinationState] = []
+    for url in urls:
+        try:
+            store = open_store(url)
+        except Exception as exc:
+            states.append(unlistable_destination(url, exc))
+            continue
+        states.append(inspect_destination(store, name))
+    return states
+
+
+@dataclass(frozen=True)
+class CatalogView:
+    metadata: dict[str, Any]
+    version: str  # changes when a backup, a drill result or a listing error changes
+
+
+def _hours(seconds: float) -> float:
+    return round(seconds / 3600, 2)
+
+
+def _tiers(state: DestinationState, now: datetime) -> tuple[list[str], str | None]:
+    if not state.backups:
+        return [], None
+    try:
+        policy = RetentionPolicy.from_env()
+        decisions = plan_retention([m.created for m in state.backups], policy, now=now)
+    except ValueError as exc:
+        return ["?"] * len(state.backups), str(exc).splitlines()[0]
+    return [", ".join(d.reasons) if d.keep else "pruned at the next prune" for d in decisions], None
+
+
+def catalog_view(name: str, states: Sequence[DestinationState], now: datetime) -> CatalogView:
+    rows = [
+        "| destination | backup | created (UTC) | age (h) | database | archive | tiers "
+        "| last drill |",
+        "|---|---|---|---:|---:|---:|---|---|",
+    ]
+    notes: list[str] = []
+    fingerprint: list[object] = []
+    ids: set[str] = set()
+    copies = 0
+    total_bytes = 0
+    failed_drills = 0
+    newest = None
+    last_pass = None
+    for state in states:
+        if not state.listed:
+            rows.append(f"| {state.url} | — | — | — | — | — | — | cannot list: {state.error} |")
+            fingerprint.append([state.url, "error", state.error])
+            continue
+        if not state.backups:
+            rows.append(f"| {state.url} | (no backup) | — | — | — | — | — | — |")
+        tiers, tier_note = _tiers(state, now)
+        if tier_note:
+            notes.append(f"retention tiers unknown: {tier_note}")
+        for manifest, tier in zip(state.backups, tiers, strict=False):
+            drill = state.drills.get(manifest.backup_id)
+            if drill is None:
+                drill_text = "never drilled"
+            elif drill.ok:
+                drill_text = f"passed {drill.drilled_at} (RTO {drill.rto_seconds:.1f} s)"
+                last_pass = max(last_pass or drill.time, drill.time)
+            else:
+                failed_drills += 1
+                first = drill.problems[0].splitlines()[0] if drill.problems else "failed"
+                drill_text = f"**FAILED** {drill.drilled_at}: {first}"
+            age = _hours((now - manifest.created).total_seconds())
+            lock = " (encrypted)" if manifest.encrypted else ""
+            rows.append(
+                f"| {state.url} | `{manifest.backup_id}` | {manifest.created_at} | {age:.1f} "
+                f"| {manifest.db_size:,} | {manifest.archive.size:,}{lock} | {tier} "
+                f"| {drill_text} |"
+            )
+            ids.add(manifest.backup_id)
+            copies += 1
+            total_bytes += manifest.archive.size
+            if newest is None or manifest.created > newest.created:
+                newest = manifest
+            fingerprint.append([state.url, manifest.backup_id, drill and drill.drilled_at])
+        if state.incomplete or state.unreadable:
+            notes.append(
+                f"{state.url}: {len(state.incomplete)} incomplete (interrupted uploads), "
+                f"{len(state.unreadable)} unreadable manifests"
+            )
+    table = "\n".join(rows)
+    if notes:
+        table += "\n\n" + "\n".join(f"- {n}" for n in notes)
+    metadata: dict[str, Any] = {
+        "backups": MetadataValue.md(table),
+        "backup_count": len(ids),
+        "copies": copies,
+        "total_bytes": total_bytes,
+        "destinations": len(states),
+        "destinations_unlistable": sum(not s.listed for s in states),
+        "drills_failed": failed_drills,
+    }
+    if newest is not None:
+        metadata["newest_backup_id"] = newest.backup_id
+        metadata["newest_age_hours"] = _hours((now - newest.created).total_seconds())
+        metadata["newest_db_bytes"] = newest.db_size
+    if last_pass is not None:
+        metadata["last_passing_drill_age_hours"] = _hours((now - last_pass).total_seconds())
+    digest = hashlib.sha256(json.dumps([name, fingerprint], default=str).encode()).hexdigest()
+    return CatalogView(metadata=metadata, version=digest[:16])
+
+
+def catalog_observation(spec: DatabaseSpec, view: CatalogView) -> AssetObservation:
+    return AssetObservation(
+        asset_key=catalog_key(spec),
+        metadata=view.metadata,
+        tags={DATA_VERSION_TAG: view.version},
+    )
+
+
+def build_catalog_asset(spec: DatabaseSpec, settings_key: str) -> SourceAsset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BetaWarning)  # observable source assets are "beta"
+        return _catalog_asset(spec, settings_key)
+
+
+def _catalog_asset(spec: DatabaseSpec, settings_key: str) -> SourceAsset:
+    @observable_source_asset(
+        key=catalog_key(spec),
+        group_name=f"{spec.key}_backup",
+        required_resource_keys={settings_key},
+        description=(
+            f"Every backup of {spec.name} in every destination: id, time, size, retention "
+            "tiers and last drill, with counts, newest age and bytes that plot. Observed by "
+            f"the {spec.key}_backup_health sensor."
+        ),
+    )
+    def backup_catalog(context: AssetExecutionContext) -> ObserveResult:
+        resource: KotomiBackupResource = getattr(context.resources, settings_key)
+        view = catalog_view(spec.name, read_destinations(resource, spec.name), utcnow())
+        return ObserveResult(data_version=DataVersion(view.version), metadata=view.metadata)
+
+    return backup_catalog
