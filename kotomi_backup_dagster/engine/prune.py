@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from .catalog import DRILLS, backup_prefix, latest_drill, list_backups, manifest_key
+from .catalog import backup_prefix, latest_drill, list_backups, manifest_key
 from .errors import BackupError, ConfigError
 from .manifest import Manifest, backup_id_time
 from .retention import BackupRef, RetentionDecision, RetentionPolicy, plan_backups
@@ -78,18 +78,8 @@ def plan_store(
 
 def delete_backup(store: BackupStore, name: str, backup_id: str) -> None:
     """Manifest first: from that instant the backup is not listed, whatever happens next."""
-    prefix = backup_prefix(name, backup_id)
     store.delete(manifest_key(name, backup_id))
-    _delete_tree(store, prefix)
-
-
-def _delete_tree(store: BackupStore, prefix: str) -> None:
-    for child in store.list_children(prefix):
-        if child == DRILLS:
-            for record in store.list_children(f"{prefix}/{DRILLS}"):
-                store.delete(f"{prefix}/{DRILLS}/{record}")
-        store.delete(f"{prefix}/{child}")
-    store.delete(prefix)
+    store.delete(backup_prefix(name, backup_id))
 
 
 def prune_store(
@@ -109,7 +99,7 @@ def prune_store(
         if backup_id_time(orphan) < moment - ORPHAN_AGE:
             result.orphans_removed.append(orphan)
             if not dry_run:
-                _delete_tree(store, backup_prefix(name, orphan))
+                store.delete(backup_prefix(name, orphan))
         else:
             result.orphans_kept.append(orphan)  # maybe an upload in progress
     for planned in result.to_remove:

@@ -41,6 +41,7 @@ def env(monkeypatch: pytest.MonkeyPatch, kotomi_db: Path, tmp_path: Path) -> Pat
     monkeypatch.setenv("KOTOMI_DB_PATH", str(kotomi_db))
     monkeypatch.setenv("KOTOMI_BACKUP_URL", str(dest))
     monkeypatch.setenv("KOTOMI_BACKUP_STAGING_DIR", str(tmp_path / "staging"))
+    monkeypatch.setenv("KOTOMI_BACKUP_UPLOAD_RETRIES", "0")  # failures here are deliberate
     return dest
 
 

@@ -25,7 +25,7 @@ from dagster import (
 from ...engine import backup as engine
 from ...engine.backup import StagedBackup
 from ..databases import DatabaseSpec
-from .resources import KotomiBackupResource
+from .resources import KotomiBackupResource, upload_retry_policy
 
 
 def _table(rows: dict[str, int]) -> str:
@@ -130,6 +130,7 @@ def build_backup_assets(
         group_name=group,
         required_resource_keys={resource_key},
         pool=pool,
+        retry_policy=upload_retry_policy(),
         description="The archive on every destination, manifest last: the backup exists.",
     )
     def upload(context: AssetExecutionContext, archive: StagedBackup) -> MaterializeResult:

@@ -1,17 +1,31 @@
-"""The backup settings as a Dagster resource, read from the DESIGN.md environment variables."""
+"""The backup settings as a Dagster resource, read from the DESIGN.md environment variables.
+
+s3:// destinations use dagster-aws's `S3Resource` (its boto3 client; `endpoint_url` for
+MinIO, R2, B2) and gs:// destinations dagster-gcp's `GCSResource`, as optional nested
+resources. `backup_resource_from_env` attaches them only when `KOTOMI_BACKUP_URL` names
+such a destination, so the code location does not import dagster_aws/dagster_gcp (about
+a second each) for a local-only setup. Without them, `stores()` builds clients from the
+providers' standard credential chains, as the CLI does.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from dagster import ConfigurableResource, EnvVar
+from dagster import Backoff, ConfigurableResource, EnvVar, Jitter, RetryPolicy
 from pydantic import Field
 
+from ...engine import stores as engine_stores
+from ...engine.errors import ConfigError
 from ...engine.settings import BackupSettings
-from ...engine.stores import BackupStore, open_store
+from ...engine.stores import BackupStore, StoreOptions, open_store, split_urls, url_scheme
 from ..databases import DatabaseSpec
+
+
+class _ClientResource(Protocol):
+    def get_client(self) -> Any: ...
 
 
 class KotomiBackupResource(ConfigurableResource):  # type: ignore[type-arg]
@@ -29,6 +43,24 @@ class KotomiBackupResource(ConfigurableResource):  # type: ignore[type-arg]
     staging_dir: str | None = Field(
         default=None, description="Local scratch space for snapshot and archive."
     )
+    # Typed loosely so that importing this module does not import dagster_aws/dagster_gcp.
+    s3: ConfigurableResource | None = Field(  # type: ignore[type-arg]
+        default=None,
+        description="dagster-aws S3Resource for s3:// destinations (endpoint_url for "
+        "MinIO, R2, B2). Its max_attempts adds botocore retries under the store's own.",
+    )
+    gcs: ConfigurableResource | None = Field(  # type: ignore[type-arg]
+        default=None, description="dagster-gcp GCSResource for gs:// destinations."
+    )
+    s3_sse: str | None = Field(
+        default=None, description="S3 server-side encryption: AES256 or aws:kms."
+    )
+    s3_kms_key_id: str | None = Field(default=None, description="KMS key for aws:kms.")
+    client_retries: int = Field(
+        default=5,
+        description="Retries of one store request after a transient error (exponential "
+        "backoff with full jitter, from 0.5 s).",
+    )
 
     def settings(self) -> BackupSettings:
         overrides: dict[str, Any] = {
@@ -44,8 +76,33 @@ class KotomiBackupResource(ConfigurableResource):  # type: ignore[type-arg]
             overrides["staging_dir"] = Path(self.staging_dir).expanduser()
         return BackupSettings.from_env(**overrides)
 
+    def store_options(self) -> StoreOptions:
+        if not 0 <= self.client_retries <= 20:
+            raise ConfigError(f"client_retries {self.client_retries}: use 0 to 20")
+        return StoreOptions(
+            s3_sse=self.s3_sse or None,
+            s3_kms_key_id=self.s3_kms_key_id or None,
+            retry=engine_stores.RetryPolicy(attempts=self.client_retries + 1),
+        )
+
+    def _client_for(self, url: str) -> Any:
+        """A fresh client from the matching nested resource, or None (standard chain)."""
+        nested: Any = {"s3": self.s3, "gs": self.gcs}.get(url_scheme(url))
+        if nested is None:
+            return None
+        if not callable(getattr(nested, "get_client", None)):
+            raise ConfigError(
+                f"the {url_scheme(url)} resource {type(nested).__name__} has no get_client()"
+            )
+        resource: _ClientResource = nested
+        return resource.get_client()
+
     def stores(self) -> list[BackupStore]:
-        return [open_store(url) for url in self.settings().require_urls()]
+        options = self.store_options()
+        return [
+            open_store(url, client=self._client_for(url), options=options)
+            for url in self.settings().require_urls()
+        ]
 
 
 def _env_or(name: str, default: Any) -> Any:
@@ -53,7 +110,41 @@ def _env_or(name: str, default: Any) -> Any:
     return EnvVar(name) if os.environ.get(name) else default
 
 
+def _env_int(name: str, default: int) -> int:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError as exc:
+        raise ConfigError(f"{name} {text!r} is not a whole number") from exc
+
+
+def _s3_resource_from_env() -> ConfigurableResource:  # type: ignore[type-arg]
+    from dagster_aws.s3 import S3Resource
+
+    endpoint = next(
+        (EnvVar(n) for n in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL") if os.environ.get(n)),
+        None,
+    )
+    # Credentials stay in boto3's standard chain: never a resource field, never in the UI.
+    # max_attempts=0: botocore does not retry; the store does (one retry layer).
+    return S3Resource(
+        endpoint_url=endpoint,
+        region_name=_env_or("AWS_REGION", None),
+        profile_name=_env_or("AWS_PROFILE", None),
+        max_attempts=0,
+    )
+
+
+def _gcs_resource_from_env() -> ConfigurableResource:  # type: ignore[type-arg]
+    from dagster_gcp.gcs import GCSResource
+
+    return GCSResource(project=_env_or("GOOGLE_CLOUD_PROJECT", None))
+
+
 def backup_resource_from_env(spec: DatabaseSpec) -> KotomiBackupResource:
+    schemes = {url_scheme(u) for u in split_urls(os.environ.get("KOTOMI_BACKUP_URL"))}
     return KotomiBackupResource(
         name=spec.name,
         db_path=spec.db_path or EnvVar("KOTOMI_DB_PATH"),
@@ -63,4 +154,31 @@ def backup_resource_from_env(spec: DatabaseSpec) -> KotomiBackupResource:
         verify_mode=_env_or("KOTOMI_BACKUP_VERIFY", "quick"),
         profile=_env_or("KOTOMI_BACKUP_PROFILE", "kotomi"),
         staging_dir=_env_or("KOTOMI_BACKUP_STAGING_DIR", None),
+        s3=_s3_resource_from_env() if "s3" in schemes else None,
+        gcs=_gcs_resource_from_env() if "gs" in schemes else None,
+        s3_sse=_env_or("KOTOMI_BACKUP_S3_SSE", None),
+        s3_kms_key_id=_env_or("KOTOMI_BACKUP_S3_KMS_KEY_ID", None),
+        client_retries=EnvVar.int("KOTOMI_BACKUP_RETRIES")
+        if os.environ.get("KOTOMI_BACKUP_RETRIES")
+        else 5,
+    )
+
+
+def upload_retry_policy() -> RetryPolicy:
+    """Step-level retries of the upload, on top of the stores' per-request retries: they
+    ride out outages of minutes. Delays grow 1x, 3x, 7x the base, each +- the base.
+    `KOTOMI_BACKUP_UPLOAD_RETRIES` (default 2) and `KOTOMI_BACKUP_UPLOAD_RETRY_DELAY`
+    (seconds, default 10), read when the code location loads."""
+    retries = _env_int("KOTOMI_BACKUP_UPLOAD_RETRIES", 2)
+    delay_text = os.environ.get("KOTOMI_BACKUP_UPLOAD_RETRY_DELAY", "").strip() or "10"
+    try:
+        delay = float(delay_text)
+    except ValueError as exc:
+        raise ConfigError(
+            f"KOTOMI_BACKUP_UPLOAD_RETRY_DELAY {delay_text!r} is not a number of seconds"
+        ) from exc
+    if retries < 0 or delay < 0:
+        raise ConfigError("KOTOMI_BACKUP_UPLOAD_RETRIES and _RETRY_DELAY cannot be negative")
+    return RetryPolicy(
+        max_retries=retries, delay=delay, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
     )

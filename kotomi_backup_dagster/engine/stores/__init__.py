@@ -1,23 +1,41 @@
-"""Backup destinations behind one interface; `open_store` picks the backend from a URL."""
+"""Backup destinations behind one interface; `open_store` picks the backend from a URL.
+
+boto3 and google-cloud-storage are imported only when an s3:// or gs:// URL is opened:
+importing them costs about a second each.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse, urlunparse
 
 from ..errors import ConfigError
 from .base import BackupStore, ObjectNotFound, StoredObject
 from .local import LocalStore
+from .retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from .gcs import GCSStore
+    from .s3 import S3Store
 
 __all__ = [
     "BackupStore",
     "LocalStore",
     "ObjectNotFound",
+    "RetryPolicy",
+    "StoreOptions",
     "StoredObject",
     "open_store",
     "safe_url",
     "split_urls",
+    "url_scheme",
 ]
+
+REMOTE_SCHEMES = ("s3", "gs")
 
 
 def safe_url(url: str) -> str:
@@ -34,21 +52,122 @@ def split_urls(text: str | None) -> list[str]:
     return [u.strip() for u in (text or "").split(",") if u.strip()]
 
 
-def open_store(url: str) -> BackupStore:
+def url_scheme(url: str) -> str:
+    """'s3', 'gs', 'file', or '' for a plain path (Windows drive letters included)."""
+    scheme = urlparse(url).scheme.lower()
+    if len(scheme) == 1 and url[1:3] in (":\\", ":/"):
+        return ""
+    return scheme
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """Settings for remote stores, from the environment (or the Dagster resource)."""
+
+    s3_sse: str | None = None  # KOTOMI_BACKUP_S3_SSE: AES256 | aws:kms
+    s3_kms_key_id: str | None = None  # KOTOMI_BACKUP_S3_KMS_KEY_ID (an id, not a secret)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)  # KOTOMI_BACKUP_RETRIES
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> StoreOptions:
+        env = os.environ if environ is None else environ
+        return cls(
+            s3_sse=env.get("KOTOMI_BACKUP_S3_SSE") or None,
+            s3_kms_key_id=env.get("KOTOMI_BACKUP_S3_KMS_KEY_ID") or None,
+            retry=RetryPolicy.from_env(env),
+        )
+
+
+def _bucket_and_prefix(url: str) -> tuple[str, str]:
     parsed = urlparse(url)
-    scheme = parsed.scheme.lower()
+    if parsed.username is not None or parsed.password is not None:
+        raise ConfigError(
+            f"destination {safe_url(url)}: credentials do not belong in the URL; use the "
+            "provider's credential chain (environment, profile, service account)"
+        )
+    bucket = parsed.hostname or ""
+    if not bucket:
+        raise ConfigError(
+            f"destination {safe_url(url)!r} has no bucket: use {parsed.scheme}://bucket/prefix"
+        )
+    return parsed.netloc, parsed.path.strip("/")
+
+
+def open_store(
+    url: str,
+    *,
+    client: Any = None,
+    options: StoreOptions | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> BackupStore:
+    """The store for `url`. For s3:// and gs://, `client` is a boto3 S3 client or a
+    `google.cloud.storage.Client` (Dagster passes its resources' clients); without one, a
+    client is built from the provider's standard credential chain and the environment
+    (`AWS_ENDPOINT_URL`, `STORAGE_EMULATOR_HOST`)."""
+    parsed = urlparse(url)
+    scheme = url_scheme(url)
     if scheme == "file":
         if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
             raise ConfigError(f"bad destination {safe_url(url)!r}: use file:///absolute/dir")
         return LocalStore(Path(parsed.path))
-    if scheme == "" or (len(scheme) == 1 and url[1:3] in (":\\", ":/")):
+    if scheme == "":
         return LocalStore(Path(url).expanduser())
-    if scheme in ("s3", "gs"):
-        raise ConfigError(
-            f"destination {scheme}:// is not available in this version; use a local directory"
-        )
+    if scheme in REMOTE_SCHEMES:
+        opts = options or StoreOptions.from_env(environ)
+        bucket, prefix = _bucket_and_prefix(url)
+        if scheme == "s3":
+            return _s3_store(bucket, prefix, client, opts)
+        return _gcs_store(bucket, prefix, client, opts, url)
     raise ConfigError(
         f"unknown destination scheme {scheme!r} in {safe_url(url)!r}: use a directory, "
         "file:///dir, "
         "s3://bucket/prefix or gs://bucket/prefix"
     )
+
+
+def _s3_store(bucket: str, prefix: str, client: Any, opts: StoreOptions) -> S3Store:
+    from .s3 import S3Store
+
+    if client is None:
+        client = default_s3_client()
+    return S3Store(
+        client, bucket, prefix, sse=opts.s3_sse, kms_key_id=opts.s3_kms_key_id, retry=opts.retry
+    )
+
+
+def default_s3_client() -> Any:
+    """boto3's standard chain: env credentials, profile, SSO, instance role; AWS_REGION and
+    AWS_ENDPOINT_URL(_S3) for S3-compatible services. botocore's own retries are off: the
+    store retries (one layer, predictable attempts and waiting)."""
+    import boto3  # type: ignore[import-untyped]
+    from botocore.config import Config  # type: ignore[import-untyped]
+
+    config = Config(
+        retries={"total_max_attempts": 1},
+        connect_timeout=10,
+        read_timeout=120,
+    )
+    return boto3.session.Session().client("s3", config=config)
+
+
+def _gcs_store(bucket: str, prefix: str, client: Any, opts: StoreOptions, url: str) -> GCSStore:
+    from .gcs import GCSStore
+
+    if client is None:
+        client = default_gcs_client(url)
+    return GCSStore(client, bucket, prefix, retry=opts.retry)
+
+
+def default_gcs_client(url: str) -> Any:
+    """Application Default Credentials; with STORAGE_EMULATOR_HOST set, the emulator and
+    anonymous credentials (google-cloud-storage's own rule)."""
+    import google.auth.exceptions
+    from google.cloud import storage  # type: ignore[import-untyped,unused-ignore]
+
+    try:
+        return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT") or None)
+    except google.auth.exceptions.DefaultCredentialsError as exc:
+        raise ConfigError(
+            f"destination {safe_url(url)}: no Google credentials found; set "
+            "GOOGLE_APPLICATION_CREDENTIALS or run with a service account"
+        ) from exc

@@ -1,0 +1,199 @@
+"""Retries for transient store errors: exponential backoff with full jitter, nothing else.
+
+A store says which errors are transient (connection reset, timeout, HTTP 500/503,
+throttling); everything else fails at once. Sleep and randomness are injectable, so the
+schedule is testable without waiting. The number of retries comes from
+`KOTOMI_BACKUP_RETRIES` (default 5: six attempts, at most ~15 s of sleeping).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from ..errors import ConfigError
+
+T = TypeVar("T")
+log = logging.getLogger("kotomi_backup_dagster.stores")
+
+DEFAULT_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """`attempts` tries in all; before try n+1 sleep uniform(0, min(max_delay, base*2**(n-1)))."""
+
+    attempts: int = DEFAULT_RETRIES + 1
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("a retry policy needs at least one attempt")
+        if self.base_delay < 0 or self.max_delay < 0:
+            raise ValueError("retry delays cannot be negative")
+
+    def ceiling(self, retry: int) -> float:
+        """The longest sleep before retry number `retry` (1 = the first retry)."""
+        return float(min(self.max_delay, self.base_delay * (2 ** (retry - 1))))
+
+    def delay(self, retry: int, rand: Callable[[], float] = random.random) -> float:
+        """Full jitter: spreads clients that failed together over the whole window."""
+        return rand() * self.ceiling(retry)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RetryPolicy:
+        env = os.environ if environ is None else environ
+        text = env.get("KOTOMI_BACKUP_RETRIES", "").strip()
+        if not text:
+            return cls()
+        try:
+            retries = int(text)
+        except ValueError:
+            retries = -1
+        if not 0 <= retries <= 20:
+            raise ConfigError(
+                f"KOTOMI_BACKUP_RETRIES {text!r}: use a whole number of retries from 0 to 20"
+            )
+        return cls(attempts=retries + 1)
+
+
+def retry_call(
+    fn: Callable[[], T],
+    *,
+    policy: RetryPolicy,
+    is_transient: Callable[[BaseException], bool],
+    what: str = "request",
+    sleep: Callable[[float], None] = time.sleep,
+    rand: Callable[[], float] = random.random,
+) -> T:
+    """Call `fn` until it returns, a permanent error escapes, or the attempts run out.
+
+    The last exception is re-raised unchanged; the caller turns it into one clear line.
+    """
+    retry = 0
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            retry += 1
+            if retry >= policy.attempts or not is_transient(exc):
+                raise
+            pause = policy.delay(retry, rand)
+            log.warning(
+                "%s: transient error (%s); retry %d/%d in %.2f s",
+                what,
+                describe(exc),
+                retry,
+                policy.attempts - 1,
+                pause,
+            )
+            sleep(pause)
+
+
+def describe(exc: BaseException) -> str:
+    """A short name for an error, without URLs or server text (which could hold secrets)."""
+    code = getattr(exc, "kotomi_code", None)
+    response = getattr(exc, "response", None)
+    if not code and isinstance(response, dict):  # botocore's ClientError
+        code = response.get("Error", {}).get("Code")
+    status = getattr(exc, "code", None)  # google.api_core's HTTP errors
+    if not code and isinstance(status, int):
+        code = f"HTTP {status}"
+    return f"{type(exc).__name__} {code}" if code else type(exc).__name__
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class ResumingReader(io.RawIOBase):
+    """A download stream that reopens at the current offset after a transient error.
+
+    `open_at(offset)` returns a fresh stream of the object from `offset` to its end;
+    `size` is the object's length, so an early end of stream is noticed and resumed.
+    Failures that outlast the policy go through `translate` (into a BackupError).
+    """
+
+    def __init__(
+        self,
+        open_at: Callable[[int], Readable],
+        size: int,
+        *,
+        policy: RetryPolicy,
+        is_transient: Callable[[BaseException], bool],
+        translate: Callable[[BaseException], Exception],
+        what: str,
+        first: Readable | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        super().__init__()
+        self._open_at = open_at
+        self._size = size
+        self._policy = policy
+        self._is_transient = is_transient
+        self._translate = translate
+        self._what = what
+        self._stream: Readable | None = first
+        self._pos = 0
+        self._sleep = sleep
+        self._rand = rand
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._pos >= self._size or len(view) == 0:
+            return 0
+        retry = 0
+        while True:
+            try:
+                if self._stream is None:
+                    self._stream = self._open_at(self._pos)
+                data = self._stream.read(min(len(view), self._size - self._pos))
+                if not data:
+                    raise PrematureEnd(f"stream ended at byte {self._pos} of {self._size}")
+            except Exception as exc:
+                self._drop_stream()
+                retry += 1
+                if retry >= self._policy.attempts or not self._is_transient(exc):
+                    raise self._translate(exc) from exc
+                pause = self._policy.delay(retry, self._rand)
+                log.warning(
+                    "%s: transient error while reading (%s); resuming at byte %d in %.2f s",
+                    self._what,
+                    describe(exc),
+                    self._pos,
+                    pause,
+                )
+                self._sleep(pause)
+                continue
+            n = len(data)
+            view[:n] = data
+            self._pos += n
+            return n
+
+    def _drop_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.close()
+
+    def close(self) -> None:
+        self._drop_stream()
+        super().close()
+
+
+class PrematureEnd(ConnectionError):
+    """The server closed a download before the object's last byte (transient)."""

@@ -1,0 +1,554 @@
+"""S3 store (AWS or any S3-compatible service: MinIO, R2, B2...) over a boto3 S3 client.
+
+Uploads stream the file in parts of bounded size, each sent with its SHA-256 (S3 checks it
+on receipt); small files go in one PutObject. After the upload, a HeadObject confirms the
+stored size and checksum (the full SHA-256, or for multipart the SHA-256 of the parts'
+SHA-256s; the MD5 ETag where a service returns no checksum) before the catalog writes the
+manifest. A backup of a small archive costs 4 requests: the catalog's manifest check
+(GetObject), PutObject, HeadObject and the manifest's PutObject (5 with the CLI's
+HeadBucket preflight); an archive over one part adds 2 + one per part. Never a listing.
+
+The client comes from the caller (dagster-aws's `S3Resource.get_client()`, or boto3's
+standard chain in `open_store`); this module never sees credentials, and its messages
+carry only the `s3://bucket/prefix` URL and error codes.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import hashlib
+import io
+import math
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+from ..errors import BackupError, ConfigError
+from .base import ObjectNotFound, StoredObject
+from .retry import Readable, ResumingReader, RetryPolicy, retry_call
+
+T = TypeVar("T")
+
+MiB = 1 << 20
+DEFAULT_PART_SIZE = 16 * MiB
+MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
+MAX_PARTS = 10_000
+SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse")
+
+# Error codes that no retry will fix and that mean the destination is set up wrongly.
+CONFIG_CODES = {
+    "NoSuchBucket": "the bucket does not exist",
+    "AccessDenied": "access denied; check the credentials and the bucket policy",
+    "403": "access denied; check the credentials and the bucket policy",
+    "AllAccessDisabled": "access to the bucket is disabled",
+    "InvalidAccessKeyId": "the access key is not valid for this service",
+    "SignatureDoesNotMatch": "the secret key does not match the access key",
+    "ExpiredToken": "the session token has expired",
+    "InvalidToken": "the session token is not valid",
+    "InvalidBucketName": "the bucket name is not valid",
+    "PermanentRedirect": "the bucket is in another region; set AWS_REGION",
+    "AuthorizationHeaderMalformed": "the bucket is in another region; set AWS_REGION",
+    "IllegalLocationConstraintException": "the bucket is in another region; set AWS_REGION",
+    "KMS.NotFoundException": "the KMS key was not found (KOTOMI_BACKUP_S3_KMS_KEY_ID)",
+    "KMS.DisabledException": "the KMS key is disabled (KOTOMI_BACKUP_S3_KMS_KEY_ID)",
+    "KMS.AccessDeniedException": "no access to the KMS key (KOTOMI_BACKUP_S3_KMS_KEY_ID)",
+}
+TRANSIENT_CODES = {
+    "InternalError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "PriorRequestNotComplete",
+    "BadDigest",  # the body was damaged on the way: sending it again fixes it
+    "XAmzContentSHA256Mismatch",
+    "IncompleteBody",
+    "500",
+    "502",
+    "503",
+    "504",
+}
+TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    return re.sub(r"\s+", " ", text).strip()[:limit]
+
+
+def client_error_code(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None
+    code = response.get("Error", {}).get("Code")
+    return str(code) if code else None
+
+
+def client_error_status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return int(status) if status else None
+
+
+def _botocore_exceptions() -> Any:
+    import botocore.exceptions  # type: ignore[import-untyped]
+
+    return botocore.exceptions
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Connection trouble, timeouts, 5xx, throttling: worth another try."""
+    import urllib3.exceptions
+
+    bexc = _botocore_exceptions()
+
+    if isinstance(exc, bexc.ClientError):
+        code = client_error_code(exc)
+        if code in CONFIG_CODES:
+            return False
+        return code in TRANSIENT_CODES or client_error_status(exc) in TRANSIENT_STATUS
+    return isinstance(
+        exc,
+        (
+            bexc.HTTPClientError,  # connection closed, read timeout, broken stream
+            bexc.ConnectionError,  # cannot connect, connect timeout
+            bexc.IncompleteReadError,
+            bexc.ChecksumError,
+            urllib3.exceptions.HTTPError,
+            ConnectionError,  # builtin: reset, refused, aborted; also a premature end
+            TimeoutError,
+        ),
+    )
+
+
+class S3Store:
+    """A bucket and a prefix on S3; keys below the prefix follow the DESIGN.md layout."""
+
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        prefix: str = "",
+        *,
+        sse: str | None = None,
+        kms_key_id: str | None = None,
+        part_size: int = DEFAULT_PART_SIZE,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        if not bucket:
+            raise ConfigError("an s3:// destination needs a bucket: s3://bucket/prefix")
+        if sse is not None and sse not in SSE_MODES:
+            raise ConfigError(
+                f"KOTOMI_BACKUP_S3_SSE {sse!r}: use AES256 or aws:kms (or leave it unset)"
+            )
+        if kms_key_id and not (sse or "").startswith("aws:kms"):
+            raise ConfigError(
+                "KOTOMI_BACKUP_S3_KMS_KEY_ID is set but KOTOMI_BACKUP_S3_SSE is not aws:kms"
+            )
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"part size must be at least {MIN_PART_SIZE} bytes")
+        self.client = client
+        self.bucket = bucket
+        self.prefix = "/".join(p for p in prefix.split("/") if p)
+        self.sse = sse
+        self.kms_key_id = kms_key_id or None
+        self.part_size = part_size
+        self.retry = retry or RetryPolicy()
+        self.sent = 0  # HTTP requests this store sent (every attempt, also botocore's own)
+        client.meta.events.register(
+            "before-send.s3", self._count, unique_id=f"kotomi-backup-count-{id(self)}"
+        )
+
+    def _count(self, **_: Any) -> None:
+        self.sent += 1
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def _key(self, key: str) -> str:
+        parts = [p for p in key.split("/") if p]
+        if any(p in (".", "..") for p in parts):
+            raise ValueError(f"invalid key {key!r}")
+        return "/".join([self.prefix, *parts] if self.prefix else parts)
+
+    def _sse_args(self) -> dict[str, str]:
+        args: dict[str, str] = {}
+        if self.sse:
+            args["ServerSideEncryption"] = self.sse
+        if self.kms_key_id:
+            args["SSEKMSKeyId"] = self.kms_key_id
+        return args
+
+    # -- errors --------------------------------------------------------------------------
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return retry_call(
+                fn, policy=self.retry, is_transient=is_transient, what=f"{self.url}: {what}"
+            )
+        except ObjectNotFound:
+            raise
+        except Exception as exc:
+            raise self._translate(exc, what) from exc
+
+    def _translate(self, exc: BaseException, what: str) -> BackupError:
+        """One line naming the destination; never credentials, never a presigned URL."""
+        bexc = _botocore_exceptions()
+
+        if isinstance(exc, BackupError):
+            return exc
+        if isinstance(exc, (bexc.NoCredentialsError, bexc.PartialCredentialsError)):
+            return ConfigError(
+                f"destination {self.url}: no usable AWS credentials; set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or run with an instance role"
+            )
+        if isinstance(exc, bexc.CredentialRetrievalError):
+            return ConfigError(f"destination {self.url}: AWS credentials could not be loaded")
+        code = client_error_code(exc)
+        if code in CONFIG_CODES:
+            return ConfigError(
+                f"destination {self.url}: {CONFIG_CODES[code]} ({code}, while {what})"
+            )
+        if is_transient(exc):
+            reason = code or _transport_reason(exc)
+            return BackupError(
+                f"{self.url}: {what} failed after {self.retry.attempts} attempts ({reason})"
+                + _upload_hint(what)
+            )
+        if code is not None:
+            message = _one_line(str(getattr(exc, "response", {}).get("Error", {}).get("Message")))
+            return BackupError(f"{self.url}: {what} failed: {code}: {message}")
+        return BackupError(f"{self.url}: {what} failed: {type(exc).__name__}")
+
+    # -- the BackupStore protocol --------------------------------------------------------
+
+    def preflight(self) -> None:
+        """One HeadBucket: the bucket exists and these credentials may list it."""
+        try:
+            self._call("checking the bucket", lambda: self.client.head_bucket(Bucket=self.bucket))
+        except BackupError as exc:
+            # HeadBucket has no body, so S3 answers with a bare status code.
+            code = client_error_code(exc.__cause__) if exc.__cause__ else None
+            reason = {
+                "404": "the bucket does not exist",
+                "301": "the bucket is in another region; set AWS_REGION",
+                "400": "the endpoint rejected the request (wrong region or endpoint URL?)",
+            }.get(code or "")
+            if reason:
+                raise ConfigError(f"destination {self.url}: {reason} ({code})") from exc.__cause__
+            raise
+
+    def put_file(self, key: str, source: Path, *, sha256: str) -> StoredObject:
+        full = self._key(key)
+        before = self.sent
+        size = source.stat().st_size
+        if size <= self.part_size:
+            expected_checksum, expected_etag = self._put_single(full, source, sha256)
+        else:
+            expected_checksum, expected_etag = self._put_multipart(full, source, size, sha256)
+        self._confirm(key, full, size, expected_checksum, expected_etag)
+        return StoredObject(key=key, size=size, sha256=sha256, requests=self.sent - before)
+
+    def _damaged(self, source: Path) -> BackupError:
+        return BackupError(
+            f"{source.name} does not match its checksum while uploading to {self.url}; "
+            "the staged archive is damaged: take a new backup"
+        )
+
+    def _put_single(self, full: str, source: Path, sha256: str) -> tuple[str, str]:
+        data = source.read_bytes()  # at most one part size
+        digest = hashlib.sha256(data).digest()
+        if digest.hex() != sha256:
+            raise self._damaged(source)
+        checksum = _b64(digest)
+        self._call(
+            f"uploading {full}",
+            lambda: self.client.put_object(
+                Bucket=self.bucket,
+                Key=full,
+                Body=data,
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=checksum,
+                **self._sse_args(),
+            ),
+        )
+        return checksum, hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+    def _part_size_for(self, size: int) -> int:
+        """The configured part size, grown (in MiB steps) when 10,000 parts would not do."""
+        needed = math.ceil(size / MAX_PARTS)
+        return max(self.part_size, math.ceil(needed / MiB) * MiB)
+
+    def _put_multipart(self, full: str, source: Path, size: int, sha256: str) -> tuple[str, str]:
+        part_size = self._part_size_for(size)
+        created = self._call(
+            f"starting the upload of {full}",
+            lambda: self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=full, ChecksumAlgorithm="SHA256", **self._sse_args()
+            ),
+        )
+        upload_id = str(created["UploadId"])
+        whole = hashlib.sha256()
+        part_digests: list[bytes] = []
+        part_md5s: list[bytes] = []
+        parts: list[dict[str, Any]] = []
+        try:
+            with source.open("rb") as fh:
+                for number in range(1, MAX_PARTS + 1):
+                    chunk = fh.read(part_size)  # the only buffer: one part
+                    if not chunk:
+                        break
+                    whole.update(chunk)
+                    digest = hashlib.sha256(chunk).digest()
+                    part_digests.append(digest)
+                    part_md5s.append(hashlib.md5(chunk, usedforsecurity=False).digest())
+                    response = self._upload_part(full, upload_id, number, chunk, _b64(digest))
+                    parts.append(
+                        {
+                            "PartNumber": number,
+                            "ETag": response["ETag"],
+                            "ChecksumSHA256": _b64(digest),
+                        }
+                    )
+                    del chunk
+            if whole.hexdigest() != sha256:
+                raise self._damaged(source)
+            self._complete(full, upload_id, parts)
+        except BaseException:
+            self._abort(full, upload_id)
+            raise
+        composite = _b64(hashlib.sha256(b"".join(part_digests)).digest())
+        etag = f"{hashlib.md5(b''.join(part_md5s), usedforsecurity=False).hexdigest()}-{len(parts)}"
+        return f"{composite}-{len(parts)}", etag
+
+    def _upload_part(
+        self, full: str, upload_id: str, number: int, chunk: bytes, checksum: str
+    ) -> dict[str, Any]:
+        response: dict[str, Any] = self._call(
+            f"uploading part {number} of {full}",
+            lambda: self.client.upload_part(
+                Bucket=self.bucket,
+                Key=full,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=chunk,
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=checksum,
+            ),
+        )
+        return response
+
+    def _complete(self, full: str, upload_id: str, parts: list[dict[str, Any]]) -> None:
+        tries = 0
+
+        def complete() -> None:
+            nonlocal tries
+            tries += 1
+            try:
+                self.client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=full,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                )
+            except Exception as exc:
+                # An earlier try may have completed it and lost only the answer: the
+                # HeadObject that follows decides.
+                if tries > 1 and client_error_code(exc) == "NoSuchUpload":
+                    return
+                raise
+
+        self._call(f"completing the upload of {full}", complete)
+
+    def _abort(self, full: str, upload_id: str) -> None:
+        """Best effort, one try: S3 keeps (and bills) the parts of an unfinished upload."""
+        with contextlib.suppress(Exception):
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
+
+    def _confirm(
+        self, key: str, full: str, size: int, expected_checksum: str, expected_etag: str
+    ) -> None:
+        head = self._call(
+            f"checking {full}",
+            lambda: self.client.head_object(Bucket=self.bucket, Key=full, ChecksumMode="ENABLED"),
+        )
+        landed = int(head.get("ContentLength", -1))
+        if landed != size:
+            raise BackupError(f"{self.url}/{key}: uploaded {size} bytes but {landed} landed")
+        stored = head.get("ChecksumSHA256")
+        if stored:
+            if _strip_parts(str(stored)) != _strip_parts(expected_checksum):
+                raise BackupError(
+                    f"{self.url}/{key}: the stored SHA-256 differs from the uploaded file; "
+                    "the manifest was not written"
+                )
+            return
+        etag = str(head.get("ETag", "")).strip('"')
+        if re.fullmatch(r"[0-9a-f]{32}(-\d+)?", etag) and head.get("ServerSideEncryption") not in (
+            "aws:kms",
+            "aws:kms:dsse",
+        ):
+            if etag != expected_etag:
+                raise BackupError(
+                    f"{self.url}/{key}: the stored MD5 (ETag) differs from the uploaded file; "
+                    "the manifest was not written"
+                )
+            return
+        raise BackupError(
+            f"{self.url}/{key}: the service returned no checksum for the upload, so it cannot "
+            "be confirmed; the manifest was not written"
+        )
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        full = self._key(key)
+        checksum = _b64(hashlib.sha256(data).digest())
+        content_type = "application/json" if key.endswith(".json") else "application/octet-stream"
+        self._call(
+            f"writing {full}",
+            lambda: self.client.put_object(
+                Bucket=self.bucket,
+                Key=full,
+                Body=data,
+                ContentType=content_type,
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=checksum,
+                **self._sse_args(),
+            ),
+        )
+
+    def _get(self, full: str, **extra: Any) -> dict[str, Any]:
+        try:
+            response: dict[str, Any] = self.client.get_object(Bucket=self.bucket, Key=full, **extra)
+        except Exception as exc:
+            if client_error_code(exc) in ("NoSuchKey", "404") and "Range" not in extra:
+                raise ObjectNotFound(full) from exc
+            raise
+        return response
+
+    def get_bytes(self, key: str) -> bytes:
+        full = self._key(key)
+
+        def fetch() -> bytes:
+            body = self._get(full)["Body"]
+            try:
+                data: bytes = body.read()
+            finally:
+                body.close()
+            return data
+
+        return self._call(f"reading {full}", fetch)
+
+    def open_read(self, key: str) -> BinaryIO:
+        full = self._key(key)
+        first = self._call(f"reading {full}", lambda: self._get(full))
+        size = int(first["ContentLength"])
+        etag = first.get("ETag")
+
+        def open_at(offset: int) -> Readable:
+            extra: dict[str, Any] = {"Range": f"bytes={offset}-"}
+            if etag:
+                extra["IfMatch"] = etag  # the same object, or a clear error
+            body: Readable = self._get(full, **extra)["Body"]
+            return body
+
+        raw = ResumingReader(
+            open_at,
+            size,
+            policy=self.retry,
+            is_transient=is_transient,
+            translate=lambda exc: self._translate(exc, f"reading {full}"),
+            what=f"{self.url}: reading {full}",
+            first=first["Body"],
+        )
+        return io.BufferedReader(raw, buffer_size=MiB)
+
+    def _pages(self, prefix: str, delimiter: str | None) -> Iterator[dict[str, Any]]:
+        token: str | None = None
+        while True:
+            args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+            if delimiter:
+                args["Delimiter"] = delimiter
+            if token:
+                args["ContinuationToken"] = token
+            page: dict[str, Any] = self._call(
+                f"listing {prefix or '/'}", functools.partial(self.client.list_objects_v2, **args)
+            )
+            yield page
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+    def list_children(self, prefix: str) -> list[str]:
+        base = self._key(prefix)
+        listed = f"{base}/" if base else ""
+        names: set[str] = set()
+        for page in self._pages(listed, "/"):
+            for common in page.get("CommonPrefixes", []):
+                names.add(str(common["Prefix"])[len(listed) :].strip("/"))
+            for item in page.get("Contents", []):
+                names.add(str(item["Key"])[len(listed) :])
+        return sorted(n for n in names if n and not n.startswith("."))
+
+    def delete(self, key: str) -> None:
+        """The object `key` and everything below `key/` (like removing a directory)."""
+        full = self._key(key)
+        if not full:
+            raise ValueError("refusing to delete the whole store")
+        keys = [full]
+        for page in self._pages(f"{full}/", None):
+            keys.extend(str(item["Key"]) for item in page.get("Contents", []))
+        for start in range(0, len(keys), 1000):
+            batch = keys[start : start + 1000]
+            response = self._call(
+                f"deleting {full}",
+                functools.partial(
+                    self.client.delete_objects,
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
+                ),
+            )
+            errors = response.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise BackupError(
+                    f"{self.url}: deleting {first.get('Key')} failed: {first.get('Code')} "
+                    f"({len(errors)} object(s) not deleted)"
+                )
+
+
+def _strip_parts(checksum: str) -> str:
+    """S3 writes a multipart checksum as `<base64>-<parts>`; some services drop the suffix."""
+    return re.sub(r"-\d+$", "", checksum)
+
+
+def _transport_reason(exc: BaseException) -> str:
+    bexc = _botocore_exceptions()
+
+    if isinstance(exc, (bexc.ReadTimeoutError, bexc.ConnectTimeoutError, TimeoutError)):
+        return "timed out"
+    if isinstance(exc, bexc.EndpointConnectionError):
+        return "could not connect to the endpoint"
+    if isinstance(exc, (bexc.ConnectionClosedError, ConnectionError, bexc.HTTPClientError)):
+        return "connection closed"
+    return type(exc).__name__
+
+
+def _upload_hint(what: str) -> str:
+    if what.startswith(("uploading", "writing", "starting", "completing")):
+        return "; the backup is not stored there: run the upload again"
+    return ""

@@ -1,0 +1,317 @@
+"""Real servers on loopback for the store tests: S3 (moto), GCS (gcp-storage-emulator), and
+a small TCP proxy that injects faults between a client and either of them.
+
+The proxy reads each request's head, then forwards it (rewritten to `Connection: close`,
+so one connection carries one request) or answers it with a fault:
+
+    error    an HTTP 503 or 500 in place of the server's answer (nothing reaches the server)
+    drop     the connection reset before anything reaches the server
+    delay    the request held back for `delay_seconds`, then forwarded
+    lose     forwarded, the server's answer read, then the connection reset (the request
+             took effect, the client cannot know)
+    truncate forwarded, but the answer cut off after `truncate_after` bytes (a download
+             that breaks in the middle)
+
+Faults come from rules first (a predicate on the request, a fault, how many times), then
+at random with the given rates from a seeded generator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    target: str  # path and query
+    headers: dict[str, str]
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+    @property
+    def query(self) -> str:
+        return self.target.split("?", 1)[1] if "?" in self.target else ""
+
+
+@dataclass
+class Rule:
+    match: Callable[[Request], bool]
+    fault: str
+    times: int = 1_000_000  # "for good"
+
+
+@dataclass
+class Seen:
+    request: Request
+    fault: str  # "" when forwarded untouched
+
+
+@dataclass
+class FaultProxy:
+    upstream_port: int
+    error_rate: float = 0.0
+    drop_rate: float = 0.0
+    delay_rate: float = 0.0
+    delay_seconds: float = 0.3
+    truncate_after: int = 64 * 1024
+    seed: int = 1234
+    rules: list[Rule] = field(default_factory=list)
+    seen: list[Seen] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._lock = threading.Lock()
+        self._listener = socket.create_server((HOST, 0))
+        self.port = self._listener.getsockname()[1]
+        self._closed = False
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._listener.close()
+
+    def clear(self) -> None:
+        """Forget what was seen, drop every rule and rate: a clean pass-through."""
+        with self._lock:
+            self.seen.clear()
+            self.rules.clear()
+            self.error_rate = self.drop_rate = self.delay_rate = 0.0
+
+    def faults(self, kind: str | None = None) -> list[Seen]:
+        with self._lock:
+            return [s for s in self.seen if s.fault and (kind is None or s.fault == kind)]
+
+    def requests(self) -> list[Request]:
+        with self._lock:
+            return [s.request for s in self.seen]
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _decide(self, request: Request) -> str:
+        with self._lock:
+            fault = ""
+            for rule in self.rules:
+                if rule.times > 0 and rule.match(request):
+                    rule.times -= 1
+                    fault = rule.fault
+                    break
+            else:
+                roll = self._rng.random()
+                if roll < self.error_rate:
+                    fault = "error"
+                elif roll < self.error_rate + self.drop_rate:
+                    fault = "drop"
+                elif roll < self.error_rate + self.drop_rate + self.delay_rate:
+                    fault = "delay"
+            self.seen.append(Seen(request, fault))
+            return fault
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(30)
+        try:
+            parsed = _read_head(conn)
+            if parsed is None:
+                return
+            request, head, rest = parsed
+            fault = self._decide(request)
+            if fault == "drop":
+                _reset(conn)
+                return
+            if fault == "error":
+                _drain_body(conn, request, rest)
+                _answer_error(conn, 503 if self._rng.random() < 0.7 else 500)
+                return
+            if fault == "delay":
+                time.sleep(self.delay_seconds)
+            limit = 0 if fault == "lose" else self.truncate_after if fault == "truncate" else -1
+            self._forward(conn, head, rest, limit=limit)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)  # wakes the pump thread's recv()
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def _forward(self, conn: socket.socket, head: bytes, rest: bytes, *, limit: int) -> None:
+        """Relay one exchange; with `limit` >= 0, pass only that many bytes of the answer
+        on, read the rest, and reset the client's connection."""
+        upstream = socket.create_connection((HOST, self.upstream_port), timeout=30)
+        try:
+            upstream.sendall(_close_after(head) + rest)
+            done = threading.Event()
+
+            def client_to_upstream() -> None:
+                try:
+                    while not done.is_set():
+                        data = conn.recv(1 << 16)
+                        if not data:
+                            return
+                        upstream.sendall(data)
+                except OSError:
+                    return
+
+            pump = threading.Thread(target=client_to_upstream, daemon=True)
+            pump.start()
+            passed = 0
+            interim = limit >= 0  # "100 Continue" goes through: only the answer is lost
+            pending = b""
+            while data := upstream.recv(1 << 16):
+                if interim:
+                    pending += data
+                    if pending.startswith(b"HTTP/1.1 100") and b"\r\n\r\n" in pending:
+                        head, pending = pending.split(b"\r\n\r\n", 1)
+                        conn.sendall(head + b"\r\n\r\n")
+                    if len(pending) < 12 or pending.startswith(b"HTTP/1.1 100"):
+                        continue
+                    interim, data = False, pending
+                if limit >= 0:
+                    data = data[: max(0, limit - passed)]  # keep the rest from the client
+                if data:
+                    conn.sendall(data)
+                    passed += len(data)
+            done.set()
+            if limit >= 0:
+                _reset(conn)
+        finally:
+            with contextlib.suppress(OSError):
+                upstream.close()
+
+
+def _read_head(conn: socket.socket) -> tuple[Request, bytes, bytes] | None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(1 << 16)
+        if not chunk:
+            return None
+        data += chunk
+        if len(data) > 1 << 20:
+            return None
+    head, rest = data.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    method, target, _ = lines[0].split(" ", 2)
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return Request(method, target, headers), head + b"\r\n\r\n", rest
+
+
+def _close_after(head: bytes) -> bytes:
+    lines = head.decode("latin-1").split("\r\n")
+    kept = [
+        line
+        for line in lines
+        if line.split(":", 1)[0].strip().lower() not in ("connection", "keep-alive")
+    ]
+    end = kept.index("") if "" in kept else len(kept)
+    kept.insert(end, "Connection: close")
+    return "\r\n".join(kept).encode("latin-1")
+
+
+def _drain_body(conn: socket.socket, request: Request, rest: bytes) -> None:
+    """Read the request body before answering, unless the client waits for 100-continue."""
+    if request.headers.get("expect", "").lower() == "100-continue":
+        return
+    remaining = int(request.headers.get("content-length", "0") or 0) - len(rest)
+    conn.settimeout(5)
+    while remaining > 0:
+        chunk = conn.recv(min(remaining, 1 << 16))
+        if not chunk:
+            return
+        remaining -= len(chunk)
+
+
+def _answer_error(conn: socket.socket, status: int) -> None:
+    code, reason = {
+        503: ("SlowDown", "Service Unavailable"),
+        500: ("InternalError", "Internal Server Error"),
+    }[status]
+    body = (
+        f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
+        f"<Message>injected by the test proxy</Message></Error>"
+    ).encode()
+    conn.sendall(
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+
+
+def _reset(conn: socket.socket) -> None:
+    """Close with a TCP RST (SO_LINGER 0), as a dropped connection looks to the client.
+
+    shutdown(SHUT_RD) first wakes a thread blocked in recv() on it: until that returns,
+    the kernel would keep the socket open and send nothing.
+    """
+    with contextlib.suppress(OSError):
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.shutdown(socket.SHUT_RD)
+    with contextlib.suppress(OSError):
+        conn.close()
+
+
+# -- the servers ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[Endpoint]:
+    """S3 over HTTP on a free loopback port (moto's ThreadedMotoServer)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address=HOST, port=0, verbose=False)
+    server.start()
+    try:
+        _, port = server.get_host_and_port()
+        yield Endpoint(port)
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def gcs_emulator() -> Iterator[Endpoint]:
+    """GCS's JSON API over HTTP on a free loopback port (gcp-storage-emulator, in memory)."""
+    from gcp_storage_emulator.server import create_server
+
+    server = create_server(HOST, 0, in_memory=True)
+    server.start()
+    try:
+        # The emulator binds port 0 itself and keeps the real port on its HTTP server.
+        yield Endpoint(server._api._httpd.server_port)
+    finally:
+        server.stop()
