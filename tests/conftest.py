@@ -134,6 +134,32 @@ def comment_ids(db: Path) -> set[str]:
         conn.close()
 
 
+def corrupt_table(db: Path, table: str = "comments") -> None:
+    """Checkpoint the WAL, then break the root page of `table` in the main file."""
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        root = conn.execute(
+            "SELECT rootpage FROM sqlite_schema WHERE name = ?", (table,)
+        ).fetchone()
+    finally:
+        conn.close()
+    flip_page_header(db, root[0], page_size)
+
+
+@pytest.fixture
+def dagster_env(monkeypatch: pytest.MonkeyPatch, kotomi_db: Path, tmp_path: Path) -> Path:
+    """The environment a Dagster run reads (EnvVar): the demo database, a local destination
+    (returned), private staging, and no upload step retries (failures in tests are meant)."""
+    dest = tmp_path / "backups"
+    monkeypatch.setenv("KOTOMI_DB_PATH", str(kotomi_db))
+    monkeypatch.setenv("KOTOMI_BACKUP_URL", str(dest))
+    monkeypatch.setenv("KOTOMI_BACKUP_STAGING_DIR", str(tmp_path / "staging"))
+    monkeypatch.setenv("KOTOMI_BACKUP_UPLOAD_RETRIES", "0")
+    return dest
+
+
 def flip_page_header(db: Path, page_number: int, page_size: int) -> None:
     """Overwrite the b-tree header of one page: SQLite's checks must notice."""
     with db.open("r+b") as fh:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,7 @@ from kotomi_backup_dagster.defs.backup.definitions import build_backup_definitio
 from kotomi_backup_dagster.defs.databases import DatabaseSpec, databases_from_env
 from kotomi_backup_dagster.engine.catalog import list_backups
 from kotomi_backup_dagster.engine.stores import LocalStore
-from tests.conftest import flip_page_header
+from tests.conftest import corrupt_table
 
 
 def kotomi_backup_job() -> JobDefinition:
@@ -36,13 +35,8 @@ def kotomi_backup_job() -> JobDefinition:
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, kotomi_db: Path, tmp_path: Path) -> Path:
-    dest = tmp_path / "backups"
-    monkeypatch.setenv("KOTOMI_DB_PATH", str(kotomi_db))
-    monkeypatch.setenv("KOTOMI_BACKUP_URL", str(dest))
-    monkeypatch.setenv("KOTOMI_BACKUP_STAGING_DIR", str(tmp_path / "staging"))
-    monkeypatch.setenv("KOTOMI_BACKUP_UPLOAD_RETRIES", "0")  # failures here are deliberate
-    return dest
+def env(dagster_env: Path) -> Path:
+    return dagster_env
 
 
 def step_keys(result: object, kind: str) -> set[str]:
@@ -82,12 +76,7 @@ def test_backup_job_runs_each_stage_and_records_metadata_that_plots(env: Path) -
 
 
 def test_corrupt_database_fails_the_check_and_stops_the_run(env: Path, kotomi_db: Path) -> None:
-    conn = sqlite3.connect(kotomi_db)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-    root = conn.execute("SELECT rootpage FROM sqlite_schema WHERE name = 'comments'").fetchone()[0]
-    conn.close()
-    flip_page_header(kotomi_db, root, page_size)
+    corrupt_table(kotomi_db)
 
     result = kotomi_backup_job().execute_in_process(
         instance=DagsterInstance.ephemeral(), raise_on_error=False

@@ -22,12 +22,8 @@ def sha256(path: Path) -> str:
 
 
 @pytest.fixture
-def dest(monkeypatch: pytest.MonkeyPatch, kotomi_db: Path, tmp_path: Path) -> Path:
-    dest = tmp_path / "backups"
-    monkeypatch.setenv("KOTOMI_DB_PATH", str(kotomi_db))
-    monkeypatch.setenv("KOTOMI_BACKUP_URL", str(dest))
-    monkeypatch.setenv("KOTOMI_BACKUP_STAGING_DIR", str(tmp_path / "staging"))
-    return dest
+def dest(dagster_env: Path) -> Path:
+    return dagster_env
 
 
 def defs() -> Definitions:

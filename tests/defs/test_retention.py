@@ -23,15 +23,11 @@ def defs() -> Definitions:
 
 
 @pytest.fixture
-def dest(monkeypatch: pytest.MonkeyPatch, kotomi_db: Path, tmp_path: Path) -> Path:
-    dest = tmp_path / "backups"
-    monkeypatch.setenv("KOTOMI_DB_PATH", str(kotomi_db))
-    monkeypatch.setenv("KOTOMI_BACKUP_URL", str(dest))
-    monkeypatch.setenv("KOTOMI_BACKUP_STAGING_DIR", str(tmp_path / "staging"))
+def dest(dagster_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("KOTOMI_BACKUP_KEEP_LAST", "2")
     for kind in ("DAILY", "WEEKLY", "MONTHLY", "YEARLY"):
         monkeypatch.setenv(f"KOTOMI_BACKUP_KEEP_{kind}", "0")
-    return dest
+    return dagster_env
 
 
 def test_each_upload_starts_one_prune_that_keeps_the_policy(dest: Path) -> None:

@@ -16,7 +16,7 @@ from kotomi_backup_dagster.engine.catalog import list_backups
 from kotomi_backup_dagster.engine.errors import BackupError
 from kotomi_backup_dagster.engine.settings import BackupSettings
 from kotomi_backup_dagster.engine.stores import LocalStore
-from tests.conftest import AgeKey, LiveWriter, comment_ids, flip_page_header
+from tests.conftest import AgeKey, LiveWriter, comment_ids, corrupt_table
 
 MANIFEST_FIELDS = {
     "format",
@@ -123,12 +123,7 @@ def test_manifest_has_the_contract_fields(kotomi_db: Path, tmp_path: Path) -> No
 def test_corrupt_source_fails_verification_and_nothing_is_stored(
     kotomi_db: Path, tmp_path: Path
 ) -> None:
-    conn = sqlite3.connect(kotomi_db)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-    root = conn.execute("SELECT rootpage FROM sqlite_schema WHERE name = 'comments'").fetchone()[0]
-    conn.close()
-    flip_page_header(kotomi_db, root, page_size)
+    corrupt_table(kotomi_db)
     dest = tmp_path / "backups"
     settings = settings_for(kotomi_db, dest)
     with pytest.raises(BackupError, match="verification failed"):
