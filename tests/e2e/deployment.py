@@ -291,30 +291,41 @@ def _wait_grpc(port: int, process: subprocess.Popen[bytes], timeout: float = 120
     raise AssertionError(f"code server on port {port} not healthy in {timeout} s")
 
 
-def screenshot(url: str, out: Path, profile: Path) -> None:
-    """Headless Chromium (Debian's) renders the page; the UI needs a few seconds of JS."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Debian's chromium is not installed (scripts/install-system-deps.sh)"
-    subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={profile}",
-            "--hide-scrollbars",
-            "--window-size=1440,900",
-            "--virtual-time-budget=20000",
-            f"--screenshot={out}",
-            url,
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+def screenshot(pages: dict[Path, str], profile: Path) -> None:
+    """Render UI pages in Debian's headless Chromium (driven by Debian's chromedriver), after
+    dismissing the UI's first-visit dialog and letting its queries load."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium and driver, "install Debian's chromium and chromium-driver"
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--hide-scrollbars",
+        "--window-size=1440,900",
+    ):
+        options.add_argument(flag)
+    os.environ["SE_OFFLINE"] = "true"  # never let Selenium look for a driver online
+    browser = webdriver.Chrome(service=Service(driver), options=options)
+    try:
+        for out, url in pages.items():
+            browser.get(url)
+            time.sleep(4)
+            for button in browser.find_elements(By.XPATH, "//button[normalize-space()='Skip']"):
+                button.click()
+            time.sleep(2)
+            browser.save_screenshot(str(out))
+    finally:
+        browser.quit()

@@ -124,15 +124,16 @@ def test_the_user_journey(deployment: Deployment, tmp_path: Path) -> None:
     assert sha256(target) == manifest.db_sha256
 
     # 6. The real UI, rendered by headless Chromium: the pipeline and the re-executed run.
-    shots = Path(os.environ.get("KOTOMI_E2E_SCREENSHOTS") or tmp_path)
+    shots = Path(os.environ.get("E2E_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
     pages = {
-        "asset-graph.png": f"{d.web_url}/asset-groups/kotomi_backup",
-        "reexecuted-run.png": f"{d.web_url}/runs/{again['runId']}",
+        shots
+        / "asset-graph.png": f"{d.web_url}/locations/kotomi_backup/asset-groups/kotomi_backup",
+        shots / "reexecuted-run.png": f"{d.web_url}/runs/{again['runId']}",
     }
-    for name, url in pages.items():
-        screenshot(url, shots / name, tmp_path / f"chromium-{name}")
-        assert (shots / name).stat().st_size > 20_000, f"{name} looks blank"
+    screenshot(pages, tmp_path / "chromium-profile")
+    for path in pages:
+        assert path.stat().st_size > 20_000, f"{path.name} looks blank"
 
 
 def _wait_for(probe, timeout: float):  # type: ignore[no-untyped-def]
