@@ -45,7 +45,7 @@ dev: $(STAMP) $(DEMO)/dagster_home/dagster.yaml
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy kotomi_backup_dagster/engine kotomi_backup_dagster/retention.py
+	$(BIN)/mypy kotomi_backup_dagster
 	$(BIN)/python -m pytest -q
 
 lint:

@@ -6,6 +6,8 @@ and a staging directory); the files stay on disk until every store has them, so
 "re-execute from failure" after a failed upload re-runs only the upload.
 """
 
+from typing import Any
+
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -80,7 +82,7 @@ def build_backup_assets(
     def verify(context: AssetCheckExecutionContext, snapshot: StagedBackup) -> AssetCheckResult:
         res: KotomiBackupResource = getattr(context.resources, resource_key)
         report = engine.stage_verify(snapshot, res.settings())
-        metadata = {
+        metadata: dict[str, Any] = {
             "backup_id": snapshot.backup_id,
             "mode": report.mode,
             "seconds": round(report.seconds, 3),
@@ -133,7 +135,7 @@ def build_backup_assets(
         retry_policy=upload_retry_policy(),
         description="The archive on every destination, manifest last: the backup exists.",
     )
-    def upload(context: AssetExecutionContext, archive: StagedBackup) -> MaterializeResult:
+    def upload(context: AssetExecutionContext, archive: StagedBackup) -> MaterializeResult[None]:
         res: KotomiBackupResource = getattr(context.resources, resource_key)
         manifest = engine.load_staged_manifest(archive)
         outcomes = engine.stage_upload(archive, res.stores())
@@ -143,7 +145,7 @@ def build_backup_assets(
                 "already there" if o.already_there else ("ok" if o.ok else f"FAILED: {o.error}")
             )
             rows.append(f"| {o.url} | {result} | {o.bytes} | {o.seconds:.2f} |")
-        metadata = {
+        metadata: dict[str, Any] = {
             "backup_id": manifest.backup_id,
             "destinations": MetadataValue.md("\n".join(rows)),
             "destinations_ok": sum(o.ok for o in outcomes),

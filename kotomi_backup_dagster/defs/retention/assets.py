@@ -1,5 +1,7 @@
 """The `prune` asset of one database: retention applied to every destination on its own."""
 
+from typing import Any
+
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -38,7 +40,7 @@ def build_prune_asset(spec: DatabaseSpec) -> AssetsDefinition:
         required_resource_keys={spec.resource_key, RETENTION_KEY},
         description="Remove backups outside the retention tiers (manifest first), per destination.",
     )
-    def prune(context: AssetExecutionContext) -> MaterializeResult:
+    def prune(context: AssetExecutionContext) -> MaterializeResult[None]:
         res: KotomiBackupResource = getattr(context.resources, spec.resource_key)
         retention: RetentionPolicyResource = getattr(context.resources, RETENTION_KEY)
         policy = retention.policy()
@@ -56,7 +58,7 @@ def build_prune_asset(spec: DatabaseSpec) -> AssetsDefinition:
                 f"{result.url}: kept {len(result.kept)}, removed {len(result.removed)} "
                 f"({', '.join(result.removed) or 'none'})"
             )
-        metadata = {
+        metadata: dict[str, Any] = {
             "policy": policy.describe(),
             "kept": sum(len(r.kept) for r in results),
             "removed": sum(len(r.removed) for r in results),
