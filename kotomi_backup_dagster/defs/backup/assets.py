@@ -135,7 +135,7 @@ def build_backup_assets(
         retry_policy=upload_retry_policy(),
         description="The archive on every destination, manifest last: the backup exists.",
     )
-    def upload(context: AssetExecutionContext, archive: StagedBackup) -> MaterializeResult[None]:
+    def upload(context: AssetExecutionContext, archive: StagedBackup) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation
         res: KotomiBackupResource = getattr(context.resources, resource_key)
         manifest = engine.load_staged_manifest(archive)
         outcomes = engine.stage_upload(archive, res.stores())

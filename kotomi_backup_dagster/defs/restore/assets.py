@@ -2,7 +2,6 @@
 the monthly `restore_test` (every retained backup, or a sample of the oldest). Each check is
 an asset check, so a backup that does not restore shows red and fails the run."""
 
-
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -110,7 +109,7 @@ def build_restore_assets(spec: DatabaseSpec) -> list[AssetsDefinition]:
         ],
         description="Restore the latest backup of each destination into scratch space; check it.",
     )
-    def restore_drill(context: AssetExecutionContext) -> MaterializeResult[None]:
+    def restore_drill(context: AssetExecutionContext) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation
         res: KotomiBackupResource = getattr(context.resources, spec.resource_key)
         results = _drill_all(context, res, lambda backups: backups[:1])
         newest = max(m.created for _, m, _ in results)
@@ -141,7 +140,7 @@ def build_restore_assets(spec: DatabaseSpec) -> list[AssetsDefinition]:
             " = N drills only the N oldest per destination)."
         ),
     )
-    def restore_test(context: AssetExecutionContext) -> MaterializeResult[None]:
+    def restore_test(context: AssetExecutionContext) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation
         res: KotomiBackupResource = getattr(context.resources, spec.resource_key)
         sample = int(os.environ.get("KOTOMI_BACKUP_RESTORE_TEST_SAMPLE") or 0)
 

@@ -40,7 +40,7 @@ def build_prune_asset(spec: DatabaseSpec) -> AssetsDefinition:
         required_resource_keys={spec.resource_key, RETENTION_KEY},
         description="Remove backups outside the retention tiers (manifest first), per destination.",
     )
-    def prune(context: AssetExecutionContext) -> MaterializeResult[None]:
+    def prune(context: AssetExecutionContext) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation
         res: KotomiBackupResource = getattr(context.resources, spec.resource_key)
         retention: RetentionPolicyResource = getattr(context.resources, RETENTION_KEY)
         policy = retention.policy()
