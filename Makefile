@@ -14,7 +14,7 @@ DEMO_ENV  := DAGSTER_HOME=$(DEMO)/dagster_home \
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,bench]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -4,7 +4,9 @@
 
 Stages hand over files, not memory, so any stage can be re-run alone (Dagster's
 "re-execute from failure" re-runs only the upload after a failed upload). The CLI runs
-all four with `run_backup`.
+all four with `run_backup`, which overlaps verification with compression (two cores: SQLite's
+check and zstd both run without the GIL, both reading the snapshot from the page cache) and
+skips the fsyncs of its transient staging files; nothing is uploaded unless the check passed.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from .archive import archive_suffix, parse_recipients, write_archive
+from .archive import ArchiveResult, archive_suffix, parse_recipients, write_archive
 from .catalog import already_published, backup_prefix, publish_backup
 from .errors import BackupError, ConfigError
 from .manifest import (
@@ -91,6 +94,7 @@ class UploadOutcome:
     seconds: float = 0.0
     requests: int = 0
     already_there: bool = False
+    permanent: bool = False  # a configuration problem: retrying will not help
 
 
 @dataclass(frozen=True)
@@ -118,8 +122,12 @@ def preflight(settings: BackupSettings, *, contact_stores: bool = True) -> list[
 
 
 def stage_snapshot(
-    settings: BackupSettings, now: datetime | None = None
+    settings: BackupSettings, now: datetime | None = None, *, durable: bool = True
 ) -> tuple[StagedBackup, Snapshot]:
+    """Take the snapshot into a new staging directory.
+
+    `durable=False` (the CLI's one-process run) skips its fsync: see `take_snapshot`.
+    """
     db_path = settings.require_db()
     check_source(db_path)
     cleanup_stale_staging(settings.staging_dir / settings.name)
@@ -129,7 +137,12 @@ def stage_snapshot(
     _require_free_space(workdir.parent, needed=2 * db_path.stat().st_size)
     workdir.mkdir(parents=True, exist_ok=False)
     staged = StagedBackup(name=settings.name, backup_id=backup_id, workdir=workdir)
-    snap = take_snapshot(db_path, staged.snapshot_path, deadline_seconds=settings.snapshot_timeout)
+    snap = take_snapshot(
+        db_path,
+        staged.snapshot_path,
+        deadline_seconds=settings.snapshot_timeout,
+        durable=durable,
+    )
     info = asdict(snap)
     info["created_at"] = rfc3339(moment)
     staged.write_json(SNAPSHOT_INFO, info)
@@ -167,15 +180,21 @@ def stage_archive(
             f"backup {staged.backup_id}: snapshot failed verification ({verify.get('problems')}); "
             "nothing is archived"
         )
-    snap = staged.read_json(SNAPSHOT_INFO, "snapshot")
     recipients = parse_recipients(settings.age_recipients)
-    encrypted = bool(recipients)
     result = write_archive(
         staged.snapshot_path,
-        staged.archive_path(encrypted),
+        staged.archive_path(bool(recipients)),
         recipients=recipients,
         progress=progress,
     )
+    return _write_manifest(staged, verify, result), result.seconds
+
+
+def _write_manifest(
+    staged: StagedBackup, verify: dict[str, Any], result: ArchiveResult
+) -> Manifest:
+    """The final manifest of a verified, archived snapshot, kept beside it for the upload."""
+    snap = staged.read_json(SNAPSHOT_INFO, "snapshot")
     manifest = Manifest(
         backup_id=staged.backup_id,
         name=staged.name,
@@ -199,7 +218,44 @@ def stage_archive(
         snapshot_seconds=round(float(snap.get("seconds", 0.0)), 3),
     )
     (staged.workdir / DRAFT_MANIFEST).write_bytes(manifest.to_json())
-    return manifest, result.seconds
+    return manifest
+
+
+def verify_and_archive(
+    staged: StagedBackup,
+    settings: BackupSettings,
+    progress: Progress | None = None,
+    *,
+    durable: bool = True,
+) -> tuple[VerifyReport, Manifest | None, float]:
+    """`stage_verify` and the archive stage at once: the check runs in a thread while this
+    one compresses. The archive is kept only if the check passed; on failure it is deleted
+    and the manifest is None (the caller must not upload)."""
+    recipients = parse_recipients(settings.age_recipients)
+    archive_path = staged.archive_path(bool(recipients))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kotomi-verify") as pool:
+        checking = pool.submit(stage_verify, staged, settings)
+        try:
+            result = write_archive(
+                staged.snapshot_path,
+                archive_path,
+                recipients=recipients,
+                progress=progress,
+                durable=durable,
+            )
+        except BaseException:
+            wait([checking])  # the check reads the snapshot: let it end before cleanup
+            raise
+        try:
+            report = checking.result()
+        except BaseException:
+            archive_path.unlink(missing_ok=True)
+            raise
+    if not report.ok:
+        archive_path.unlink(missing_ok=True)
+        return report, None, result.seconds
+    verify = staged.read_json(VERIFY_INFO, "verify")
+    return report, _write_manifest(staged, verify, result), result.seconds
 
 
 def load_staged_manifest(staged: StagedBackup) -> Manifest:
@@ -243,6 +299,7 @@ def stage_upload(
                     url=safe_url(store.url),
                     ok=False,
                     error=str(exc),
+                    permanent=isinstance(exc, ConfigError),
                     seconds=time.monotonic() - started,
                 )
             )
@@ -264,12 +321,14 @@ def stage_upload(
 def run_backup(settings: BackupSettings, progress: Progress | None = None) -> BackupResult:
     """The whole pipeline, as the CLI runs it. Raises on the first failed stage."""
     stores = preflight(settings)
-    staged, snap = stage_snapshot(settings)
+    # Staging files live only as long as this call: no fsync (the stores' copies are durable).
+    staged, snap = stage_snapshot(settings, durable=False)
     try:
-        report = stage_verify(staged, settings)
-        if not report.ok:
+        report, manifest, archive_seconds = verify_and_archive(
+            staged, settings, progress, durable=False
+        )
+        if manifest is None:
             raise BackupError(f"verification failed, nothing uploaded: {report.summary()}")
-        manifest, archive_seconds = stage_archive(staged, settings, progress)
         outcomes = stage_upload(staged, stores)
     except BaseException:
         shutil.rmtree(staged.workdir, ignore_errors=True)

@@ -5,6 +5,11 @@ never force a restart (a stepped backup restarts whenever another connection wri
 steps and may never finish). WAL readers do not block writers; the copy only holds back
 checkpoints while it runs. CPython's backup loop has no deadline, so the progress callback
 enforces one.
+
+Durability is a choice of the caller: a snapshot that another process picks up later (Dagster's
+stages) is fsynced; a transient one that the same process archives and deletes at once
+(`kotomi-backup backup`) is not, which saves 1-3 s per GB and, as it is deleted before the
+kernel writes it back, most of its disk writes (bench/README.md has the figures).
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ class Snapshot:
     journal_mode: str
     seconds: float
     busy_retries: int
+    # sqlite3_backup_step calls: 1 when the copy finished in one step, more means it was
+    # retried (busy) or restarted by a concurrent write (bench/live.py reports it).
+    steps: int = 1
 
 
 def check_source(db_path: Path) -> None:
@@ -56,11 +64,14 @@ def take_snapshot(
     *,
     deadline_seconds: float = 600.0,
     busy_timeout_ms: int = 5000,
+    durable: bool = True,
 ) -> Snapshot:
     """Copy `db_path` consistently to `dest` (temp file, fsync, rename).
 
     The copy is left in rollback-journal mode so it is one self-contained file: it opens
     read-only without a -wal/-shm beside it, and Kotomi switches it back to WAL on start.
+    `durable=False` skips every fsync (the rename stays): only for a copy consumed and
+    deleted by this same process, which a crash would discard anyway.
     """
     check_source(db_path)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -69,9 +80,11 @@ def take_snapshot(
     started = time.monotonic()
     deadline = started + deadline_seconds
     busy_retries = 0
+    steps = 0
 
     def progress(status: int, remaining: int, total: int) -> None:
-        nonlocal busy_retries
+        nonlocal busy_retries, steps
+        steps += 1
         if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
             busy_retries += 1
         # Before the first successful step `remaining` is 0, so test the status, not it.
@@ -87,6 +100,8 @@ def take_snapshot(
     try:
         dst = sqlite3.connect(tmp)
         try:
+            if not durable:
+                dst.execute("PRAGMA synchronous=OFF")
             src.backup(dst, pages=-1, progress=progress, sleep=0.05)
             journal_mode = str(src.execute("PRAGMA journal_mode").fetchone()[0])
             # Leave the copy self-contained (see docstring).
@@ -106,9 +121,11 @@ def take_snapshot(
         raise BackupError(f"snapshot of {db_path} failed: {exc}") from exc
     finally:
         src.close()
-    _fsync_file(tmp)
+    if durable:
+        _fsync_file(tmp)
     os.replace(tmp, dest)
-    fsync_dir(dest.parent)
+    if durable:
+        fsync_dir(dest.parent)
     return Snapshot(
         path=dest,
         size=dest.stat().st_size,
@@ -117,6 +134,7 @@ def take_snapshot(
         journal_mode=journal_mode,
         seconds=time.monotonic() - started,
         busy_retries=busy_retries,
+        steps=steps,
     )
 
 

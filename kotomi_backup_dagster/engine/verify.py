@@ -4,12 +4,21 @@
 every index against its table (about 15x slower on Kotomi). A check passes only when SQLite
 returns exactly one row, "ok": any other row names a problem, so `grep ok` is not a test.
 Foreign-key checks are not a gate: Kotomi's cascades are not reliably enforced.
+
+A full check of a large file is split across cores: one `quick_check` of the whole file (every
+b-tree, the freelist, pages used twice or never) plus `integrity_check(<table>)` for each table
+(the table and its indexes: index content, UNIQUE, NOT NULL, CHECK), largest first, each worker
+on its own read-only connection (SQLite runs without the GIL). Together they check what one
+`integrity_check` checks; on a 1 GB Kotomi database with two cores it takes about half the time.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,6 +34,9 @@ Profile = Literal["kotomi", "generic"]
 VERIFY_MODES: tuple[VerifyMode, ...] = ("quick", "full")
 PROFILES: tuple[Profile, ...] = ("kotomi", "generic")
 MAX_PROBLEMS_KEPT = 20
+# Below this size one integrity_check is as fast as the split (the split repeats the page walk).
+PARALLEL_CHECK_MIN_BYTES = 32 << 20
+MAX_CHECK_WORKERS = 4
 
 
 @dataclass(frozen=True)
@@ -71,8 +83,13 @@ def verify_database(
     mode: VerifyMode = "quick",
     profile: Profile = "kotomi",
     with_sha256: bool = False,
+    workers: int | None = None,
 ) -> VerifyReport:
-    """Check a database file that nothing is writing to (a snapshot or a restored copy)."""
+    """Check a database file that nothing is writing to (a snapshot or a restored copy).
+
+    `workers` bounds the threads of a full check (default: the usable cores, at most 4; 1 runs
+    one plain `integrity_check`).
+    """
     check_source(path)
     started = time.monotonic()
     problems: list[str] = []
@@ -82,9 +99,13 @@ def verify_database(
     conn = open_readonly(path)
     try:
         try:
-            pragma = "integrity_check" if mode == "full" else "quick_check"
-            rows = conn.execute(f"PRAGMA {pragma}").fetchall()
-            problems.extend(_check_rows(row[0] for row in rows))
+            count = _check_workers(path, workers) if mode == "full" else 1
+            if count > 1:
+                problems.extend(_parallel_integrity_check(conn, path, count))
+            else:
+                pragma = "integrity_check" if mode == "full" else "quick_check"
+                rows = conn.execute(f"PRAGMA {pragma}").fetchall()
+                problems.extend(_check_rows(row[0] for row in rows))
             page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
             page_count = int(conn.execute("PRAGMA page_count").fetchone()[0])
             names = [
@@ -132,6 +153,89 @@ def _check_rows(rows: Iterable[object]) -> list[str]:
     if not found:
         return ["check returned no rows"]
     return found[:MAX_PROBLEMS_KEPT]
+
+
+def _check_workers(path: Path, workers: int | None) -> int:
+    if workers is not None:
+        return max(1, workers)
+    if path.stat().st_size < PARALLEL_CHECK_MIN_BYTES:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_CHECK_WORKERS))
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _check_jobs(conn: sqlite3.Connection) -> list[str]:
+    """The pragmas whose union is one integrity_check, most expensive first.
+
+    Cost estimate per table: rows (max(rowid), O(log n)) times one plus its indexes.
+    """
+    indexes: dict[str, int] = {}
+    tables: list[str] = []
+    schema = conn.execute("SELECT type, name, tbl_name, rootpage FROM sqlite_schema")
+    for kind, name, table, rootpage in schema:
+        if kind == "table" and rootpage:  # rootpage 0: a virtual table, nothing stored
+            tables.append(str(name))
+        elif kind == "index":
+            indexes[str(table)] = indexes.get(str(table), 0) + 1
+    weighted: list[tuple[int, str]] = []
+    total = 0
+    for name in tables:
+        try:
+            rows = int(conn.execute(f"SELECT max(rowid) FROM {_quote(name)}").fetchone()[0] or 0)
+        except sqlite3.OperationalError:  # WITHOUT ROWID: no cheap estimate
+            rows = 1 << 16
+        total += rows
+        weighted.append((rows * (1 + indexes.get(name, 0)), f"integrity_check({_quote(name)})"))
+    # quick_check walks every page once: about one pass over every table.
+    weighted.append((total, "quick_check"))
+    weighted.sort(key=lambda item: -item[0])
+    return [pragma for _, pragma in weighted]
+
+
+def _parallel_integrity_check(conn: sqlite3.Connection, path: Path, workers: int) -> list[str]:
+    """One integrity_check's worth of checks over `workers` connections (module docstring)."""
+    jobs: queue.SimpleQueue[str] = queue.SimpleQueue()
+    for pragma in _check_jobs(conn):
+        jobs.put(pragma)
+    found: list[list[str]] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        problems: list[str] = []
+        try:
+            worker = open_readonly(path)
+            try:
+                while True:
+                    try:
+                        pragma = jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    rows = worker.execute(f"PRAGMA {pragma}").fetchall()
+                    problems.extend(_check_rows(row[0] for row in rows))
+            finally:
+                worker.close()
+        except sqlite3.DatabaseError as exc:
+            problems.append(f"sqlite error: {exc}")
+        with lock:
+            found.append(problems)
+
+    threads = [
+        threading.Thread(target=work, name=f"kotomi-check-{n}", daemon=True) for n in range(workers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # The same damage can show in quick_check and in its table's check: report it once.
+    merged = list(dict.fromkeys(p for problems in found for p in problems))
+    return merged[:MAX_PROBLEMS_KEPT]
 
 
 def require_ok(report: VerifyReport) -> None:

@@ -163,3 +163,17 @@ def test_code_location_loads() -> None:
     from kotomi_backup_dagster.definitions import defs
 
     assert defs.resolve_job_def("kotomi_backup") is not None
+
+
+def test_a_permanent_upload_failure_is_not_retried(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KOTOMI_BACKUP_UPLOAD_RETRIES", "2")
+    env.mkdir()
+    (env / "kotomi").write_text("a file where the backup folder should be")
+    result = kotomi_backup_job().execute_in_process(
+        instance=DagsterInstance.ephemeral(), raise_on_error=False
+    )
+    assert not result.success
+    assert step_keys(result, "STEP_FAILURE") == {"kotomi__upload"}
+    assert not step_keys(result, "STEP_UP_FOR_RETRY"), "a configuration error was retried"

@@ -161,6 +161,8 @@ def build_backup_assets(
             raise Failure(
                 description="; ".join(f"upload to {o.url} failed: {o.error}" for o in failed),
                 metadata=metadata,
+                # Retrying cannot fix a configuration problem (no such bucket, access denied).
+                allow_retries=not all(o.permanent for o in failed),
             )
         context.log.info(f"backup {manifest.backup_id} stored at {len(outcomes)} destination(s)")
         return MaterializeResult(metadata=metadata)

@@ -113,8 +113,10 @@ class LocalStore:
 
 
 def _os_error(exc: OSError, url: str) -> BackupError:
-    if isinstance(exc, PermissionError):
-        return ConfigError(f"destination {url} is not writable (permission denied)")
+    if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+        return ConfigError(f"destination {url} is not writable ({exc.strerror})")
+    if exc.errno == errno.ENOTDIR:
+        return ConfigError(f"destination {url} is not usable: a file stands where a folder must")
     if exc.errno == errno.ENOSPC:
         return BackupError(f"destination {url} is full (no space left on device); free space")
     return BackupError(f"writing to {url} failed: {exc.strerror or exc}")
