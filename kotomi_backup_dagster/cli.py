@@ -380,33 +380,22 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
-    from .engine.catalog import list_backups
-    from .engine.drill import drill_backup
+    from .engine.drill import drill_store
     from .engine.stores import open_store, safe_url
 
     settings = _settings(args)
     identities = settings.identities()
     records: list[dict[str, Any]] = []
     for url in settings.require_urls():
-        store = open_store(url)
-        backups = list_backups(store, settings.name).backups
-        if args.backup == "latest":
-            chosen = backups[:1]
-        elif args.backup == "all":
-            chosen = backups
-        else:
-            chosen = [m for m in backups if m.backup_id == args.backup]
-        if not chosen:
-            raise BackupError(f"no backup {args.backup!r} of {settings.name!r} at {safe_url(url)}")
-        for manifest in chosen:
-            record = drill_backup(
-                store,
-                manifest,
-                identities=identities,
-                scratch_dir=settings.staging_dir,
-                profile=settings.profile,
-            )
-            records.append({"url": safe_url(url), **asdict(record)})
+        drilled = drill_store(
+            open_store(url),
+            settings.name,
+            args.backup,
+            identities=identities,
+            scratch_dir=settings.staging_dir,
+            profile=settings.profile,
+        )
+        records += [{"url": safe_url(url), **asdict(record)} for _, record in drilled]
     if args.json:
         _emit_json({"name": settings.name, "drills": records})
     else:

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from .catalog import DrillRecord, write_drill
+from .catalog import DrillRecord, list_backups, write_drill
 from .errors import BackupError, ConfigError
 from .kotomi import KOTOMI_READ_QUERIES, read_query_params
 from .manifest import Manifest, rfc3339
 from .restore import Chosen, fetch_backup
-from .stores import BackupStore
+from .stores import BackupStore, safe_url
 from .verify import Profile, open_readonly, verify_database
 
 CHECKS = ("checksums", "integrity", "row_counts", "kotomi_queries")
@@ -113,3 +113,40 @@ def _check_database(
         problems.append(f"Kotomi read query failed: {exc}")
     finally:
         conn.close()
+
+
+def select_backups(backups: Sequence[Manifest], which: str) -> list[Manifest]:
+    """`latest`, `all`, `oldest:N` (the N oldest first: they wait longest for proof and are
+    likeliest to rot), or one backup id. `backups` is newest first, as listed."""
+    if which == "latest":
+        return list(backups[:1])
+    if which == "all":
+        return list(backups)
+    if which.startswith("oldest:"):
+        count = int(which.split(":", 1)[1])
+        return list(reversed(backups))[:count]
+    return [m for m in backups if m.backup_id == which]
+
+
+def drill_store(
+    store: BackupStore,
+    name: str,
+    which: str,
+    *,
+    identities: Sequence[Any] = (),
+    scratch_dir: Path | None = None,
+    profile: Profile = "kotomi",
+) -> list[tuple[Manifest, DrillRecord]]:
+    """Drill the chosen backups of one store; raises when there is none to drill."""
+    chosen = select_backups(list_backups(store, name).backups, which)
+    if not chosen:
+        raise BackupError(f"no backup {which!r} of {name!r} at {safe_url(store.url)} to drill")
+    return [
+        (
+            manifest,
+            drill_backup(
+                store, manifest, identities=identities, scratch_dir=scratch_dir, profile=profile
+            ),
+        )
+        for manifest in chosen
+    ]

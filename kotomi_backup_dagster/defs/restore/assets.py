@@ -3,7 +3,6 @@ the monthly `restore_test` (every retained backup, or a sample of the oldest). E
 an asset check, so a backup that does not restore shows red and fails the run."""
 
 import os
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 from dagster import (
@@ -18,10 +17,10 @@ from dagster import (
     asset,
 )
 
-from ...engine.catalog import DrillRecord, list_backups
-from ...engine.drill import CHECKS, drill_backup
+from ...engine.catalog import DrillRecord
+from ...engine.drill import CHECKS, drill_store
 from ...engine.manifest import Manifest
-from ...engine.stores import BackupStore, safe_url
+from ...engine.stores import safe_url
 from ..backup.resources import KotomiBackupResource
 from ..databases import DatabaseSpec
 
@@ -34,26 +33,20 @@ CHECK_DESCRIPTIONS = {
 
 
 def _drill_all(
-    context: AssetExecutionContext,
-    res: KotomiBackupResource,
-    pick: Callable[[list[Manifest]], list[Manifest]],
+    context: AssetExecutionContext, res: KotomiBackupResource, which: str
 ) -> list[tuple[str, Manifest, DrillRecord]]:
     settings = res.settings()
-    identities = settings.identities()
     results: list[tuple[str, Manifest, DrillRecord]] = []
-    stores: list[BackupStore] = res.stores()
-    for store in stores:
-        backups = list_backups(store, settings.name).backups
-        if not backups:
-            raise RuntimeError(f"no backup of {settings.name} at {safe_url(store.url)} to drill")
-        for manifest in pick(backups):
-            record = drill_backup(
-                store,
-                manifest,
-                identities=identities,
-                scratch_dir=settings.staging_dir,
-                profile=settings.profile,
-            )
+    for store in res.stores():
+        drilled = drill_store(
+            store,
+            settings.name,
+            which,
+            identities=settings.identities(),
+            scratch_dir=settings.staging_dir,
+            profile=settings.profile,
+        )
+        for manifest, record in drilled:
             verdict = "ok" if record.ok else "FAILED: " + "; ".join(record.problems)
             context.log.info(f"drill {manifest.backup_id} at {safe_url(store.url)}: {verdict}")
             results.append((safe_url(store.url), manifest, record))
@@ -111,7 +104,7 @@ def build_restore_assets(spec: DatabaseSpec) -> list[AssetsDefinition]:
     )
     def restore_drill(context: AssetExecutionContext) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation
         res: KotomiBackupResource = getattr(context.resources, spec.resource_key)
-        results = _drill_all(context, res, lambda backups: backups[:1])
+        results = _drill_all(context, res, "latest")
         newest = max(m.created for _, m, _ in results)
         return MaterializeResult(
             metadata={
@@ -143,13 +136,7 @@ def build_restore_assets(spec: DatabaseSpec) -> list[AssetsDefinition]:
     def restore_test(context: AssetExecutionContext) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation
         res: KotomiBackupResource = getattr(context.resources, spec.resource_key)
         sample = int(os.environ.get("KOTOMI_BACKUP_RESTORE_TEST_SAMPLE") or 0)
-
-        def pick(backups: list[Manifest]) -> list[Manifest]:
-            # Oldest first: they have waited longest for proof, and are the likeliest to rot.
-            oldest_first = list(reversed(backups))
-            return oldest_first[:sample] if sample > 0 else oldest_first
-
-        results = _drill_all(context, res, pick)
+        results = _drill_all(context, res, f"oldest:{sample}" if sample > 0 else "all")
         return MaterializeResult(
             metadata={
                 "drilled": len(results),
