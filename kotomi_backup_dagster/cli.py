@@ -57,7 +57,9 @@ def _emit_json(data: Any) -> None:
 
 
 @contextmanager
-def _byte_progress(label: str, total: int, enabled: bool) -> Iterator[Callable[[int], None] | None]:
+def _byte_progress(
+    label: str, total: int | None, enabled: bool
+) -> Iterator[Callable[[int], None] | None]:
     if not enabled or not err.is_terminal:
         yield None
         return
@@ -343,17 +345,19 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if before is not None and args.backup != "latest":
         raise ConfigError("give either a backup id or --before TIME, not both")
     stores = [open_store(u) for u in settings.require_urls()]
-    result = restore_database(
-        stores,
-        settings.name,
-        target,
-        which=args.backup,
-        before=before,
-        identities=settings.identities(),
-        keep_copy=not args.no_keep,
-        force=args.force,
-        profile=settings.profile,
-    )
+    with _byte_progress("restore", None, not args.json) as progress:
+        result = restore_database(
+            stores,
+            settings.name,
+            target,
+            which=args.backup,
+            before=before,
+            identities=settings.identities(),
+            keep_copy=not args.no_keep,
+            force=args.force,
+            profile=settings.profile,
+            progress=progress,
+        )
     m = result.manifest
     if args.json:
         _emit_json(
