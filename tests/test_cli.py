@@ -76,6 +76,8 @@ def test_environment_supplies_the_defaults(kotomi_db: Path, tmp_path: Path) -> N
         ("bad age recipient", 2, "not an age public key"),
         ("no destination", 2, "no destination given"),
         ("bad name", 2, "invalid backup name"),
+        ("blank age recipients", 2, "holds no key"),
+        ("bad snapshot timeout", 2, "positive number of seconds"),
     ],
 )
 def test_bad_input_gives_one_line_and_stores_nothing(
@@ -103,6 +105,10 @@ def test_bad_input_gives_one_line_and_stores_nothing(
         env = {"KOTOMI_BACKUP_AGE_RECIPIENTS": "age1notakey"}
     elif case == "bad name":
         env = {"KOTOMI_BACKUP_NAME": "../escape"}
+    elif case == "blank age recipients":  # set means encrypt: never plaintext by accident
+        env = {"KOTOMI_BACKUP_AGE_RECIPIENTS": " , "}
+    elif case == "bad snapshot timeout":  # nan would switch the deadline off
+        env = {"KOTOMI_BACKUP_SNAPSHOT_TIMEOUT": "nan"}
     args = ["backup", "--db", db] + ([] if case == "no destination" else ["--to", to])
     before = kotomi_db.read_bytes()
     proc = run(*args, env=env)

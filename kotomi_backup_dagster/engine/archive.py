@@ -66,6 +66,12 @@ def parse_recipients(text: str | None) -> list[Any]:
 
     recipients: list[Any] = []
     entries = [e.strip() for e in (text or "").split(",") if e.strip()]
+    if text and not entries:
+        # Set means "encrypt everything": an empty-looking value must not mean plaintext.
+        raise ConfigError(
+            "KOTOMI_BACKUP_AGE_RECIPIENTS is set but holds no key: give age1... public keys, "
+            "or unset it to store unencrypted archives"
+        )
     for index, entry in enumerate(entries, start=1):
         try:
             if entry.startswith("ssh-"):

@@ -16,7 +16,7 @@ from .catalog import backup_prefix, latest_drill, list_backups, manifest_key
 from .errors import BackupError, ConfigError
 from .manifest import Manifest, backup_id_time
 from .retention import BackupRef, RetentionDecision, RetentionPolicy, plan_backups
-from .stores import BackupStore, safe_url
+from .stores import BackupStore, ObjectNotFound, safe_url
 
 ORPHAN_AGE = timedelta(days=1)
 
@@ -82,6 +82,15 @@ def delete_backup(store: BackupStore, name: str, backup_id: str) -> None:
     store.delete(backup_prefix(name, backup_id))
 
 
+def _has_manifest(store: BackupStore, name: str, backup_id: str) -> bool:
+    """Asked again just before an orphan is removed: a late upload may have completed it."""
+    try:
+        store.get_bytes(manifest_key(name, backup_id))
+    except ObjectNotFound:
+        return False
+    return True
+
+
 def prune_store(
     store: BackupStore,
     name: str,
@@ -96,7 +105,7 @@ def prune_store(
     if plan and not plan[0].keep:  # belt and braces: plan_backups keeps the newest
         raise BackupError(f"prune plan for {result.url} would remove the newest backup; refused")
     for orphan in incomplete:
-        if backup_id_time(orphan) < moment - ORPHAN_AGE:
+        if backup_id_time(orphan) < moment - ORPHAN_AGE and not _has_manifest(store, name, orphan):
             result.orphans_removed.append(orphan)
             if not dry_run:
                 store.delete(backup_prefix(name, orphan))

@@ -81,7 +81,7 @@ def _with_recover_command(cli: str, broken: Path, staged: Path) -> RecoverReport
     try:
         with sql.open("wb") as fh:
             subprocess.run(
-                [cli, str(broken), ".recover"],
+                [cli, "-readonly", str(broken), ".recover"],
                 stdout=fh,
                 stderr=subprocess.DEVNULL,
                 timeout=3600,

@@ -176,25 +176,40 @@ def swap_in(
             f"{target} is in use (another process has it open): stop Kotomi first "
             "(docker compose stop kotomi), or pass --force"
         )
-    owner = _owner_and_mode(target)
+    _take_owner_and_mode(restored, target)  # before anything beside the target moves
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     wal, shm = Path(f"{target}-wal"), Path(f"{target}-shm")
     kept: Path | None = None
     removed: list[str] = []
-    if target.exists() and keep_copy:
-        kept = _free_name(target.with_name(f"{target.name}.before-restore-{stamp}"))
-        os.link(target, kept)  # the old file stays reachable under both names until the swap
-        if wal.exists():
-            os.replace(wal, Path(f"{kept}-wal"))
-    elif wal.exists():
-        wal.unlink()
-        removed.append(wal.name)
-    if shm.exists():
+    moved: list[tuple[Path, Path]] = []  # renames to undo if the swap fails
+    try:
+        if target.exists() and keep_copy:
+            kept = _free_name(target.with_name(f"{target.name}.before-restore-{stamp}"))
+            os.link(target, kept)  # the old file stays reachable under both names
+            if wal.exists():
+                os.replace(wal, Path(f"{kept}-wal"))
+                moved.append((Path(f"{kept}-wal"), wal))
+        elif wal.exists():
+            # Aside, not deleted, until the new file is in place: it holds committed data.
+            aside = target.with_name(f".{target.name}-wal.before-restore-{stamp}")
+            os.replace(wal, aside)
+            moved.append((aside, wal))
+        os.replace(restored, target)
+    except OSError as exc:
+        for moved_to, original in reversed(moved):
+            os.replace(moved_to, original)
+        if kept is not None:
+            kept.unlink(missing_ok=True)
+        raise BackupError(
+            f"could not put the restored file in place ({exc.strerror or exc}); "
+            f"{target} is unchanged"
+        ) from exc
+    if shm.exists():  # shared memory only, no data: SQLite rebuilds it
         shm.unlink()
         removed.append(shm.name)
-    os.chown(restored, owner[0], owner[1])
-    os.chmod(restored, owner[2])
-    os.replace(restored, target)
+    if not keep_copy and moved:
+        moved[0][0].unlink()
+        removed.append(wal.name)
     fsync_dir(target.parent)
     return SwapResult(target=target, kept_copy=kept, removed=removed)
 
@@ -206,14 +221,25 @@ def _free_name(path: Path) -> Path:
     return candidate
 
 
-def _owner_and_mode(target: Path) -> tuple[int, int, int]:
-    """The current file's owner and mode; for a new file, the directory's owner (Kotomi's
-    image runs as uid 1000 and must be able to write the restored file) and 0644."""
+def _take_owner_and_mode(restored: Path, target: Path) -> None:
+    """Give the restored file the current file's owner and mode; for a new file, the
+    directory's owner (Kotomi's image runs as uid 1000 and must write it) and 0644."""
     if target.exists():
         st = target.stat()
-        return st.st_uid, st.st_gid, st.st_mode & 0o7777
-    st = target.parent.stat()
-    return st.st_uid, st.st_gid, 0o644
+        uid, gid, mode = st.st_uid, st.st_gid, st.st_mode & 0o7777
+    else:
+        st = target.parent.stat()
+        uid, gid, mode = st.st_uid, st.st_gid, 0o644
+    try:
+        mine = restored.stat()
+        if (mine.st_uid, mine.st_gid) != (uid, gid):
+            os.chown(restored, uid, gid)
+        os.chmod(restored, mode)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot give the restored file the owner {uid}:{gid} of {target} "
+            f"({exc.strerror}); run the restore as root or as that user"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -243,6 +269,8 @@ def restore_database(
     started = time.monotonic()
     if not target.parent.is_dir():
         raise ConfigError(f"cannot restore to {target}: directory {target.parent} does not exist")
+    if target.exists() and not target.is_file():
+        raise ConfigError(f"cannot restore to {target}: it is not a file (give the database path)")
     if target.exists() and not force and database_in_use(target):
         # Checked before the download too, so nobody waits for a restore that will refuse.
         raise ConfigError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -59,10 +60,13 @@ class BackupSettings:
         timeout_text = env.get("KOTOMI_BACKUP_SNAPSHOT_TIMEOUT", "300")
         try:
             timeout = float(timeout_text)
-        except ValueError as exc:
+        except ValueError:
+            timeout = math.nan
+        if not math.isfinite(timeout) or timeout <= 0:
             raise ConfigError(
-                f"KOTOMI_BACKUP_SNAPSHOT_TIMEOUT {timeout_text!r} is not a number of seconds"
-            ) from exc
+                f"KOTOMI_BACKUP_SNAPSHOT_TIMEOUT {timeout_text!r}: "
+                "give a positive number of seconds"
+            )
         settings = cls(
             db_path=Path(db).expanduser() if db else None,
             urls=tuple(split_urls(env.get("KOTOMI_BACKUP_URL"))),

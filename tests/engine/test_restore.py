@@ -283,3 +283,35 @@ def test_drill_of_a_missing_identity_is_a_config_error(kotomi_db: Path, tmp_path
     assert list_backups(LocalStore(dest), "kotomi").backups
     with pytest.raises(BackupError):
         restore_database([LocalStore(dest)], "kotomi", tmp_path / "x.db", which="nope")
+
+
+def test_a_swap_that_fails_puts_the_live_wal_back(
+    kotomi_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dest = tmp_path / "backups"
+    backup(kotomi_db, dest)
+    make_stale_wal(kotomi_db)  # committed rows that live only in the WAL
+    before = {p.name: p.read_bytes() for p in kotomi_db.parent.iterdir()}
+    real_replace = os.replace
+
+    def failing_replace(src: object, dst: object) -> None:
+        if Path(str(dst)) == kotomi_db:  # the final rename: a real I/O error there
+            raise OSError(5, "Input/output error")
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    for keep in (True, False):
+        with pytest.raises(BackupError, match="is unchanged"):
+            restore_database([LocalStore(dest)], "kotomi", kotomi_db, keep_copy=keep)
+        after = {p.name: p.read_bytes() for p in kotomi_db.parent.iterdir()}
+        assert after == before, "the live database or its WAL changed"
+
+
+def test_restore_onto_a_directory_is_refused_before_any_download(
+    kotomi_db: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "backups"
+    backup(kotomi_db, dest)
+    proc = cli("restore", "latest", "--db", str(tmp_path), "--from", str(dest))
+    assert proc.returncode == 2
+    assert "not a file" in one_line(proc)

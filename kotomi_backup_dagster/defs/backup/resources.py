@@ -97,12 +97,12 @@ class KotomiBackupResource(ConfigurableResource):  # type: ignore[type-arg]
         resource: _ClientResource = nested
         return resource.get_client()
 
+    def store(self, url: str) -> BackupStore:
+        """One destination, through the configured client (endpoint, credentials)."""
+        return open_store(url, client=self._client_for(url), options=self.store_options())
+
     def stores(self) -> list[BackupStore]:
-        options = self.store_options()
-        return [
-            open_store(url, client=self._client_for(url), options=options)
-            for url in self.settings().require_urls()
-        ]
+        return [self.store(url) for url in self.settings().require_urls()]
 
 
 def _env_or(name: str, default: Any) -> Any:

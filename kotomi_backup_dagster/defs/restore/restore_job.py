@@ -33,7 +33,7 @@ from ...engine.restore import (
     parse_time,
     swap_in,
 )
-from ...engine.stores import open_store, safe_url
+from ...engine.stores import safe_url
 from ..backup.resources import KotomiBackupResource
 from ..databases import DatabaseSpec
 
@@ -118,10 +118,11 @@ def build_restore_job(specs: list[DatabaseSpec]) -> JobDefinition:
 
     @op(required_resource_keys=keys, ins={"plan": In(RestorePlan)}, out=Out(RestorePlan))
     def fetch_backup_archive(context: OpExecutionContext, plan: RestorePlan) -> RestorePlan:
-        settings = resource_for(context, plan.database).settings()
-        identities = settings.identities()
+        res = resource_for(context, plan.database)
         fetch_backup(
-            Chosen(open_store(plan.url), plan.manifest), plan.staged, identities=identities
+            Chosen(res.store(plan.url), plan.manifest),
+            plan.staged,
+            identities=res.settings().identities(),
         )
         context.add_output_metadata(
             {"staged": str(plan.staged), "db_sha256": plan.manifest.db_sha256}

@@ -99,10 +99,10 @@ class LocalStore:
             return sorted(
                 entry.name for entry in os.scandir(directory) if not entry.name.startswith(".")
             )
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        except NotADirectoryError:
-            return []
+        except OSError as exc:
+            raise _os_error(exc, self.url) from exc
 
     def delete(self, key: str) -> None:
         path = self._path(key)
