@@ -87,6 +87,14 @@ def _report(results: list[tuple[str, Manifest, DrillRecord]]) -> str:
     return "\n".join(lines)
 
 
+def _drill_checks(key: AssetKey) -> list[AssetCheckSpec]:
+    # Blocking: a backup that does not restore fails the run, so the failure alert fires.
+    return [
+        AssetCheckSpec(name, asset=key, description=text, blocking=True)
+        for name, text in CHECK_DESCRIPTIONS.items()
+    ]
+
+
 def build_restore_assets(spec: DatabaseSpec) -> list[AssetsDefinition]:
     group = f"{spec.key}_restore"
     drill_key = AssetKey([spec.name, "restore_drill"])
@@ -96,10 +104,7 @@ def build_restore_assets(spec: DatabaseSpec) -> list[AssetsDefinition]:
         key=drill_key,
         group_name=group,
         required_resource_keys={spec.resource_key},
-        check_specs=[
-            AssetCheckSpec(c, asset=drill_key, description=d, blocking=True)
-            for c, d in CHECK_DESCRIPTIONS.items()
-        ],
+        check_specs=_drill_checks(drill_key),
         description="Restore the latest backup of each destination into scratch space; check it.",
     )
     def restore_drill(context: AssetExecutionContext) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation
@@ -124,10 +129,7 @@ def build_restore_assets(spec: DatabaseSpec) -> list[AssetsDefinition]:
         key=test_key,
         group_name=group,
         required_resource_keys={spec.resource_key},
-        check_specs=[
-            AssetCheckSpec(c, asset=test_key, description=d, blocking=True)
-            for c, d in CHECK_DESCRIPTIONS.items()
-        ],
+        check_specs=_drill_checks(test_key),
         description=(
             "Drill every retained backup in every destination (KOTOMI_BACKUP_RESTORE_TEST_SAMPLE"
             " = N drills only the N oldest per destination)."
