@@ -83,7 +83,7 @@ class LocalStore:
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise ObjectNotFound(key) from exc
         except OSError as exc:
-            raise _os_error(exc, self.url) from exc
+            raise _os_error(exc, self.url, doing="reading") from exc
 
     def open_read(self, key: str) -> BinaryIO:
         try:
@@ -91,7 +91,7 @@ class LocalStore:
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise ObjectNotFound(key) from exc
         except OSError as exc:
-            raise _os_error(exc, self.url) from exc
+            raise _os_error(exc, self.url, doing="reading") from exc
 
     def list_children(self, prefix: str) -> list[str]:
         directory = self._path(prefix)
@@ -102,7 +102,7 @@ class LocalStore:
         except (FileNotFoundError, NotADirectoryError):
             return []
         except OSError as exc:
-            raise _os_error(exc, self.url) from exc
+            raise _os_error(exc, self.url, doing="reading") from exc
 
     def delete(self, key: str) -> None:
         path = self._path(key)
@@ -112,11 +112,13 @@ class LocalStore:
             path.unlink(missing_ok=True)
 
 
-def _os_error(exc: OSError, url: str) -> BackupError:
+def _os_error(exc: OSError, url: str, doing: str = "writing to") -> BackupError:
     if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
-        return ConfigError(f"destination {url} is not writable ({exc.strerror})")
+        return ConfigError(
+            f"destination {url} is not usable for {doing.split()[0]} ({exc.strerror})"
+        )
     if exc.errno == errno.ENOTDIR:
         return ConfigError(f"destination {url} is not usable: a file stands where a folder must")
     if exc.errno == errno.ENOSPC:
         return BackupError(f"destination {url} is full (no space left on device); free space")
-    return BackupError(f"writing to {url} failed: {exc.strerror or exc}")
+    return BackupError(f"{doing} {url} failed: {exc.strerror or exc}")
