@@ -47,6 +47,14 @@ def every(hours: float, count: int, end: datetime = NOW) -> list[datetime]:
     return [end - timedelta(hours=hours * i) for i in range(count)]
 
 
+def daily_only_env(dest: Path, keep_daily: int) -> dict[str, str]:
+    """The CLI's environment: this destination, and only `keep_daily` daily backups kept."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KOTOMI_")}
+    env.update(KOTOMI_BACKUP_URL=str(dest), KOTOMI_BACKUP_KEEP_DAILY=str(keep_daily))
+    env.update({f"KOTOMI_BACKUP_KEEP_{k}": "0" for k in ("WEEKLY", "MONTHLY", "YEARLY")})
+    return env
+
+
 def listed(dest: Path) -> set[str]:
     return {m.backup_id for m in list_backups(LocalStore(dest), "kotomi").backups}
 
@@ -116,14 +124,7 @@ def test_interrupted_uploads_are_cleaned_after_a_day_only(kotomi_db: Path, tmp_p
 def test_cli_dry_run_explains_and_removes_nothing(kotomi_db: Path, tmp_path: Path) -> None:
     now = datetime.now(UTC)
     ids = clone_backups(kotomi_db, tmp_path, every(24, 20, end=now))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KOTOMI_")}
-    env.update(
-        KOTOMI_BACKUP_URL=str(tmp_path),
-        KOTOMI_BACKUP_KEEP_DAILY="5",
-        KOTOMI_BACKUP_KEEP_WEEKLY="0",
-        KOTOMI_BACKUP_KEEP_MONTHLY="0",
-        KOTOMI_BACKUP_KEEP_YEARLY="0",
-    )
+    env = daily_only_env(tmp_path, keep_daily=5)
     proc = subprocess.run(
         [*CLI, "prune", "--dry-run", "--json"], capture_output=True, text=True, env=env
     )
@@ -146,14 +147,7 @@ def test_killed_prune_never_leaves_a_listed_backup_without_its_archive(
 ) -> None:
     times = every(6, 800)
     clone_backups(kotomi_db, tmp_path, times)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KOTOMI_")}
-    env.update(
-        KOTOMI_BACKUP_URL=str(tmp_path),
-        KOTOMI_BACKUP_KEEP_DAILY="3",
-        KOTOMI_BACKUP_KEEP_WEEKLY="0",
-        KOTOMI_BACKUP_KEEP_MONTHLY="0",
-        KOTOMI_BACKUP_KEEP_YEARLY="0",
-    )
+    env = daily_only_env(tmp_path, keep_daily=3)
     folder = tmp_path / "kotomi"
     interrupted = 0
     for threshold in (795, 600, 400, 200):

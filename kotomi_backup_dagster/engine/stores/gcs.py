@@ -29,7 +29,7 @@ from typing import Any, BinaryIO, TypeVar
 
 from ..errors import BackupError, ConfigError
 from .base import ObjectNotFound, StoredObject
-from .retry import Readable, ResumingReader, RetryPolicy, describe, log, retry_call
+from .retry import Readable, ResumingReader, RetryPolicy, call_translated, describe, log
 
 T = TypeVar("T")
 
@@ -151,14 +151,13 @@ class GCSStore:
             self.sent += 1
             return fn()
 
-        try:
-            return retry_call(
-                attempt, policy=self.retry, is_transient=is_transient, what=f"{self.url}: {what}"
-            )
-        except ObjectNotFound:
-            raise
-        except Exception as exc:
-            raise self._translate(exc, what) from exc
+        return call_translated(
+            attempt,
+            policy=self.retry,
+            is_transient=is_transient,
+            what=f"{self.url}: {what}",
+            translate=lambda exc: self._translate(exc, what),
+        )
 
     def _translate(self, exc: BaseException, what: str) -> BackupError:
         import google.auth.exceptions as gauth

@@ -18,7 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from ..errors import ConfigError
+from ..errors import BackupError, ConfigError
+from .base import ObjectNotFound
 
 T = TypeVar("T")
 log = logging.getLogger("kotomi_backup_dagster.stores")
@@ -197,3 +198,21 @@ class ResumingReader(io.RawIOBase):
 
 class PrematureEnd(ConnectionError):
     """The server closed a download before the object's last byte (transient)."""
+
+
+def call_translated(
+    fn: Callable[[], T],
+    *,
+    policy: RetryPolicy,
+    is_transient: Callable[[BaseException], bool],
+    what: str,
+    translate: Callable[[BaseException], BackupError],
+) -> T:
+    """`retry_call`, then one clear line: what is left is turned into a BackupError by the
+    backend's `translate`; a missing object passes through as ObjectNotFound."""
+    try:
+        return retry_call(fn, policy=policy, is_transient=is_transient, what=what)
+    except ObjectNotFound:
+        raise
+    except Exception as exc:
+        raise translate(exc) from exc

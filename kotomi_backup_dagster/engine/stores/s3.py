@@ -28,7 +28,7 @@ from typing import Any, BinaryIO, TypeVar
 
 from ..errors import BackupError, ConfigError
 from .base import ObjectNotFound, StoredObject
-from .retry import Readable, ResumingReader, RetryPolicy, retry_call
+from .retry import Readable, ResumingReader, RetryPolicy, call_translated
 
 T = TypeVar("T")
 
@@ -197,14 +197,13 @@ class S3Store:
     # -- errors --------------------------------------------------------------------------
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        try:
-            return retry_call(
-                fn, policy=self.retry, is_transient=is_transient, what=f"{self.url}: {what}"
-            )
-        except ObjectNotFound:
-            raise
-        except Exception as exc:
-            raise self._translate(exc, what) from exc
+        return call_translated(
+            fn,
+            policy=self.retry,
+            is_transient=is_transient,
+            what=f"{self.url}: {what}",
+            translate=lambda exc: self._translate(exc, what),
+        )
 
     def _translate(self, exc: BaseException, what: str) -> BackupError:
         """One line naming the destination; never credentials, never a presigned URL."""
