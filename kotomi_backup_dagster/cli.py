@@ -90,7 +90,7 @@ def _settings(args: argparse.Namespace, **extra: Any) -> BackupSettings:
 def cmd_backup(args: argparse.Namespace) -> int:
     from .engine.backup import run_backup
 
-    settings = _settings(args, verify_mode=args.verify)
+    settings = _settings(args, verify_mode=args.verify, backup_format=args.format)
     db = settings.require_db()
     size = db.stat().st_size if db.exists() else 0
     with _byte_progress("archive", size, not args.json) as progress:
@@ -111,18 +111,35 @@ def cmd_backup(args: argparse.Namespace) -> int:
             }
         )
         return EXIT_OK
-    out.print(
-        f"backup {m.backup_id} of {m.name}: {_human(m.db_size)} -> {_human(m.archive.size)}"
-        f" ({m.archive.compression}, encryption {m.archive.encryption})"
-    )
+    if m.is_paged:
+        out.print(
+            f"backup {m.backup_id} of {m.name}: {_human(m.db_size)}, paged "
+            f"(encryption {m.archive.encryption})"
+        )
+    else:
+        out.print(
+            f"backup {m.backup_id} of {m.name}: {_human(m.db_size)} -> {_human(m.archive.size)}"
+            f" ({m.archive.compression}, encryption {m.archive.encryption})"
+        )
     out.print(f"  verify: {result.verify.summary()}")
     for o in result.outcomes:
-        out.print(f"  stored at {o.url}/{m.archive.key}")
+        if o.already_there:
+            out.print(f"  already at {o.url}")
+        elif m.is_paged and o.manifest is not None:
+            paged = o.manifest.paged or {}
+            base = paged.get("base") or "none, every page stored"
+            out.print(
+                f"  stored at {o.url}: {paged.get('new_pages', 0)} new pages in "
+                f"{len(paged.get('new_packs', []))} pack(s), {_human(o.bytes)} (base {base})"
+            )
+        else:
+            out.print(f"  stored at {o.url}/{m.archive.key}")
     return EXIT_OK
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     from .engine.catalog import list_backups
+    from .engine.paged.publish import stored_bytes
     from .engine.stores import open_store, safe_url
 
     settings = _settings(args)
@@ -152,7 +169,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         if args.json:
             continue
         table = Table(title=f"{settings.name} at {safe_url(url)}", title_justify="left")
-        columns = ("backup id", "created (UTC)", "database", "archive", "encryption", "verify")
+        columns = ("backup id", "created (UTC)", "database", "stored", "encryption", "verify")
         for col in (*columns, "tiers"):
             table.add_column(col)
         for m in listing.backups:
@@ -160,7 +177,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 m.backup_id,
                 m.created_at,
                 _human(m.db_size),
-                _human(m.archive.size),
+                f"{_human(stored_bytes(m))} paged" if m.is_paged else _human(m.archive.size),
                 m.archive.encryption,
                 f"{m.verify.mode} {m.verify.result}",
                 ", ".join(tiers.get(m.backup_id, [])) or "-",
@@ -473,6 +490,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("quick", "full"),
         default=None,
         help="quick_check (default) or full integrity_check",
+    )
+    p.add_argument(
+        "--format",
+        choices=("full", "paged"),
+        default=None,
+        help="full archive (default) or paged: only pages the destination lacks "
+        "(default: KOTOMI_BACKUP_FORMAT or full)",
     )
     common(p, "--to")
     p.set_defaults(func=cmd_backup)

@@ -16,7 +16,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from .archive import ArchiveResult, archive_suffix, parse_recipients, write_arch
 from .catalog import already_published, backup_prefix, publish_backup
 from .errors import BackupError, ConfigError
 from .manifest import (
+    PAGED_FORMAT,
     ArchiveInfo,
     Manifest,
     VerifyInfo,
@@ -34,6 +35,8 @@ from .manifest import (
     new_backup_id,
     rfc3339,
 )
+from .paged import HashCache, PageHashes, hash_pages, publish_paged, recipients_fingerprint
+from .paged.publish import page_map_key
 from .settings import BackupSettings
 from .snapshot import Snapshot, check_source, take_snapshot
 from .stores import BackupStore, open_store, safe_url
@@ -42,6 +45,8 @@ from .verify import VerifyReport, verify_database
 SNAPSHOT_INFO = "snapshot.json"
 VERIFY_INFO = "verify.json"
 DRAFT_MANIFEST = "manifest.json"
+PAGE_HASHES = "pages.hashes"  # paged format: the snapshot's page hashes
+PAGE_HASHES_INFO = "pages.json"
 STALE_STAGING_SECONDS = 7 * 24 * 3600
 Progress = Callable[[int], None]
 
@@ -95,6 +100,8 @@ class UploadOutcome:
     requests: int = 0
     already_there: bool = False
     permanent: bool = False  # a configuration problem: retrying will not help
+    # A paged backup's manifest differs per destination (its packs): the one written there.
+    manifest: Manifest | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +187,8 @@ def stage_archive(
             f"backup {staged.backup_id}: snapshot failed verification ({verify.get('problems')}); "
             "nothing is archived"
         )
+    if settings.backup_format == "paged":
+        return _stage_pages(staged, settings, verify, progress)
     recipients = parse_recipients(settings.age_recipients)
     result = write_archive(
         staged.snapshot_path,
@@ -190,20 +199,75 @@ def stage_archive(
     return _write_manifest(staged, verify, result), result.seconds
 
 
+def _hash_snapshot(
+    staged: StagedBackup, progress: Progress | None = None
+) -> tuple[PageHashes, float]:
+    """The paged format's archive stage: hash every page (packs are made per destination at
+    upload, against what that destination already has)."""
+    started = time.monotonic()
+    snap = staged.read_json(SNAPSHOT_INFO, "snapshot")
+    page_size = int(snap["page_size"])
+    path = staged.workdir / PAGE_HASHES
+    db_sha256, db_size, hashes_sha256 = hash_pages(staged.snapshot_path, page_size, path, progress)
+    info = PageHashes(
+        backup_id=staged.backup_id,
+        db_sha256=db_sha256,
+        db_size=db_size,
+        page_size=page_size,
+        page_count=db_size // page_size,
+        hashes_sha256=hashes_sha256,
+    )
+    (staged.workdir / PAGE_HASHES_INFO).write_bytes(info.to_json())
+    return info, time.monotonic() - started
+
+
+def _stage_pages(
+    staged: StagedBackup,
+    settings: BackupSettings,
+    verify: dict[str, Any],
+    progress: Progress | None,
+) -> tuple[Manifest, float]:
+    info, seconds = _hash_snapshot(staged, progress)
+    return _write_paged_manifest(staged, settings, verify, info), seconds
+
+
+def _write_paged_manifest(
+    staged: StagedBackup, settings: BackupSettings, verify: dict[str, Any], info: PageHashes
+) -> Manifest:
+    """The draft of a paged manifest: its archive (the page map) and packs are filled in per
+    destination by `publish_paged`."""
+    encrypted = bool(parse_recipients(settings.age_recipients))
+    draft = _manifest_fields(
+        staged,
+        verify,
+        db_sha256=info.db_sha256,
+        db_size=info.db_size,
+        archive=ArchiveInfo(
+            key=page_map_key(staged.name, staged.backup_id),
+            size=0,
+            sha256="",
+            compression="zstd",
+            encryption="age" if encrypted else "none",
+        ),
+    )
+    draft = replace(
+        draft,
+        format=PAGED_FORMAT,
+        paged={"recipients": recipients_fingerprint(settings.age_recipients), "packs": {}},
+    )
+    (staged.workdir / DRAFT_MANIFEST).write_bytes(draft.to_json())
+    return draft
+
+
 def _write_manifest(
     staged: StagedBackup, verify: dict[str, Any], result: ArchiveResult
 ) -> Manifest:
     """The final manifest of a verified, archived snapshot, kept beside it for the upload."""
-    snap = staged.read_json(SNAPSHOT_INFO, "snapshot")
-    manifest = Manifest(
-        backup_id=staged.backup_id,
-        name=staged.name,
-        created_at=str(snap.get("created_at") or rfc3339(backup_id_time(staged.backup_id))),
+    manifest = _manifest_fields(
+        staged,
+        verify,
         db_sha256=result.db_sha256,
         db_size=result.db_size,
-        page_size=int(verify["page_size"]),
-        page_count=int(verify["page_count"]),
-        sqlite_version=str(verify["sqlite_version"]),
         archive=ArchiveInfo(
             key=f"{backup_prefix(staged.name, staged.backup_id)}/{result.path.name}",
             size=result.size,
@@ -211,14 +275,36 @@ def _write_manifest(
             compression=result.compression,
             encryption=result.encryption,
         ),
+    )
+    (staged.workdir / DRAFT_MANIFEST).write_bytes(manifest.to_json())
+    return manifest
+
+
+def _manifest_fields(
+    staged: StagedBackup,
+    verify: dict[str, Any],
+    *,
+    db_sha256: str,
+    db_size: int,
+    archive: ArchiveInfo,
+) -> Manifest:
+    snap = staged.read_json(SNAPSHOT_INFO, "snapshot")
+    return Manifest(
+        backup_id=staged.backup_id,
+        name=staged.name,
+        created_at=str(snap.get("created_at") or rfc3339(backup_id_time(staged.backup_id))),
+        db_sha256=db_sha256,
+        db_size=db_size,
+        page_size=int(verify["page_size"]),
+        page_count=int(verify["page_count"]),
+        sqlite_version=str(verify["sqlite_version"]),
+        archive=archive,
         verify=VerifyInfo(mode=str(verify["mode"]), result="ok", seconds=float(verify["seconds"])),
         tables={str(k): int(v) for k, v in verify["tables"].items()},
         tool_version=__version__,
         source_journal_mode=str(snap.get("journal_mode", "unknown")),
         snapshot_seconds=round(float(snap.get("seconds", 0.0)), 3),
     )
-    (staged.workdir / DRAFT_MANIFEST).write_bytes(manifest.to_json())
-    return manifest
 
 
 def verify_and_archive(
@@ -231,6 +317,8 @@ def verify_and_archive(
     """`stage_verify` and the archive stage at once: the check runs in a thread while this
     one compresses. The archive is kept only if the check passed; on failure it is deleted
     and the manifest is None (the caller must not upload)."""
+    if settings.backup_format == "paged":
+        return _verify_and_hash(staged, settings, progress)
     recipients = parse_recipients(settings.age_recipients)
     archive_path = staged.archive_path(bool(recipients))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kotomi-verify") as pool:
@@ -258,6 +346,24 @@ def verify_and_archive(
     return report, _write_manifest(staged, verify, result), result.seconds
 
 
+def _verify_and_hash(
+    staged: StagedBackup, settings: BackupSettings, progress: Progress | None
+) -> tuple[VerifyReport, Manifest | None, float]:
+    """The paged format's `verify_and_archive`: the check runs beside the page hashing."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kotomi-verify") as pool:
+        checking = pool.submit(stage_verify, staged, settings)
+        try:
+            info, seconds = _hash_snapshot(staged, progress)
+        except BaseException:
+            wait([checking])
+            raise
+        report = checking.result()
+    if not report.ok:
+        return report, None, seconds
+    verify = staged.read_json(VERIFY_INFO, "verify")
+    return report, _write_paged_manifest(staged, settings, verify, info), seconds
+
+
 def load_staged_manifest(staged: StagedBackup) -> Manifest:
     path = staged.workdir / DRAFT_MANIFEST
     if not path.exists():
@@ -271,14 +377,23 @@ def stage_upload(
     staged: StagedBackup,
     stores: Sequence[BackupStore],
     *,
+    settings: BackupSettings | None = None,
     cleanup: bool = True,
 ) -> list[UploadOutcome]:
     """Publish to every store; one failing store does not stop the others.
 
     The staging directory is removed only when every store has the backup, so a failed
-    upload can be retried from the same files.
+    upload can be retried from the same files. A paged backup needs `settings` (its
+    encryption keys and the page-hash cache).
     """
     manifest = load_staged_manifest(staged)
+    if manifest.is_paged:
+        if settings is None:
+            raise ValueError("a paged backup's upload needs the settings")
+        paged = _upload_paged(staged, stores, manifest, settings)
+        if cleanup and paged and all(o.ok for o in paged):
+            shutil.rmtree(staged.workdir, ignore_errors=True)
+        return paged
     archive = staged.archive_path(manifest.encrypted)
     if not archive.exists():
         raise BackupError(f"staged archive {archive} is gone; run the whole backup again")
@@ -318,6 +433,70 @@ def stage_upload(
     return outcomes
 
 
+def _upload_paged(
+    staged: StagedBackup,
+    stores: Sequence[BackupStore],
+    draft: Manifest,
+    settings: BackupSettings,
+) -> list[UploadOutcome]:
+    if recipients_fingerprint(settings.age_recipients) != (draft.paged or {}).get("recipients"):
+        raise ConfigError(
+            f"backup {draft.backup_id}: KOTOMI_BACKUP_AGE_RECIPIENTS changed since its archive "
+            "stage; run the whole backup again"
+        )
+    recipients = parse_recipients(settings.age_recipients)
+    hashes = staged.workdir / PAGE_HASHES
+    info_path = staged.workdir / PAGE_HASHES_INFO
+    if not hashes.exists() or not info_path.exists() or not staged.snapshot_path.exists():
+        raise BackupError(
+            f"backup {draft.backup_id}: staged snapshot or page hashes are gone; "
+            "run the whole backup again"
+        )
+    info = PageHashes(**json.loads(info_path.read_text()))
+    cache = HashCache(settings.page_hash_cache)
+    outcomes: list[UploadOutcome] = []
+    for store in stores:
+        started = time.monotonic()
+        url = safe_url(store.url)
+        try:
+            if already_published(store, draft):
+                outcomes.append(UploadOutcome(url=url, ok=True, requests=1, already_there=True))
+                continue
+            done = publish_paged(
+                store,
+                draft,
+                staged.snapshot_path,
+                hashes,
+                staged.workdir,
+                cache=cache,
+                recipients=recipients,
+                recipients_text=settings.age_recipients,
+            )
+        except BackupError as exc:
+            outcomes.append(
+                UploadOutcome(
+                    url=url,
+                    ok=False,
+                    error=str(exc),
+                    permanent=isinstance(exc, ConfigError),
+                    seconds=time.monotonic() - started,
+                )
+            )
+            continue
+        cache.remember(info, hashes)  # the next backup to this store builds on this one
+        outcomes.append(
+            UploadOutcome(
+                url=url,
+                ok=True,
+                bytes=done.stored_bytes,
+                seconds=time.monotonic() - started,
+                requests=done.requests,
+                manifest=done.manifest,
+            )
+        )
+    return outcomes
+
+
 def run_backup(settings: BackupSettings, progress: Progress | None = None) -> BackupResult:
     """The whole pipeline, as the CLI runs it. Raises on the first failed stage."""
     stores = preflight(settings)
@@ -329,7 +508,7 @@ def run_backup(settings: BackupSettings, progress: Progress | None = None) -> Ba
         )
         if manifest is None:
             raise BackupError(f"verification failed, nothing uploaded: {report.summary()}")
-        outcomes = stage_upload(staged, stores)
+        outcomes = stage_upload(staged, stores, settings=settings)
     except BaseException:
         shutil.rmtree(staged.workdir, ignore_errors=True)
         raise
@@ -337,8 +516,9 @@ def run_backup(settings: BackupSettings, progress: Progress | None = None) -> Ba
     if failed:
         shutil.rmtree(staged.workdir, ignore_errors=True)
         raise BackupError("; ".join(f"upload to {o.url} failed: {o.error}" for o in failed))
+    written = [o.manifest for o in outcomes if o.manifest is not None]
     return BackupResult(
-        manifest=manifest,
+        manifest=written[0] if written else manifest,
         snapshot=snap,
         verify=report,
         outcomes=outcomes,

@@ -81,6 +81,13 @@ def already_published(store: BackupStore, manifest: Manifest) -> bool:
         return False
     except BackupError:
         return False
+    if manifest.is_paged:
+        # Each destination's paged manifest names its own packs: the same snapshot is enough.
+        try:
+            there = Manifest.from_json(raw)
+        except BackupError:
+            return False
+        return there.is_paged and there.db_sha256 == manifest.db_sha256
     return raw == manifest.to_json()
 
 

@@ -11,7 +11,9 @@ from typing import Any
 
 from .errors import BackupError
 
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 1  # a full backup: one archive of the whole snapshot
+PAGED_FORMAT = 2  # a paged backup: a page map plus shared packs (engine/paged/)
+READABLE_FORMATS = (MANIFEST_FORMAT, PAGED_FORMAT)
 MANIFEST_NAME = "manifest.json"
 BACKUP_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -79,6 +81,8 @@ class Manifest:
     snapshot_seconds: float = 0.0
     format: int = MANIFEST_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
+    # Paged backups only (format 2): base, packs {file: {size, sha256, pages}}, stats.
+    paged: dict[str, Any] | None = None
 
     @property
     def created(self) -> datetime:
@@ -88,21 +92,37 @@ class Manifest:
     def encrypted(self) -> bool:
         return self.archive.encryption != "none"
 
+    @property
+    def is_paged(self) -> bool:
+        return self.format == PAGED_FORMAT
+
+    @property
+    def kind(self) -> str:
+        return "paged" if self.is_paged else "full"
+
+    def pack_files(self) -> dict[str, dict[str, Any]]:
+        """The packs a paged backup needs ({} for a full backup)."""
+        return dict((self.paged or {}).get("packs", {}))
+
     def to_json(self) -> bytes:
         data = asdict(self)
         if not data["extra"]:
             del data["extra"]
+        if data["paged"] is None:
+            del data["paged"]  # a full backup's manifest stays exactly format 1
         return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
     @classmethod
     def from_json(cls, raw: bytes, *, where: str = "manifest") -> Manifest:
         try:
             data = json.loads(raw)
-            if data.get("format") != MANIFEST_FORMAT:
+            if data.get("format") not in READABLE_FORMATS:
                 raise BackupError(
                     f"{where}: manifest format {data.get('format')!r} is not supported "
-                    f"(this tool reads format {MANIFEST_FORMAT}); upgrade kotomi-backup"
+                    f"(this tool reads formats {READABLE_FORMATS}); upgrade kotomi-backup"
                 )
+            if data["format"] == PAGED_FORMAT and not isinstance(data.get("paged"), dict):
+                raise BackupError(f"{where}: paged manifest without its 'paged' section")
             fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
             fields["archive"] = ArchiveInfo(**data["archive"])
             fields["verify"] = VerifyInfo(**data["verify"])

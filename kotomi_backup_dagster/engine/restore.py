@@ -26,6 +26,7 @@ from .catalog import find_backup, list_backups
 from .errors import BackupError, ConfigError
 from .fsutil import fsync_dir
 from .manifest import Manifest
+from .paged import rebuild_database
 from .stores import BackupStore, ObjectNotFound
 from .verify import Profile, VerifyReport, verify_database
 
@@ -83,6 +84,10 @@ def fetch_backup(
     On any mismatch `dest` is not left behind.
     """
     manifest = chosen.manifest
+    if manifest.is_paged:
+        return rebuild_database(
+            chosen.store, manifest, dest, identities=identities, progress=progress
+        )
     try:
         stream = chosen.store.open_read(manifest.archive.key)
     except ObjectNotFound as exc:

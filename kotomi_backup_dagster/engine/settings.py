@@ -16,6 +16,7 @@ from .stores import split_urls
 from .verify import PROFILES, VERIFY_MODES, Profile, VerifyMode
 
 DEFAULT_NAME = "kotomi"
+BACKUP_FORMATS = ("full", "paged")
 
 
 def default_staging_dir(environ: Mapping[str, str]) -> Path:
@@ -35,8 +36,13 @@ class BackupSettings:
     profile: Profile = "kotomi"
     staging_dir: Path = Path()
     snapshot_timeout: float = 300.0
+    backup_format: str = "full"  # "paged": only changed pages are stored (engine/paged/)
 
     def __post_init__(self) -> None:
+        if self.backup_format not in BACKUP_FORMATS:
+            raise ConfigError(
+                f"backup format {self.backup_format!r} (KOTOMI_BACKUP_FORMAT): use full or paged"
+            )
         try:
             check_name(self.name)
         except ValueError as exc:
@@ -80,6 +86,7 @@ class BackupSettings:
             if env.get("KOTOMI_BACKUP_STAGING_DIR")
             else default_staging_dir(env),
             snapshot_timeout=timeout,
+            backup_format=(env.get("KOTOMI_BACKUP_FORMAT") or "full").strip().lower(),
         )
         given = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **given) if given else settings
@@ -88,6 +95,11 @@ class BackupSettings:
         if self.db_path is None:
             raise ConfigError("no database given: pass --db PATH or set KOTOMI_DB_PATH")
         return self.db_path
+
+    @property
+    def page_hash_cache(self) -> Path:
+        """Page hashes of recent paged backups (engine/paged/hashes.py), per database."""
+        return self.staging_dir / self.name / "page-hashes"
 
     def identities(self) -> list[Any]:
         """The age identities for restores and drills (none when no key file is set)."""

@@ -1,0 +1,156 @@
+"""Page hashes: the sha256 of every page of a snapshot, and the local cache of recent ones.
+
+A paged backup stores only the pages whose hash differs from the same page of its base (the
+destination's previous backup). The base's hashes come from a local cache beside the staging
+directory, written when that backup landed: the store never holds page hashes, so an
+encrypted destination leaks nothing and a backup never needs the decryption key. Without a
+usable cache entry (a new machine, a wiped cache) a backup simply stores every page again.
+
+A hashes file is the 32-byte digests back to back, page 0 first; its sidecar JSON says which
+snapshot they describe (backup id, database sha256, page size) and holds the file's own
+sha256, so a damaged cache entry is never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..fsutil import atomic_write_bytes
+from ..manifest import is_backup_id
+
+DIGEST = 32
+READ_BLOCK = 1 << 20
+KEEP_ENTRIES = 3  # the newest few: one per destination whose latest backup differs
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class PageHashes:
+    backup_id: str
+    db_sha256: str
+    db_size: int
+    page_size: int
+    page_count: int
+    hashes_sha256: str
+
+    def to_json(self) -> bytes:
+        return (json.dumps(asdict(self), sort_keys=True) + "\n").encode()
+
+
+def hash_pages(
+    snapshot: Path, page_size: int, out: Path, progress: Progress | None = None
+) -> tuple[str, int, str]:
+    """Write every page's sha256 to `out`; returns (db sha256, db size, hashes sha256).
+
+    The whole-file sha256 is taken in the same pass (one read of the snapshot).
+    """
+    whole = hashlib.sha256()
+    of_hashes = hashlib.sha256()
+    size = 0
+    sha256 = hashlib.sha256
+    with snapshot.open("rb", buffering=0) as src, out.open("wb") as dst:
+        while block := src.read(READ_BLOCK):
+            whole.update(block)
+            view = memoryview(block)
+            digests = b"".join(
+                sha256(view[i : i + page_size]).digest() for i in range(0, len(block), page_size)
+            )
+            of_hashes.update(digests)
+            dst.write(digests)
+            size += len(block)
+            if progress:
+                progress(len(block))
+    if size % page_size:
+        raise ValueError(f"{snapshot}: {size} bytes is not a whole number of pages")
+    return whole.hexdigest(), size, of_hashes.hexdigest()
+
+
+def iter_hashes(path: Path) -> Iterator[bytes]:
+    """The digests of a hashes file, in page order, read in blocks."""
+    with path.open("rb") as fh:
+        while block := fh.read(READ_BLOCK - READ_BLOCK % DIGEST):
+            for i in range(0, len(block), DIGEST):
+                yield block[i : i + DIGEST]
+
+
+def changed_pages(new: Path, base: Path | None) -> Iterator[tuple[int, bytes]]:
+    """(page, new digest) of each page whose hash differs from the base's same page (every
+    page when there is no base)."""
+    with new.open("rb") as fresh:
+        old = base.open("rb") if base is not None else None
+        try:
+            page = 0
+            step = READ_BLOCK - READ_BLOCK % DIGEST
+            while block := fresh.read(step):
+                before = old.read(len(block)) if old is not None else b""
+                if before == block:
+                    page += len(block) // DIGEST
+                    continue
+                for i in range(0, len(block), DIGEST):
+                    digest = block[i : i + DIGEST]
+                    if digest != before[i : i + DIGEST]:
+                        yield page, digest
+                    page += 1
+        finally:
+            if old is not None:
+                old.close()
+
+
+class HashCache:
+    """`<dir>/<backup_id>.hashes` and `<backup_id>.json`, the newest KEEP_ENTRIES kept."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def remember(self, info: PageHashes, hashes: Path) -> None:
+        """Keep the hashes of a backup that landed (copied: the staged file may go)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        target = self.directory / f"{info.backup_id}.hashes"
+        if not target.exists():
+            tmp = self.directory / f".{info.backup_id}.hashes.partial"
+            shutil.copyfile(hashes, tmp)
+            os.replace(tmp, target)
+        atomic_write_bytes(self.directory / f"{info.backup_id}.json", info.to_json())
+        self._trim()
+
+    def newest(self) -> list[PageHashes]:
+        """Readable entries, newest first."""
+        entries = []
+        for sidecar in sorted(self.directory.glob("*.json"), reverse=True):
+            if not is_backup_id(sidecar.stem):
+                continue
+            try:
+                data = json.loads(sidecar.read_text())
+                entries.append(PageHashes(**data))
+            except (OSError, ValueError, TypeError):
+                continue
+        return entries
+
+    def load(self, info: PageHashes) -> Path | None:
+        """The hashes file of `info`, if it is whole and matches its sidecar."""
+        path = self.directory / f"{info.backup_id}.hashes"
+        try:
+            if path.stat().st_size != info.page_count * DIGEST:
+                return None
+            digest = hashlib.sha256()
+            with path.open("rb") as fh:
+                while block := fh.read(READ_BLOCK):
+                    digest.update(block)
+        except OSError:
+            return None
+        return path if digest.hexdigest() == info.hashes_sha256 else None
+
+    def forget(self, backup_id: str) -> None:
+        for suffix in (".json", ".hashes"):
+            (self.directory / f"{backup_id}{suffix}").unlink(missing_ok=True)
+
+    def _trim(self) -> None:
+        for info in self.newest()[KEEP_ENTRIES:]:
+            self.forget(info.backup_id)

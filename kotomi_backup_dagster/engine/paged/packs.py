@@ -1,0 +1,265 @@
+"""Pack files: pages compressed together, shared by every backup that needs them.
+
+A pack is a standard zstd frame of whole pages back to back (entry `e` at `e * page_size`),
+wrapped in a standard age file when the backups are encrypted, so by hand
+`age -d -i key p.pack.age | zstd -d` gives the raw pages. Packs are immutable: a pack's name
+is chosen once, at write time (its UTC time first, which is what lets pruning tell a pack of
+an upload in flight from an abandoned one), and a pack never changes after that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any, BinaryIO, cast
+
+import zstandard
+
+from ..errors import BackupError, ConfigError
+from ..manifest import backup_id_time, is_backup_id
+
+PACKS = "packs"
+# 32 MiB of pages (8,192 pages of 4 KiB) per pack, about 10 MB compressed: an hourly backup at a
+# few percent of churn is one pack, and a pack is small enough to repack cheaply.
+PACK_RAW_BYTES = 32 << 20
+ZSTD_LEVEL = 2  # as the full archive (engine/archive.py)
+BLOCK = 1 << 20
+
+
+def packs_prefix(name: str) -> str:
+    return f"{name}/{PACKS}"
+
+
+def pack_key(name: str, pack_file: str) -> str:
+    return f"{packs_prefix(name)}/{pack_file}"
+
+
+def new_pack_stem(now: datetime | None = None) -> str:
+    """`<UTC time>-<6 hex>`: unique per writer; the pack files add `-<n>.pack[.age]`."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{moment:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def pack_time(pack_file: str) -> datetime | None:
+    """When the pack was written, from its name; None for a name that is not a pack's."""
+    stamp = pack_file[:23]
+    if not is_backup_id(stamp) or not pack_file.endswith((".pack", ".pack.age")):
+        return None
+    return backup_id_time(stamp)
+
+
+def is_old_pack(pack_file: str, now: datetime, age: timedelta) -> bool:
+    written = pack_time(pack_file)
+    return written is not None and written < now - age
+
+
+@dataclass(frozen=True)
+class StagedPack:
+    file: str  # the pack's name on the store, e.g. 20261127T020000Z-a1b2c3-0.pack.age
+    path: Path
+    size: int
+    sha256: str
+    pages: int
+
+    def info(self) -> dict[str, Any]:
+        return {"size": self.size, "sha256": self.sha256, "pages": self.pages}
+
+
+class PackWriter:
+    """Writes pages into packs of about PACK_RAW_BYTES in `directory`, rolling to a new pack
+    when one is full. `add` returns where the page went: (pack number, entry)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        page_size: int,
+        *,
+        recipients: Sequence[Any] = (),
+        stem: str | None = None,
+        first_number: int = 0,
+    ) -> None:
+        self.directory = directory
+        self.page_size = page_size
+        self.recipients = list(recipients)
+        self.stem = stem or new_pack_stem()
+        self.per_pack = max(1, PACK_RAW_BYTES // page_size)
+        self.done: list[StagedPack] = []
+        self._number = first_number
+        self._entries = 0
+        self._raw: BinaryIO | None = None
+        self._zstd: Any = None
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def _suffix(self) -> str:
+        return ".pack.age" if self.recipients else ".pack"
+
+    def _open(self) -> None:
+        path = self.directory / f".{self.stem}-{self._number}.zst.partial"
+        self._raw = path.open("wb")
+        cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
+        self._zstd = cctx.stream_writer(self._raw, closefd=False)
+        self._entries = 0
+
+    def add(self, page: bytes | memoryview) -> tuple[int, int]:
+        """Append one page; returns (index of its pack in `files()`, entry)."""
+        if self._zstd is None:
+            self._open()
+        self._zstd.write(page)
+        entry = self._entries
+        self._entries += 1
+        where = (len(self.done), entry)
+        if self._entries >= self.per_pack:
+            self._finish()
+        return where
+
+    def _finish(self) -> None:
+        if self._zstd is None:
+            return
+        self._zstd.flush(zstandard.FLUSH_FRAME)
+        assert self._raw is not None
+        self._raw.close()
+        compressed = Path(self._raw.name)
+        final = self.directory / f"{self.stem}-{self._number}{self._suffix()}"
+        if self.recipients:
+            import pyrage
+
+            with compressed.open("rb") as src, final.open("wb") as out:
+                pyrage.encrypt_io(src, out, self.recipients)
+            compressed.unlink()
+        else:
+            os.replace(compressed, final)
+        self.done.append(
+            StagedPack(
+                file=final.name,
+                path=final,
+                size=final.stat().st_size,
+                sha256=_file_sha256(final),
+                pages=self._entries,
+            )
+        )
+        self._number += 1
+        self._zstd = None
+        self._raw = None
+
+    def close(self) -> list[StagedPack]:
+        self._finish()
+        return self.done
+
+    def abort(self) -> None:
+        if self._raw is not None:
+            self._raw.close()
+            Path(self._raw.name).unlink(missing_ok=True)
+        for pack in self.done:
+            pack.path.unlink(missing_ok=True)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# Reading --------------------------------------------------------------------------------
+
+PageSink = Callable[[int, memoryview], None]  # (offset in the pack's raw pages, data)
+
+
+class _HashingSource(io.RawIOBase):
+    """Reads the stored pack and hashes it on the way (the manifest has its sha256)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.digest = hashlib.sha256()
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+        if n:
+            self.digest.update(memoryview(buffer)[:n])
+            self.count += n
+        return n or 0
+
+
+class _Unpacker(io.RawIOBase):
+    """A writable that decompresses into `sink`, tracking the offset in the raw pages."""
+
+    def __init__(self, sink: PageSink) -> None:
+        self._sink = sink
+        self._dobj = zstandard.ZstdDecompressor().decompressobj(write_size=BLOCK)
+        self.offset = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        chunk = self._dobj.decompress(data if isinstance(data, bytes) else bytes(view))
+        if chunk:
+            self._sink(self.offset, memoryview(chunk))
+            self.offset += len(chunk)
+        return view.nbytes
+
+    def finish(self) -> None:
+        if not self._dobj.eof:
+            raise BackupError("pack is truncated: its zstd frame does not end")
+
+
+@dataclass(frozen=True)
+class PackRead:
+    size: int
+    sha256: str
+    raw_bytes: int
+    seconds: float
+
+
+def read_pack(
+    stream: BinaryIO,
+    sink: PageSink,
+    *,
+    encrypted: bool,
+    identities: Sequence[Any] = (),
+) -> PackRead:
+    """Stream one stored pack through `sink`; the caller compares size and sha256."""
+    import pyrage
+
+    started = time.monotonic()
+    source = _HashingSource(stream)
+    unpacker = _Unpacker(sink)
+    try:
+        if encrypted:
+            if not identities:
+                raise ConfigError(
+                    "backup is encrypted: set KOTOMI_BACKUP_AGE_IDENTITY to the age key file"
+                )
+            pyrage.decrypt_io(cast(IO[bytes], source), unpacker, list(identities))
+        else:
+            while block := source.read(BLOCK):
+                unpacker.write(block)
+        unpacker.finish()
+    except pyrage.DecryptError as exc:
+        if "no matching keys" in str(exc).lower():
+            raise ConfigError(
+                "cannot decrypt pack: the age identity does not match its recipients "
+                "(check KOTOMI_BACKUP_AGE_IDENTITY)"
+            ) from exc
+        raise BackupError(f"cannot decrypt pack: {exc} (damaged?)") from exc
+    except zstandard.ZstdError as exc:
+        raise BackupError(f"pack is damaged: zstd says {exc}") from exc
+    return PackRead(
+        size=source.count,
+        sha256=source.digest.hexdigest(),
+        raw_bytes=unpacker.offset,
+        seconds=time.monotonic() - started,
+    )

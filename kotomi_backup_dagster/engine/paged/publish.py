@@ -1,0 +1,277 @@
+"""Publishing a paged backup to one destination: new packs, then the page map, manifest last.
+
+Each destination gets its own page map: pruning repacks each destination on its own, so the
+same page may live in differently named packs on two stores. The base is the destination's
+copy of the newest backup whose page hashes are in the local cache; pages whose hash equals
+the base's same page keep the base's location, the others go into new packs. With no usable
+base (first paged backup, new destination, key or page size changed, cache lost) every page
+is stored.
+
+Crash safety: nothing references a pack before it has landed whole; the manifest is written
+last; and just before it, the destination is asked again that the base still exists unchanged
+and that every pack the new backup names is there (a prune running at the same moment would
+otherwise remove a pack the new backup reuses).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..catalog import backup_prefix, manifest_key
+from ..errors import BackupError
+from ..manifest import Manifest
+from ..stores import BackupStore, ObjectNotFound
+from .hashes import HashCache, changed_pages
+from .packs import PackWriter, StagedPack, pack_key, packs_prefix
+from .pagemap import PageMap, build_page_map
+
+# Identical new pages (free pages, empty leaves) are stored once; the table of those seen is
+# bounded so memory does not grow with the database.
+SEEN_LIMIT = 16384
+
+
+def page_map_key(name: str, backup_id: str, generation: str = "") -> str:
+    suffix = f".{generation}" if generation else ""
+    return f"{backup_prefix(name, backup_id)}/{name}.pages{suffix}.zst"
+
+
+def recipients_fingerprint(recipients_text: str | None) -> str:
+    """Which keys the packs are encrypted to (public keys only): a base encrypted to other
+    keys, or not at all, is not reused."""
+    keys = sorted(k.strip() for k in (recipients_text or "").split(",") if k.strip())
+    if not keys:
+        return "none"
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Base:
+    manifest: Manifest
+    manifest_raw: bytes
+    page_map: PageMap
+    hashes: Path
+
+
+@dataclass(frozen=True)
+class PagedUpload:
+    manifest: Manifest
+    stored_bytes: int
+    requests: int
+    new_pages: int
+    base: str | None
+
+
+def load_page_map(store: BackupStore, manifest: Manifest) -> PageMap:
+    where = f"{store.url}/{manifest.archive.key}"
+    try:
+        raw = store.get_bytes(manifest.archive.key)
+    except ObjectNotFound as exc:
+        raise BackupError(
+            f"backup {manifest.backup_id}: page map {manifest.archive.key} is missing"
+        ) from exc
+    if hashlib.sha256(raw).hexdigest() != manifest.archive.sha256:
+        raise BackupError(f"{where}: page map sha256 differs from the manifest (tampered or torn)")
+    page_map = PageMap.decode(raw, where=where)
+    if page_map.page_count != manifest.page_count or page_map.page_size != manifest.page_size:
+        raise BackupError(f"{where}: page map does not describe the manifest's database")
+    missing = set(page_map.packs) - set(manifest.pack_files())
+    if missing:
+        raise BackupError(f"{where}: page map names packs the manifest does not list")
+    return page_map
+
+
+def choose_base(
+    store: BackupStore, draft: Manifest, cache: HashCache, fingerprint: str
+) -> Base | None:
+    for info in cache.newest():
+        if info.backup_id >= draft.backup_id or info.page_size != draft.page_size:
+            continue
+        try:
+            raw = store.get_bytes(manifest_key(draft.name, info.backup_id))
+            manifest = Manifest.from_json(raw, where=f"{store.url}/{info.backup_id}")
+        except (ObjectNotFound, BackupError):
+            continue
+        if (
+            not manifest.is_paged
+            or manifest.db_sha256 != info.db_sha256
+            or (manifest.paged or {}).get("recipients") != fingerprint
+        ):
+            continue
+        hashes = cache.load(info)
+        if hashes is None:
+            continue
+        try:
+            page_map = load_page_map(store, manifest)
+        except BackupError:
+            continue  # a damaged base is not built upon: store every page instead
+        return Base(manifest, raw, page_map, hashes)
+    return None
+
+
+def publish_paged(
+    store: BackupStore,
+    draft: Manifest,
+    snapshot: Path,
+    hashes: Path,
+    workdir: Path,
+    *,
+    cache: HashCache,
+    recipients: Sequence[Any],
+    recipients_text: str | None,
+) -> PagedUpload:
+    fingerprint = recipients_fingerprint(recipients_text)
+    base = choose_base(store, draft, cache, fingerprint)
+    requests = 2 if base else 0  # its manifest and page map
+    pack_dir = workdir / "packs"
+    writer = PackWriter(pack_dir, draft.page_size, recipients=recipients)
+    try:
+        page_map, new_packs, new_pages = _build(draft, snapshot, hashes, base, writer)
+    except BaseException:
+        writer.abort()
+        raise
+    try:
+        return _upload(store, draft, base, page_map, new_packs, new_pages, fingerprint, requests)
+    finally:
+        for pack in new_packs:
+            pack.path.unlink(missing_ok=True)
+
+
+def _build(
+    draft: Manifest, snapshot: Path, hashes: Path, base: Base | None, writer: PackWriter
+) -> tuple[PageMap, list[StagedPack], int]:
+    page_size, count = draft.page_size, draft.page_count
+    if base is not None:
+        pack_of, entry_of = base.page_map.locations()
+        packs = list(base.page_map.packs)
+        if count > base.page_map.page_count:
+            grow = count - base.page_map.page_count
+            pack_of.extend(array("I", [0]) * grow)
+            entry_of.extend(array("I", [0]) * grow)
+        del pack_of[count:], entry_of[count:]
+    else:
+        pack_of, entry_of = array("I", [0]) * count, array("I", [0]) * count
+        packs = []
+    first_new = len(packs)
+    seen: dict[bytes, tuple[int, int]] = {}
+    new_pages = 0
+    fd = os.open(snapshot, os.O_RDONLY)
+    try:
+        for page, digest in changed_pages(hashes, base.hashes if base else None):
+            where = seen.get(digest)
+            if where is None:
+                data = os.pread(fd, page_size, page * page_size)
+                if hashlib.sha256(data).digest() != digest:
+                    raise BackupError(
+                        f"backup {draft.backup_id}: staged snapshot changed since it was "
+                        "hashed; run the whole backup again"
+                    )
+                number, entry = writer.add(data)
+                where = (first_new + number, entry)
+                new_pages += 1
+                if len(seen) < SEEN_LIMIT:
+                    seen[digest] = where
+            pack_of[page], entry_of[page] = where
+    finally:
+        os.close(fd)
+    new_packs = writer.close()
+    packs.extend(p.file for p in new_packs)
+    return build_page_map(page_size, packs, pack_of, entry_of), new_packs, new_pages
+
+
+def _upload(
+    store: BackupStore,
+    draft: Manifest,
+    base: Base | None,
+    page_map: PageMap,
+    new_packs: list[StagedPack],
+    new_pages: int,
+    fingerprint: str,
+    requests: int,
+) -> PagedUpload:
+    name = draft.name
+    infos: dict[str, dict[str, Any]] = {}
+    if base is not None:
+        known = base.manifest.pack_files()
+        infos.update({f: known[f] for f in page_map.packs if f in known})
+    stored = 0
+    for pack in new_packs:
+        landed = store.put_file(pack_key(name, pack.file), pack.path, sha256=pack.sha256)
+        requests += landed.requests
+        if landed.size != pack.size:
+            raise BackupError(
+                f"{store.url}/{pack_key(name, pack.file)}: {landed.size} bytes landed, "
+                f"expected {pack.size}; the manifest was not written"
+            )
+        infos[pack.file] = pack.info()
+        stored += pack.size
+    encoded = page_map.encode()
+    key = page_map_key(name, draft.backup_id)
+    store.put_bytes(key, encoded)
+    requests += 1
+    stored += len(encoded)
+    manifest = replace(
+        draft,
+        archive=replace(
+            draft.archive,
+            key=key,
+            size=len(encoded),
+            sha256=hashlib.sha256(encoded).hexdigest(),
+        ),
+        paged={
+            "base": base.manifest.backup_id if base else None,
+            "recipients": fingerprint,
+            "packs": {f: infos[f] for f in page_map.packs},
+            "new_packs": [p.file for p in new_packs],
+            "new_pages": new_pages,
+            "reused_pages": draft.page_count - new_pages,
+            "runs": page_map.run_count,
+        },
+    )
+    _confirm_before_manifest(store, manifest, base)
+    requests += 2 if base else 1
+    body = manifest.to_json()
+    store.put_bytes(manifest_key(name, draft.backup_id), body)
+    requests += 1
+    stored += len(body)
+    return PagedUpload(
+        manifest=manifest,
+        stored_bytes=stored,
+        requests=requests,
+        new_pages=new_pages,
+        base=base.manifest.backup_id if base else None,
+    )
+
+
+def _confirm_before_manifest(store: BackupStore, manifest: Manifest, base: Base | None) -> None:
+    """The last look before the manifest makes the backup exist (see module docstring)."""
+    name = manifest.name
+    if base is not None:
+        try:
+            now = store.get_bytes(manifest_key(name, base.manifest.backup_id))
+        except ObjectNotFound:
+            now = b""
+        if now != base.manifest_raw:
+            raise BackupError(
+                f"{store.url}: base backup {base.manifest.backup_id} changed during the upload "
+                "(a prune ran at the same time); run the upload again"
+            )
+    present = set(store.list_children(packs_prefix(name)))
+    missing = sorted(set(manifest.pack_files()) - present)
+    if missing:
+        raise BackupError(
+            f"{store.url}: {len(missing)} pack(s) this backup needs are missing "
+            f"(first: {missing[0]}); the manifest was not written, run the upload again"
+        )
+
+
+def stored_bytes(manifest: Manifest) -> int:
+    """Bytes a paged backup added to its destination (its new packs and page map)."""
+    packs = manifest.pack_files()
+    new = (manifest.paged or {}).get("new_packs", [])
+    return sum(int(packs[f]["size"]) for f in new if f in packs) + manifest.archive.size
