@@ -460,6 +460,7 @@ def render(
     png_name: str | None,
     memory_section: str,
     order: list[str],
+    paged_section: str = "",
 ) -> str:
     big = max(sizes)
     lines = [
@@ -583,6 +584,8 @@ def render(
     lines += ["", "## Order of the runs", "", *[f"- {o}" for o in order]]
     if memory_section:
         lines += ["", memory_section.rstrip()]
+    if paged_section:
+        lines += ["", paged_section]
     return "\n".join(lines) + "\n"
 
 
@@ -615,6 +618,9 @@ NOTES = [
 ]
 
 MEMORY_HEADING = "## Memory does not grow with the database"
+# bench/paged.py writes its section between these markers; render() keeps it.
+PAGED_START = "<!-- paged:start -->"
+PAGED_END = "<!-- paged:end -->"
 
 
 def keep_memory_section(previous: Path) -> str:
@@ -625,8 +631,20 @@ def keep_memory_section(previous: Path) -> str:
     start = text.find(MEMORY_HEADING)
     if start < 0:
         return ""
-    end = text.find("\n## ", start + len(MEMORY_HEADING))
+    ends = [text.find(m, start + len(MEMORY_HEADING)) for m in ("\n## ", f"\n{PAGED_START}")]
+    end = min((e for e in ends if e >= 0), default=-1)
     return text[start:] if end < 0 else text[start : end + 1]
+
+
+def keep_paged_section(previous: Path) -> str:
+    """The section of an earlier docs/benchmarks.md written by bench/paged.py, markers included."""
+    if not previous.exists():
+        return ""
+    text = previous.read_text()
+    start, end = text.find(PAGED_START), text.find(PAGED_END)
+    if start < 0 or end < start:
+        return ""
+    return text[start : end + len(PAGED_END)]
 
 
 def chart(res: Results, sizes: list[int], path: Path) -> bool:
@@ -720,6 +738,7 @@ def main(argv: list[str] | None = None) -> int:
     info["load"] += " at start; {:.2f} {:.2f} {:.2f} at end".format(*os.getloadavg())
     info["bench time"] = f"{time.monotonic() - started:.0f} s"
     png_name = os.path.relpath(png, out.parent) if chart(res, sizes, png) else None
+    previous = out if out.exists() else ROOT / "docs" / "benchmarks.md"
     text = render(
         res,
         sizes,
@@ -731,8 +750,9 @@ def main(argv: list[str] | None = None) -> int:
         live_size,
         dagster,
         png_name,
-        keep_memory_section(out if out.exists() else ROOT / "docs" / "benchmarks.md"),
+        keep_memory_section(previous),
         order,
+        keep_paged_section(previous),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
