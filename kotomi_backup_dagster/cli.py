@@ -226,7 +226,14 @@ def cmd_prune(args: argparse.Namespace) -> int:
     for url in settings.require_urls():
         try:
             results.append(
-                prune_store(open_store(url), settings.name, policy, dry_run=args.dry_run)
+                prune_store(
+                    open_store(url),
+                    settings.name,
+                    policy,
+                    dry_run=args.dry_run,
+                    identities=settings.identities(),
+                    recipients_text=settings.age_recipients,
+                )
             )
         except ConfigError:
             raise
@@ -255,6 +262,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
                         "bytes_freed": r.bytes_freed,
                         "incomplete_removed": r.orphans_removed,
                         "incomplete_kept": r.orphans_kept,
+                        "packs": asdict(r.packs),
                     }
                     for r in results
                 ],
@@ -281,6 +289,14 @@ def cmd_prune(args: argparse.Namespace) -> int:
                 f"  {len(r.kept)} kept, {len(r.removed)} {verb} ({_human(r.bytes_freed)}); "
                 f"{len(r.orphans_removed)} interrupted upload(s) {verb}"
             )
+            packs = r.packs
+            if packs.removed or packs.repacked:
+                out.print(
+                    f"  packs: {len(packs.removed)} no longer needed {verb}, "
+                    f"{len(packs.repacked)} mostly-unused repacked into {len(packs.written)}"
+                )
+            for note in packs.notes:
+                out.print(f"  note: {note}")
     for failure in failures:
         err.print(f"kotomi-backup: error: prune failed at {failure}")
     return EXIT_FAILED if failures else EXIT_OK

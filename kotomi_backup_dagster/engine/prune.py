@@ -9,12 +9,16 @@ a day are cleaned up too. Each store is pruned on its own.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from .archive import parse_recipients
 from .catalog import backup_prefix, latest_drill, list_backups, manifest_key
 from .errors import BackupError, ConfigError
 from .manifest import Manifest, backup_id_time
+from .paged.packgc import PackReport, prune_packs
 from .retention import BackupRef, RetentionDecision, RetentionPolicy, plan_backups
 from .stores import BackupStore, ObjectNotFound, safe_url
 
@@ -44,6 +48,7 @@ class PruneResult:
     bytes_freed: int = 0
     orphans_removed: list[str] = field(default_factory=list)
     orphans_kept: list[str] = field(default_factory=list)
+    packs: PackReport = field(default_factory=PackReport)  # paged backups' shared packs
 
     @property
     def kept(self) -> list[PlannedBackup]:
@@ -98,7 +103,11 @@ def prune_store(
     *,
     dry_run: bool = False,
     now: datetime | None = None,
+    identities: Sequence[Any] = (),
+    recipients_text: str | None = None,
 ) -> PruneResult:
+    """Apply the policy; then remove the packs no kept paged backup needs and repack the
+    mostly-dead ones (`identities` and the recipients are needed for encrypted packs)."""
     moment = now or datetime.now(UTC)
     plan, incomplete = plan_store(store, name, policy, now=moment)
     result = PruneResult(url=safe_url(store.url), plan=plan, dry_run=dry_run)
@@ -116,4 +125,15 @@ def prune_store(
         result.bytes_freed += planned.manifest.archive.size
         if not dry_run:
             delete_backup(store, name, planned.manifest.backup_id)
+    result.packs = prune_packs(
+        store,
+        name,
+        now=moment,
+        dry_run=dry_run,
+        identities=identities,
+        recipients=parse_recipients(recipients_text) if identities else (),
+        recipients_text=recipients_text,
+        removing=result.removed if dry_run else (),
+    )
+    result.bytes_freed += result.packs.bytes_freed
     return result

@@ -170,6 +170,6 @@ def test_killed_prune_never_leaves_a_listed_backup_without_its_archive(
 
 
 def test_manifest_roundtrip_keeps_unknown_fields_out(tmp_path: Path) -> None:
-    raw = json.dumps({"format": 2}).encode()
+    raw = json.dumps({"format": 3}).encode()
     with pytest.raises(Exception, match="not supported"):
         Manifest.from_json(raw)

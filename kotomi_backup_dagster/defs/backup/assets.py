@@ -112,20 +112,20 @@ def build_backup_assets(
     def archive(context: AssetExecutionContext, snapshot: StagedBackup) -> Output[StagedBackup]:
         res: KotomiBackupResource = getattr(context.resources, resource_key)
         manifest, seconds = engine.stage_archive(snapshot, res.settings())
-        ratio = manifest.db_size / manifest.archive.size if manifest.archive.size else 0.0
-        return Output(
-            snapshot,
-            metadata={
-                "backup_id": manifest.backup_id,
-                "bytes_in": manifest.db_size,
-                "bytes_out": manifest.archive.size,
-                "compression_ratio": round(ratio, 3),
-                "seconds": round(seconds, 3),
-                "encryption": manifest.archive.encryption,
-                "archive_sha256": manifest.archive.sha256,
-                "db_sha256": manifest.db_sha256,
-            },
-        )
+        metadata: dict[str, Any] = {
+            "backup_id": manifest.backup_id,
+            "format": manifest.kind,
+            "bytes_in": manifest.db_size,
+            "seconds": round(seconds, 3),
+            "encryption": manifest.archive.encryption,
+            "db_sha256": manifest.db_sha256,
+        }
+        if not manifest.is_paged:  # a paged backup's packs are made per destination at upload
+            ratio = manifest.db_size / manifest.archive.size if manifest.archive.size else 0.0
+            metadata["bytes_out"] = manifest.archive.size
+            metadata["compression_ratio"] = round(ratio, 3)
+            metadata["archive_sha256"] = manifest.archive.sha256
+        return Output(snapshot, metadata=metadata)
 
     @asset(
         key=AssetKey([*prefix, "upload"]),
@@ -138,7 +138,7 @@ def build_backup_assets(
     def upload(context: AssetExecutionContext, archive: StagedBackup) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation
         res: KotomiBackupResource = getattr(context.resources, resource_key)
         manifest = engine.load_staged_manifest(archive)
-        outcomes = engine.stage_upload(archive, res.stores())
+        outcomes = engine.stage_upload(archive, res.stores(), settings=res.settings())
         rows = ["| destination | result | bytes | seconds |", "|---|---|---:|---:|"]
         for o in outcomes:
             result = (
@@ -155,7 +155,12 @@ def build_backup_assets(
             "seconds": round(sum(o.seconds for o in outcomes), 3),
             "archive_bytes": manifest.archive.size,
             "db_bytes": manifest.db_size,
+            "format": manifest.kind,
         }
+        if manifest.is_paged:
+            written = [o.manifest.paged or {} for o in outcomes if o.manifest is not None]
+            metadata["new_pages"] = max((int(p.get("new_pages", 0)) for p in written), default=0)
+            metadata["reused_pages"] = manifest.page_count - metadata["new_pages"]
         failed = [o for o in outcomes if not o.ok]
         if failed:
             raise Failure(

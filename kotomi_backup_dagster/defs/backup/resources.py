@@ -40,6 +40,10 @@ class KotomiBackupResource(ConfigurableResource):  # type: ignore[type-arg]
     timezone: str = Field(default="UTC", description="For schedules and retention buckets.")
     verify_mode: str = Field(default="quick", description="quick (quick_check) or full.")
     profile: str = Field(default="kotomi", description="kotomi (Kotomi-aware checks) or generic.")
+    backup_format: str = Field(
+        default="full",
+        description="full (one archive per backup) or paged (only pages a destination lacks).",
+    )
     staging_dir: str | None = Field(
         default=None, description="Local scratch space for snapshot and archive."
     )
@@ -71,6 +75,7 @@ class KotomiBackupResource(ConfigurableResource):  # type: ignore[type-arg]
             "timezone": self.timezone,
             "verify_mode": self.verify_mode,
             "profile": self.profile,
+            "backup_format": self.backup_format,
         }
         if self.staging_dir:
             overrides["staging_dir"] = Path(self.staging_dir).expanduser()
@@ -153,6 +158,7 @@ def backup_resource_from_env(spec: DatabaseSpec) -> KotomiBackupResource:
         timezone=_env_or("KOTOMI_BACKUP_TIMEZONE", "UTC"),
         verify_mode=_env_or("KOTOMI_BACKUP_VERIFY", "quick"),
         profile=_env_or("KOTOMI_BACKUP_PROFILE", "kotomi"),
+        backup_format=_env_or("KOTOMI_BACKUP_FORMAT", "full"),
         staging_dir=_env_or("KOTOMI_BACKUP_STAGING_DIR", None),
         s3=_s3_resource_from_env() if "s3" in schemes else None,
         gcs=_gcs_resource_from_env() if "gs" in schemes else None,

@@ -48,7 +48,14 @@ def build_prune_asset(spec: DatabaseSpec) -> AssetsDefinition:
         failures: list[str] = []
         for store in res.stores():
             try:
-                result = prune_store(store, spec.name, policy)
+                settings = res.settings()
+                result = prune_store(
+                    store,
+                    spec.name,
+                    policy,
+                    identities=settings.identities(),
+                    recipients_text=settings.age_recipients,
+                )
             except BackupError as exc:  # one destination failing does not stop the others
                 failures.append(f"{safe_url(store.url)}: {exc}")
                 context.log.error(f"prune of {safe_url(store.url)} failed: {exc}")
@@ -58,12 +65,16 @@ def build_prune_asset(spec: DatabaseSpec) -> AssetsDefinition:
                 f"{result.url}: kept {len(result.kept)}, removed {len(result.removed)} "
                 f"({', '.join(result.removed) or 'none'})"
             )
+            for note in result.packs.notes:
+                context.log.warning(f"{result.url}: {note}")
         metadata: dict[str, Any] = {
             "policy": policy.describe(),
             "kept": sum(len(r.kept) for r in results),
             "removed": sum(len(r.removed) for r in results),
             "bytes_freed": sum(r.bytes_freed for r in results),
             "interrupted_uploads_removed": sum(len(r.orphans_removed) for r in results),
+            "packs_removed": sum(len(r.packs.removed) for r in results),
+            "packs_repacked": sum(len(r.packs.repacked) for r in results),
             "kept_backups": MetadataValue.md(_kept_table(results)),
         }
         if failures:
