@@ -90,7 +90,7 @@ def choose_base(
     store: BackupStore, draft: Manifest, cache: HashCache, fingerprint: str
 ) -> Base | None:
     for info in cache.newest():
-        if info.backup_id >= draft.backup_id or info.page_size != draft.page_size:
+        if info.backup_id == draft.backup_id or info.page_size != draft.page_size:
             continue
         try:
             raw = store.get_bytes(manifest_key(draft.name, info.backup_id))

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackupError
+from ..errors import BackupError, ConfigError
 from ..fsutil import fsync_dir
 from ..manifest import Manifest
 from ..stores import BackupStore, ObjectNotFound
@@ -135,8 +135,17 @@ def _place_pack(
         raise BackupError(
             f"backup {manifest.backup_id}: pack {pack} is missing at {store.url}; nothing restored"
         ) from exc
-    with contextlib.closing(stream):
-        result = read_pack(stream, place, encrypted=pack.endswith(".age"), identities=identities)
+    try:
+        with contextlib.closing(stream):
+            result = read_pack(
+                stream, place, encrypted=pack.endswith(".age"), identities=identities
+            )
+    except ConfigError:
+        raise
+    except BackupError as exc:
+        raise BackupError(
+            f"backup {manifest.backup_id}: pack {pack}: {exc}; nothing restored"
+        ) from exc
     if result.size != int(info["size"]) or result.sha256 != info["sha256"]:
         raise BackupError(
             f"backup {manifest.backup_id}: pack {pack} sha256 differs from the manifest "
