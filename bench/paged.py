@@ -63,6 +63,7 @@ TOOL_LABELS = {
     "paged": "kotomi-backup backup --format paged",
     "restic": "restic backup (of the hour's consistent copy)",
 }
+STAGES = ("snapshot", "verify", "archive", "upload")  # in `kotomi-backup backup --json`
 RESTORES = ("full_restore", "paged_restore", "full_fetch", "paged_fetch")
 RESTORE_LABELS = {
     "full_restore": "`restore latest`, full format",
@@ -75,26 +76,42 @@ RESTORE_LABELS = {
 # -- the live database and its churn ---------------------------------------------------------
 
 
-def page_hashes(path: Path, page_size: int) -> list[bytes]:
-    """A 16-byte BLAKE2b digest of every page of the database file at `path`."""
-    digests: list[bytes] = []
-    with path.open("rb") as fh:
-        while page := fh.read(page_size):
-            digests.append(hashlib.blake2b(page, digest_size=16).digest())
-    return digests
+DIGEST = 16  # bytes of BLAKE2b per page
 
 
-def compressed_pages(path: Path, page_size: int, pages: list[int]) -> int:
-    """Bytes of the given pages of `path`, concatenated, compressed with zstd level 3."""
+def pages_main(live: Path, copy: Path, hashes: Path, previous: Path | None) -> None:
+    """The page-accounting process: snapshot `live` to `copy`, write its page hashes to `hashes`,
+    compare them with `previous`; prints a JSON line (pages, changed, floor, ...).
+
+    A process of its own so that the harness stays small: a child's peak RSS from wait4 starts
+    at its parent's peak (exec keeps the parent's high-water mark), so a harness holding the
+    page hashes would inflate every measured process's RSS.
+    """
     import zstandard
 
+    from kotomi_backup_dagster.engine.snapshot import take_snapshot
+
+    snap = take_snapshot(live, copy, durable=False)
+    old = previous.read_bytes() if previous is not None else b""
     compressor = zstandard.ZstdCompressor(level=3).compressobj()
-    size = 0
-    with path.open("rb") as fh:
-        for number in pages:
-            fh.seek(number * page_size)
-            size += len(compressor.compress(fh.read(page_size)))
-    return size + len(compressor.flush())
+    floor = pages = changed = 0
+    with copy.open("rb") as fh, hashes.open("wb") as out:
+        while page := fh.read(snap.page_size):
+            digest = hashlib.blake2b(page, digest_size=DIGEST).digest()
+            out.write(digest)
+            if old[pages * DIGEST : (pages + 1) * DIGEST] != digest:
+                changed += 1
+                floor += len(compressor.compress(page))  # the changed pages, concatenated
+            pages += 1
+    floor += len(compressor.flush())
+    info = {
+        "pages": pages,
+        "changed": changed if previous is not None else 0,
+        "page_size": snap.page_size,
+        "floor": floor if previous is not None else 0,
+        "snapshot_seconds": snap.seconds,
+    }
+    print(json.dumps(info), flush=True)
 
 
 @dataclass
@@ -140,7 +157,7 @@ class LiveDatabase:
     """The live database, the writer process on it, and the previous hour's page hashes.
 
     `copy` is the consistent copy of the current hour (`take_snapshot`): hashed against the
-    previous hour's, and the file restic backs up.
+    previous hour's, and the file restic backs up. Its directory holds the page hashes.
     """
 
     def __init__(self, path: Path, copy: Path, seed: int) -> None:
@@ -154,9 +171,8 @@ class LiveDatabase:
             text=True,
         )
         self._answer()
-        self.previous: list[bytes] = []
-        self.page_size = 0
-        self.snapshot_seconds = 0.0
+        self.hashes = copy.with_name("pages.hashes")  # the previous hour's page hashes
+        self.hashes_new = copy.with_name("pages.hashes.new")
 
     def _answer(self) -> None:
         assert self.proc.stdout is not None
@@ -171,22 +187,30 @@ class LiveDatabase:
         self.proc.stdin.flush()
         self._answer()
 
-    def _copy_hashes(self) -> list[bytes]:
-        from kotomi_backup_dagster.engine.snapshot import take_snapshot
+    def _account(self, previous: Path | None) -> dict[str, float]:
+        """Snapshot to `copy` and hash its pages (pages_main, in its own process)."""
+        script = [str(BIN / "python"), str(Path(__file__).resolve()), "pages"]
+        argv = [*script, str(self.path), str(self.copy), str(self.hashes_new)]
+        out = subprocess.run(
+            [*argv, *([str(previous)] if previous else [])],
+            check=True,
+            stdout=subprocess.PIPE,
+            text=True,
+        ).stdout
+        info: dict[str, float] = json.loads(out)
+        return info
 
-        snap = take_snapshot(self.path, self.copy, durable=False)
-        self.page_size = snap.page_size
-        self.snapshot_seconds = snap.seconds
-        return page_hashes(snap.path, snap.page_size)
-
-    def baseline(self) -> None:
-        self.previous = self._copy_hashes()
+    def baseline(self) -> int:
+        """Hash the base state; its page count."""
+        info = self._account(None)
+        self.hashes_new.replace(self.hashes)
+        return int(info["pages"])
 
     def advance(self, target: float, first_batch: int) -> Churn:
         """Write requests in batches until `target` of the pages changed since the last hour.
 
         The distinct pages written grow slower than the requests (later requests hit pages
-        already changed), so extrapolating the average rate never overshoots by much.
+        already changed), so extrapolating the average rate undershoots, then tops up.
         """
         done = 0
         batch = max(1, first_batch)
@@ -195,23 +219,22 @@ class LiveDatabase:
             self.write(batch)
             done += batch
             checks += 1
-            now = self._copy_hashes()
-            old = self.previous
-            changed = [i for i, h in enumerate(now) if i >= len(old) or old[i] != h]
-            wanted = target * len(now)
-            if len(changed) >= CHURN_TOLERANCE * wanted or checks >= MAX_CHECKS:
+            info = self._account(self.hashes)
+            changed, pages = int(info["changed"]), int(info["pages"])
+            wanted = target * pages
+            if changed >= CHURN_TOLERANCE * wanted or checks >= MAX_CHECKS:
                 break
-            rate = max(len(changed), 1) / done
-            batch = max(1, round((wanted - len(changed)) / rate))
-        self.previous = now
+            rate = max(changed, 1) / done
+            batch = max(1, round((wanted - changed) / rate))
+        self.hashes_new.replace(self.hashes)
         return Churn(
             requests=done,
-            pages=len(now),
-            changed=len(changed),
-            page_size=self.page_size,
-            floor=compressed_pages(self.copy, self.page_size, changed),
+            pages=pages,
+            changed=changed,
+            page_size=int(info["page_size"]),
+            floor=int(info["floor"]),
             checks=checks,
-            snapshot_seconds=self.snapshot_seconds,
+            snapshot_seconds=float(info["snapshot_seconds"]),
         )
 
     def close(self) -> int:
@@ -230,6 +253,20 @@ class Hour:
     churn: Churn | None  # None for hour 0, the base
     samples: dict[str, Sample]
     order: list[str]
+    # Our backups' own account (`--json`): seconds per stage, and new_pages for the paged one.
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def stages_of(report: Path) -> dict[str, float]:
+    """Seconds per stage of one `kotomi-backup backup --json` run, and the pages it stored."""
+    data = json.loads(report.read_text())
+    stages = {k: float(v) for k, v in data.get("seconds", {}).items()}
+    destination = (data.get("destinations") or [{}])[0]
+    stages["upload"] = float(destination.get("seconds") or 0.0)
+    paged = (destination.get("manifest") or data.get("manifest") or {}).get("paged")
+    if paged:
+        stages["new_pages"] = float(paged.get("new_pages", 0))
+    return stages
 
 
 @dataclass
@@ -280,7 +317,10 @@ def run_size(mb: int, hours: int, reps: int, seed: int, target: float) -> SizeRu
         live = LiveDatabase(live_path, work / "copy" / f"{NAME}.db", seed)
         last_end: dict[str, float] = {}
 
-        def backup(tool: str) -> Sample:
+        report = work / "backup.json"
+
+        def backup(tool: str) -> tuple[Sample, dict[str, float]]:
+            """One measured backup; our tools' stage seconds from their `--json` report."""
             gap = last_end.get(tool, 0.0) + SAME_STORE_GAP - time.monotonic()
             if gap > 0:
                 time.sleep(gap)
@@ -288,17 +328,18 @@ def run_size(mb: int, hours: int, reps: int, seed: int, target: float) -> SizeRu
             before = tree_size(dest) if dest.exists() else 0
             if tool == "restic":
                 argv = ["restic", "--repo", str(dest), "backup", "-q", str(live.copy)]
-                sample = measure(argv, restic_env)
+                sample, account = measure(argv, restic_env), {}
             else:
                 argv = [*cli, "backup", "--db", str(live_path), "--to", str(dest), "--json"]
-                sample = measure([*argv, *(PAGED_ARGS if tool == "paged" else [])], env)
+                argv += PAGED_ARGS if tool == "paged" else []
+                sample = measure(argv, env, stdout=report)
+                account = stages_of(report)
             last_end[tool] = time.monotonic()
             sample.stored = tree_size(dest) - before
-            return sample
+            return sample, account
 
         try:
-            live.baseline()
-            first_batch = max(1, round(target * len(live.previous) / 10))
+            first_batch = max(1, round(target * live.baseline() / 10))
             for hour in range(hours + 1):
                 churn = None
                 if hour:
@@ -311,13 +352,15 @@ def run_size(mb: int, hours: int, reps: int, seed: int, target: float) -> SizeRu
                     )
                 order = list(TOOLS) if hour % 2 == 0 else list(reversed(TOOLS))
                 samples: dict[str, Sample] = {}
+                stages: dict[str, dict[str, float]] = {}
                 for tool in order:
-                    samples[tool] = s = backup(tool)
+                    s, account = backup(tool)
+                    samples[tool], stages[tool] = s, account
                     log(
                         f"{mb:>5} MB hour {hour} {tool:7s} {s.wall:7.2f} s wall {s.cpu:7.2f} s "
                         f"cpu {s.rss_mb:6.0f} MB rss {s.stored / 1e6:9.2f} MB added"
                     )
-                result.hours.append(Hour(hour, churn, samples, order))
+                result.hours.append(Hour(hour, churn, samples, order, stages))
         finally:
             status = live.close()
         if status != 0:
@@ -398,7 +441,7 @@ def med(values: list[float]) -> float:
 
 
 def span(values: list[float]) -> str:
-    return f"{min(values):.2f}-{max(values):.2f}" if len(values) > 1 else ""
+    return f"{min(values):.3f}-{max(values):.3f}" if len(values) > 1 else ""
 
 
 def mb_text(n: float) -> str:
@@ -583,6 +626,24 @@ def render_size(run: SizeRun) -> list[str]:
         )
     lines += [
         "",
+        "Our backups' own account of their stages (`--json`: seconds per stage, and the pages "
+        "the paged backup stored against those the bench counted as changed):",
+        "",
+        "| hour | format | wall (s) | snapshot (s) | verify (s) | archive (s) | upload (s) | "
+        "pages stored / changed |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for h in run.hours:
+        for tool in ("full", "paged"):
+            st = h.stages.get(tool, {})
+            new_pages = st.get("new_pages")
+            stored = "" if new_pages is None else f"{new_pages:.0f}"
+            if stored and h.churn:
+                stored += f" / {h.churn.changed}"
+            cells = " | ".join(f"{st.get(k, 0.0):.2f}" for k in STAGES)
+            lines.append(f"| {h.hour} | {tool} | {h.samples[tool].wall:.2f} | {cells} | {stored} |")
+    lines += [
+        "",
         "| hour | tool | wall (s) | CPU (s) | peak RSS (MB) | added (MB) |",
         "|---:|---|---:|---:|---:|---:|",
     ]
@@ -674,5 +735,8 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["writer"]:
         writer_main(Path(sys.argv[2]), int(sys.argv[3]))
+    elif sys.argv[1:2] == ["pages"]:
+        live_db, copy_db, hashes_out, *prev = (Path(a) for a in sys.argv[2:])
+        pages_main(live_db, copy_db, hashes_out, prev[0] if prev else None)
     else:
         sys.exit(main())

@@ -81,15 +81,19 @@ class Sample:
     stored: int = 0
 
 
-def measure(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> Sample:
-    """Run one command; wall, CPU (process tree) and peak RSS from wait4."""
+def measure(
+    argv: list[str], env: dict[str, str], cwd: Path | None = None, stdout: Path | None = None
+) -> Sample:
+    """Run one command; wall, CPU (process tree) and peak RSS from wait4.
+
+    Its output goes to `stdout` if given (e.g. `--json`), else is discarded.
+    """
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    assert proc.stderr is not None
-    stderr = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    with open(stdout or os.devnull, "wb") as out:
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.PIPE)
+        assert proc.stderr is not None
+        stderr = proc.stderr.read()
+        _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
