@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from .archive import extract_archive, load_identities
-from .errors import ConfigError
+from .errors import BackupError, ConfigError
 from .manifest import MANIFEST_NAME, Manifest
+from .paged import rebuild_database
+from .stores import LocalStore
 from .verify import Profile, VerifyMode, VerifyReport, verify_database
 
 
@@ -88,12 +90,46 @@ def _verify_backup_dir(
     if not manifest_path.exists():
         raise ConfigError(f"{directory} has no {MANIFEST_NAME}: it is not a complete backup")
     manifest = Manifest.from_json(manifest_path.read_bytes(), where=str(manifest_path))
+    if manifest.is_paged:
+        return _verify_paged_dir(directory, manifest, mode, identity, profile, scratch_dir)
     archive = directory / Path(manifest.archive.key).name
     if not archive.exists():
         check = Checkup(path=directory, kind="backup", manifest=manifest)
         check.problems.append(f"archive {archive.name} is missing")
         return check
     return _verify_archive(archive, manifest, mode, identity, profile, scratch_dir, shown=directory)
+
+
+def _verify_paged_dir(
+    directory: Path,
+    manifest: Manifest,
+    mode: VerifyMode,
+    identity: Path | None,
+    profile: Profile,
+    scratch_dir: Path | None,
+) -> Checkup:
+    """A paged backup is rebuilt from the store it sits in (`<store>/<name>/<id>/`)."""
+    check = Checkup(path=directory, kind="backup", manifest=manifest)
+    store = LocalStore(directory.parent.parent)
+    identities = load_identities(identity) if manifest.encrypted and identity else []
+    if scratch_dir is not None:
+        scratch_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="kotomi-verify-", dir=scratch_dir) as tmp:
+        db = Path(tmp) / "restored.db"
+        try:
+            rebuild_database(store, manifest, db, identities=identities)
+        except ConfigError:
+            raise
+        except BackupError as exc:
+            check.problems.append(str(exc))
+            return check
+        report = verify_database(db, mode=mode, profile=profile, with_sha256=False)
+        check.report = VerifyReport(
+            **{**asdict(report), "path": directory, "db_sha256": manifest.db_sha256}
+        )
+        if report.tables != manifest.tables:
+            check.problems.append("row counts differ from the manifest")
+    return check
 
 
 def _verify_archive(
