@@ -139,7 +139,6 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from .engine.catalog import list_backups
-    from .engine.paged.publish import stored_bytes
     from .engine.stores import open_store, safe_url
 
     settings = _settings(args)
@@ -177,7 +176,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 m.backup_id,
                 m.created_at,
                 _human(m.db_size),
-                f"{_human(stored_bytes(m))} paged" if m.is_paged else _human(m.archive.size),
+                f"{_human(m.stored_bytes)} paged" if m.is_paged else _human(m.archive.size),
                 m.archive.encryption,
                 f"{m.verify.mode} {m.verify.result}",
                 ", ".join(tiers.get(m.backup_id, [])) or "-",

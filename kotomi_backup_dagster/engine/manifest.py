@@ -100,6 +100,14 @@ class Manifest:
     def kind(self) -> str:
         return "paged" if self.is_paged else "full"
 
+    @property
+    def stored_bytes(self) -> int:
+        """What this backup added to its store: the archive, or a paged backup's page map and
+        the packs it wrote (the packs it reuses were counted by earlier backups)."""
+        packs = self.pack_files()
+        new = (self.paged or {}).get("new_packs", [])
+        return self.archive.size + sum(int(packs[f]["size"]) for f in new if f in packs)
+
     def pack_files(self) -> dict[str, dict[str, Any]]:
         """The packs a paged backup needs ({} for a full backup)."""
         return dict((self.paged or {}).get("packs", {}))

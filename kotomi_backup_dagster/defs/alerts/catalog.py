@@ -120,12 +120,12 @@ def catalog_view(name: str, states: Sequence[DestinationState], now: datetime) -
             lock = " (encrypted)" if manifest.encrypted else ""
             rows.append(
                 f"| {state.url} | `{manifest.backup_id}` | {manifest.created_at} | {age:.1f} "
-                f"| {manifest.db_size:,} | {manifest.archive.size:,}{lock} | {tier} "
+                f"| {manifest.db_size:,} | {manifest.stored_bytes:,}{lock} | {tier} "
                 f"| {drill_text} |"
             )
             ids.add(manifest.backup_id)
             copies += 1
-            total_bytes += manifest.archive.size
+            total_bytes += manifest.stored_bytes
             if newest is None or manifest.created > newest.created:
                 newest = manifest
             fingerprint.append([state.url, manifest.backup_id, drill and drill.drilled_at])

@@ -268,10 +268,3 @@ def _confirm_before_manifest(store: BackupStore, manifest: Manifest, base: Base 
             f"{store.url}: {len(missing)} pack(s) this backup needs are missing "
             f"(first: {missing[0]}); the manifest was not written, run the upload again"
         )
-
-
-def stored_bytes(manifest: Manifest) -> int:
-    """Bytes a paged backup added to its destination (its new packs and page map)."""
-    packs = manifest.pack_files()
-    new = (manifest.paged or {}).get("new_packs", [])
-    return sum(int(packs[f]["size"]) for f in new if f in packs) + manifest.archive.size
