@@ -29,7 +29,8 @@ PACKS = "packs"
 # 32 MiB of pages (8,192 pages of 4 KiB) per pack, about 10 MB compressed: an hourly backup at a
 # few percent of churn is one pack, and a pack is small enough to repack cheaply.
 PACK_RAW_BYTES = 32 << 20
-ZSTD_LEVEL = 2  # as the full archive (engine/archive.py)
+ZSTD_LEVEL = 2  # as the full archive (engine/archive.py), and with its threads
+ZSTD_THREADS = 2
 BLOCK = 1 << 20
 
 
@@ -103,7 +104,7 @@ class PackWriter:
     def _open(self) -> None:
         path = self.directory / f".{self.stem}-{self._number}.zst.partial"
         self._raw = path.open("wb")
-        cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
+        cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=ZSTD_THREADS, write_checksum=True)
         self._zstd = cctx.stream_writer(self._raw, closefd=False)
         self._entries = 0
 
