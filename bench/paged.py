@@ -524,7 +524,8 @@ def render(runs: list[SizeRun], command: str, info: dict[str, str], hours: int, 
         f"a base backup, about {TARGET_CHURN * 100:.0f} % of the pages changed per hour "
         f"(achieved at {big.mb} MB: {', '.join(pct(c) for c in churns)}), {reps} interleaved "
         f"restore repetition{'' if reps == 1 else 's'}. Rerun that command to check the "
-        f"figures. Machine: {info['cpu']}; load {info['load']}; bench time {info['bench time']}.",
+        f"figures. Engine: commit {info['engine']}. Machine: {info['cpu']}; load {info['load']}; "
+        f"bench time {info['bench time']}.",
         "",
         "A copy of the demo database is the live database (WAL, opened with Kotomi's pragmas). "
         "Between hours, a seeded `KotomiWriter.request()` loop (comments, reactions, each request "
@@ -589,6 +590,10 @@ def render(runs: list[SizeRun], command: str, info: dict[str, str], hours: int, 
         "- The paged format stores each changed page whole and compressed; the floor is what an "
         "ideal page-level incremental backup would store. A ratio near 1 means the pack and "
         "page-map overhead is small.",
+        "- Stages: both formats take the same snapshot, and run the quick check beside their "
+        "archive stage. The full format's archive stage compresses the whole snapshot; the "
+        "paged one's hashes every page (and the whole file), then its upload packs only the "
+        "pages the destination lacks.",
         "- The same load hits every tool alike (interleaved, order reversed every other hour); "
         "the machine is shared, so single runs vary by 20-30 %.",
         "",
@@ -689,6 +694,19 @@ def write_section(out: Path, section: str) -> None:
     out.write_text(text)
 
 
+def engine_state() -> str:
+    """The commit the CLI runs from, and whether the package has uncommitted changes."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True
+        ).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "kotomi_backup_dagster")
+    return head + (" plus uncommitted changes to kotomi_backup_dagster/" if dirty else "")
+
+
 def paged_flag_exists() -> bool:
     usage = subprocess.run(
         [str(BIN / "kotomi-backup"), "backup", "--help"], capture_output=True, text=True
@@ -721,11 +739,16 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("bench: `kotomi-backup backup` has no --format option (paged format)")
     command = "bench/paged.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     info = machine()
+    engine = engine_state()
     started = time.monotonic()
     sizes = sorted(int(s) for s in args.sizes.split(","))
     runs = [run_size(mb, args.hours, args.reps, args.seed, args.churn) for mb in sizes]
     info["load"] += " at start; {:.2f} {:.2f} {:.2f} at end".format(*os.getloadavg())
     info["bench time"] = f"{time.monotonic() - started:.0f} s"
+    if engine_state() != engine:
+        engine = f"{engine} at start, {engine_state()} at end (it changed during the run)"
+        log(f"the engine changed during the run: {engine}")
+    info["engine"] = engine
     write_section(out, render(runs, command.strip(), info, args.hours, args.reps))
     (CACHE / "paged-last-run.json").write_text(json.dumps([asdict(r) for r in runs], indent=1))
     log(f"wrote {out}")
