@@ -364,3 +364,33 @@ def test_drills_and_verify_work_on_paged_backups(kotomi_db: Path, tmp_path: Path
     failed = drill_store(LocalStore(store), "kotomi", "all")
     assert [record.ok for _, record in failed] == [False, False]
     assert all(pack in " ".join(record.problems) for _, record in failed)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_splicing_changes_into_a_base_equals_building_from_every_page(seed: int) -> None:
+    from kotomi_backup_dagster.engine.paged.pagemap import splice_page_map
+
+    rng = random.Random(seed)
+    base_count = rng.randrange(1, 2000)
+    packs = ["a.pack", "b.pack", "c.pack"]
+    pack_of = array("I", [rng.randrange(2) for _ in range(base_count)])
+    entry_of = array("I", range(base_count))
+    base = build_page_map(4096, packs[:2], pack_of, entry_of)
+    base = PageMap(4096, base_count, packs[:2], base.runs)  # keep both packs named
+    count = max(1, base_count + rng.randrange(-50, 50))
+    pages = sorted(
+        set(rng.sample(range(count), rng.randrange(0, count // 3 + 1)))
+        | set(range(base_count, count))
+    )
+    changed = [(page, 2, n) for n, page in enumerate(pages)]
+    spliced = splice_page_map(base, 4096, count, list(packs), changed)
+    want_pack = array("I", [0]) * count
+    want_entry = array("I", [0]) * count
+    base_pack, base_entry = base.locations()
+    for page in range(min(count, base_count)):
+        want_pack[page], want_entry[page] = base_pack[page], base_entry[page]
+    for page, pack, entry in changed:
+        want_pack[page], want_entry[page] = pack, entry
+    expected = build_page_map(4096, list(packs), want_pack, want_entry)
+    assert spliced.packs == expected.packs
+    assert list(spliced.runs) == list(expected.runs)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import sys
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import zstandard
@@ -156,5 +156,55 @@ def build_page_map(
         packs=packs,
         runs=encode_runs(pack_of, entry_of),
     )
+    page_map.check("new page map")
+    return page_map
+
+
+def splice_page_map(
+    base: PageMap | None,
+    page_size: int,
+    page_count: int,
+    packs: list[str],
+    changed: Sequence[tuple[int, int, int]],
+) -> PageMap:
+    """`base`'s runs with the `changed` pages (page, index in `packs`, entry; by page) put
+    in: work in proportion to the runs and the changes, not to the database. `packs` starts
+    with `base.packs`; pages past the base's end must all be in `changed`."""
+    runs = _u32()
+
+    def emit(page: int, count: int, pack: int, entry: int) -> None:
+        if (
+            runs
+            and runs[-4] + runs[-3] == page
+            and runs[-2] == pack
+            and runs[-1] + runs[-3] == entry
+        ):
+            runs[-3] += count
+        else:
+            runs.extend((page, count, pack, entry))
+
+    i, n = 0, len(changed)
+    for run in base.iter_runs() if base is not None else ():
+        start, end = run.first_page, min(run.first_page + run.count, page_count)
+        page = start
+        while page < end:
+            if i < n and changed[i][0] < end:
+                at, pack, entry = changed[i]
+                if at > page:
+                    emit(page, at - page, run.pack, run.first_entry + page - start)
+                emit(at, 1, pack, entry)
+                i, page = i + 1, at + 1
+            else:
+                emit(page, end - page, run.pack, run.first_entry + page - start)
+                page = end
+    for at, pack, entry in changed[i:]:
+        emit(at, 1, pack, entry)
+    used = sorted(set(runs[2::_RUN_FIELDS]))
+    if used != list(range(len(packs))):
+        renumber = {old: new for new, old in enumerate(used)}
+        for k in range(2, len(runs), _RUN_FIELDS):
+            runs[k] = renumber[runs[k]]
+        packs = [packs[old] for old in used]
+    page_map = PageMap(page_size=page_size, page_count=page_count, packs=packs, runs=runs)
     page_map.check("new page map")
     return page_map

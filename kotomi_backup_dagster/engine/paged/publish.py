@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,7 +28,7 @@ from ..manifest import Manifest
 from ..stores import BackupStore, ObjectNotFound
 from .hashes import HashCache, changed_pages
 from .packs import PackWriter, StagedPack, pack_key, packs_prefix
-from .pagemap import PageMap, build_page_map
+from .pagemap import PageMap, splice_page_map
 
 # Identical new pages (free pages, empty leaves) are stored once; the table of those seen is
 # bounded so memory does not grow with the database.
@@ -146,19 +145,10 @@ def _build(
     draft: Manifest, snapshot: Path, hashes: Path, base: Base | None, writer: PackWriter
 ) -> tuple[PageMap, list[StagedPack], int]:
     page_size, count = draft.page_size, draft.page_count
-    if base is not None:
-        pack_of, entry_of = base.page_map.locations()
-        packs = list(base.page_map.packs)
-        if count > base.page_map.page_count:
-            grow = count - base.page_map.page_count
-            pack_of.extend(array("I", [0]) * grow)
-            entry_of.extend(array("I", [0]) * grow)
-        del pack_of[count:], entry_of[count:]
-    else:
-        pack_of, entry_of = array("I", [0]) * count, array("I", [0]) * count
-        packs = []
+    packs = list(base.page_map.packs) if base is not None else []
     first_new = len(packs)
     seen: dict[bytes, tuple[int, int]] = {}
+    changed: list[tuple[int, int, int]] = []
     new_pages = 0
     fd = os.open(snapshot, os.O_RDONLY)
     try:
@@ -176,12 +166,14 @@ def _build(
                 new_pages += 1
                 if len(seen) < SEEN_LIMIT:
                     seen[digest] = where
-            pack_of[page], entry_of[page] = where
+            changed.append((page, *where))
     finally:
         os.close(fd)
     new_packs = writer.close()
     packs.extend(p.file for p in new_packs)
-    return build_page_map(page_size, packs, pack_of, entry_of), new_packs, new_pages
+    base_map = base.page_map if base is not None else None
+    page_map = splice_page_map(base_map, page_size, count, packs, changed)
+    return page_map, new_packs, new_pages
 
 
 def _upload(
