@@ -138,8 +138,9 @@ def stage_snapshot(
     db_path = settings.require_db()
     check_source(db_path)
     cleanup_stale_staging(settings.staging_dir / settings.name)
-    moment = (now or datetime.now(UTC)).replace(microsecond=0)
-    backup_id = new_backup_id(moment)
+    exact = now or datetime.now(UTC)
+    moment = exact.replace(microsecond=0)
+    backup_id = new_backup_id(exact)
     workdir = settings.staging_dir / settings.name / backup_id
     _require_free_space(workdir.parent, needed=2 * db_path.stat().st_size)
     workdir.mkdir(parents=True, exist_ok=False)

@@ -20,9 +20,11 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def new_backup_id(now: datetime | None = None) -> str:
-    """UTC creation time plus 6 random hex chars: unique, and sorts by time."""
+    """UTC creation time plus 6 hex chars: the microsecond (5 hex digits) and one random
+    digit, so two backups made within one second still sort by time ("latest" is the last
+    one made) and two made at the same instant still differ."""
     moment = (now or datetime.now(UTC)).astimezone(UTC)
-    return f"{moment:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    return f"{moment:%Y%m%dT%H%M%SZ}-{moment.microsecond:05x}{secrets.randbelow(16):x}"
 
 
 def backup_id_time(backup_id: str) -> datetime:

@@ -157,9 +157,9 @@ def build_backup_assets(
             "db_bytes": manifest.db_size,
             "format": manifest.kind,
         }
-        if manifest.is_paged:
-            written = [o.manifest.paged or {} for o in outcomes if o.manifest is not None]
-            metadata["new_pages"] = max((int(p.get("new_pages", 0)) for p in written), default=0)
+        written = [o.manifest.paged or {} for o in outcomes if o.manifest is not None]
+        if written:  # paged: what the destinations stored (none when every upload failed)
+            metadata["new_pages"] = max(int(p.get("new_pages", 0)) for p in written)
             metadata["reused_pages"] = manifest.page_count - metadata["new_pages"]
         failed = [o for o in outcomes if not o.ok]
         if failed:

@@ -155,7 +155,11 @@ class HashCache:
         target = self.directory / f"{info.backup_id}.hashes"
         if not target.exists():
             tmp = self.directory / f".{info.backup_id}.hashes.partial"
-            shutil.copyfile(hashes, tmp)
+            tmp.unlink(missing_ok=True)
+            try:
+                os.link(hashes, tmp)  # the staged file is never written again
+            except OSError:
+                shutil.copyfile(hashes, tmp)
             os.replace(tmp, target)
         atomic_write_bytes(self.directory / f"{info.backup_id}.json", info.to_json())
         self._trim()
