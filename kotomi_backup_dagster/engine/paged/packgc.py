@@ -17,7 +17,6 @@ when killed at any point:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import tempfile
 from array import array
@@ -25,13 +24,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from ..catalog import list_backups, manifest_key
-from ..errors import BackupError
+from ..catalog import backup_prefix, list_backups, manifest_key
+from ..errors import BackupError, ConfigError
 from ..manifest import Manifest
 from ..stores import BackupStore, ObjectNotFound
-from .packs import PackWriter, StagedPack, is_old_pack, pack_key, packs_prefix, read_pack
+from .packs import (
+    PackWriter,
+    StagedPack,
+    is_old_pack,
+    pack_key,
+    packs_prefix,
+    read_checked_pack,
+)
 from .pagemap import PageMap, build_page_map
 from .publish import load_page_map, page_map_key, recipients_fingerprint
 
@@ -89,6 +95,8 @@ def prune_packs(
                 report.notes.append("packs left alone: a manifest became unreadable")
                 return report
             paged = [m for m in listing.backups if m.is_paged]
+    if not dry_run:
+        _sweep_leftovers(store, name, paged, moment)
     named = {f for m in paged for f in m.pack_files()}
     for pack in store.list_children(packs_prefix(name)):
         if pack in named:
@@ -101,6 +109,24 @@ def prune_packs(
         if not dry_run:
             store.delete(pack_key(name, pack))
     return report
+
+
+def _sweep_leftovers(
+    store: BackupStore, name: str, paged: list[Manifest], moment: datetime
+) -> None:
+    """What killed writers leave: a local store's temp files of pack uploads, and page maps
+    a killed repack wrote but no manifest switched to."""
+    sweep = getattr(store, "sweep_partials", None)  # only LocalStore has temp files
+    if callable(sweep):
+        sweep(packs_prefix(name), (moment - ORPHAN_AGE).timestamp())
+    for manifest in paged:
+        if not (manifest.paged or {}).get("repacked_at"):
+            continue  # only a repack writes a second page map
+        folder = backup_prefix(name, manifest.backup_id)
+        current = manifest.archive.key.rsplit("/", 1)[-1]
+        for child in store.list_children(folder):
+            if child.startswith(f"{name}.pages") and child.endswith(".zst") and child != current:
+                store.delete(f"{folder}/{child}")
 
 
 def _live_entries(
@@ -193,19 +219,25 @@ def _rewrite_packs(
         for pack in packs:
             info = owner[pack].pack_files()[pack]
             extractor = _LiveExtractor(live[pack], page_size, writer)
+            key = pack_key(name, pack)
+
+            def open_pack(key: str = key, pack: str = pack) -> BinaryIO:
+                try:
+                    return store.open_read(key)
+                except ObjectNotFound as exc:
+                    raise BackupError(f"pack {pack} is missing at {store.url}") from exc
+
             try:
-                stream = store.open_read(pack_key(name, pack))
-            except ObjectNotFound as exc:
-                raise BackupError(f"repack: pack {pack} is missing at {store.url}") from exc
-            with contextlib.closing(stream):
-                got = read_pack(
-                    stream, extractor.take, encrypted=pack.endswith(".age"), identities=identities
-                )
-            if got.size != int(info["size"]) or got.sha256 != info["sha256"] or extractor.pending:
+                read_checked_pack(open_pack, pack, info, extractor.take, identities)
+            except ConfigError:
+                raise
+            except BackupError as exc:
                 raise BackupError(
-                    f"repack: pack {pack} at {store.url} differs from its manifest (tampered or "
-                    "torn); nothing was changed: run `kotomi-backup drill all`"
-                )
+                    f"repack at {store.url}: {exc}; nothing was changed: "
+                    "run `kotomi-backup drill all`"
+                ) from exc
+            if extractor.pending:
+                raise BackupError(f"repack: pack {pack} at {store.url} ends mid-page")
             moved[pack] = extractor.where
         return moved, writer.close()
     except BaseException:

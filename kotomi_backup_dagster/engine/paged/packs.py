@@ -9,6 +9,7 @@ an upload in flight from an abandoned one), and a pack never changes after that.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -258,9 +259,48 @@ def read_pack(
         raise BackupError(f"cannot decrypt pack: {exc} (damaged?)") from exc
     except zstandard.ZstdError as exc:
         raise BackupError(f"pack is damaged: zstd says {exc}") from exc
+    except OSError as exc:  # pyrage reports a failed payload MAC as an OSError
+        raise BackupError(f"pack is damaged: age says {exc}") from exc
     return PackRead(
         size=source.count,
         sha256=source.digest.hexdigest(),
         raw_bytes=unpacker.offset,
         seconds=time.monotonic() - started,
     )
+
+
+def stored_sha256(stream: BinaryIO) -> str:
+    """The sha256 of a stored object, read to its end."""
+    digest = hashlib.sha256()
+    with contextlib.closing(stream):
+        while block := stream.read(BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_checked_pack(
+    stream_of: Callable[[], BinaryIO],
+    pack: str,
+    info: dict[str, Any],
+    sink: PageSink,
+    identities: Sequence[Any],
+) -> PackRead:
+    """`read_pack` of a stored pack, held to the size and sha256 its manifest records.
+
+    A damaged age header looks like a wrong key ("no matching keys"); the pack's sha256 tells
+    the two apart, so a tampered pack is reported as such and not blamed on the key.
+    """
+    try:
+        with contextlib.closing(stream_of()) as stream:
+            result = read_pack(stream, sink, encrypted=pack.endswith(".age"), identities=identities)
+    except ConfigError:
+        if identities and stored_sha256(stream_of()) != info["sha256"]:
+            raise BackupError(
+                f"pack {pack} sha256 differs from the manifest (tampered or torn)"
+            ) from None
+        raise
+    except BackupError as exc:
+        raise BackupError(f"pack {pack}: {exc}") from exc
+    if result.size != int(info["size"]) or result.sha256 != info["sha256"]:
+        raise BackupError(f"pack {pack} sha256 differs from the manifest (tampered or torn)")
+    return result

@@ -8,7 +8,6 @@ appears at `dest` only when all of that matched.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import tempfile
@@ -16,13 +15,13 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..errors import BackupError, ConfigError
 from ..fsutil import fsync_dir
 from ..manifest import Manifest
 from ..stores import BackupStore, ObjectNotFound
-from .packs import pack_key, read_pack
+from .packs import pack_key, read_checked_pack
 from .publish import load_page_map
 
 Progress = Callable[[int], None]
@@ -129,28 +128,18 @@ def _place_pack(
         active[:] = still
         report(len(data))
 
+    def open_pack() -> BinaryIO:
+        try:
+            return store.open_read(key)
+        except ObjectNotFound as exc:
+            raise BackupError(f"pack {pack} is missing at {store.url}") from exc
+
     try:
-        stream = store.open_read(key)
-    except ObjectNotFound as exc:
-        raise BackupError(
-            f"backup {manifest.backup_id}: pack {pack} is missing at {store.url}; nothing restored"
-        ) from exc
-    try:
-        with contextlib.closing(stream):
-            result = read_pack(
-                stream, place, encrypted=pack.endswith(".age"), identities=identities
-            )
+        result = read_checked_pack(open_pack, pack, info, place, identities)
     except ConfigError:
         raise
     except BackupError as exc:
-        raise BackupError(
-            f"backup {manifest.backup_id}: pack {pack}: {exc}; nothing restored"
-        ) from exc
-    if result.size != int(info["size"]) or result.sha256 != info["sha256"]:
-        raise BackupError(
-            f"backup {manifest.backup_id}: pack {pack} sha256 differs from the manifest "
-            "(tampered or torn); nothing restored"
-        )
+        raise BackupError(f"backup {manifest.backup_id}: {exc}; nothing restored") from exc
     if upcoming is not None or active or result.raw_bytes != int(info["pages"]) * page_size:
         raise BackupError(
             f"backup {manifest.backup_id}: pack {pack} holds fewer pages than the page map "

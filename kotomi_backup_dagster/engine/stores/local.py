@@ -104,6 +104,23 @@ class LocalStore:
         except OSError as exc:
             raise _os_error(exc, self.url, doing="reading") from exc
 
+    def sweep_partials(self, prefix: str, before: float) -> list[str]:
+        """Remove temp files of writes killed mid-way (`.<name>.<random>.partial`) directly
+        under `prefix` and last touched before `before` (a time.time() value). Other stores
+        need nothing of the kind: an interrupted S3 or GCS upload leaves no object."""
+        removed = []
+        directory = self._path(prefix)
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        for entry in entries:
+            partial = entry.name.startswith(".") and entry.name.endswith(".partial")
+            if partial and entry.is_file() and entry.stat().st_mtime < before:
+                Path(entry.path).unlink(missing_ok=True)
+                removed.append(entry.name)
+        return removed
+
     def delete(self, key: str) -> None:
         path = self._path(key)
         if path.is_dir():
