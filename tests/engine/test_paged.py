@@ -379,7 +379,8 @@ def test_splicing_changes_into_a_base_equals_building_from_every_page(seed: int)
         | set(range(base_count, count))
     )
     changed = [(page, 2, n) for n, page in enumerate(pages)]
-    spliced = splice_page_map(base, 4096, count, list(packs), changed)
+    flat = array("I", [v for triple in changed for v in triple])
+    spliced = splice_page_map(base, 4096, count, list(packs), flat)
     want_pack = array("I", [0]) * count
     want_entry = array("I", [0]) * count
     base_pack, base_entry = base.locations()

@@ -165,11 +165,11 @@ def splice_page_map(
     page_size: int,
     page_count: int,
     packs: list[str],
-    changed: Sequence[tuple[int, int, int]],
+    changed: Sequence[int],
 ) -> PageMap:
-    """`base`'s runs with the `changed` pages (page, index in `packs`, entry; by page) put
-    in: work in proportion to the runs and the changes, not to the database. `packs` starts
-    with `base.packs`; pages past the base's end must all be in `changed`."""
+    """`base`'s runs with the `changed` pages put in (flat triples: page, index in `packs`,
+    entry; by page): work in proportion to the runs and the changes, not to the database.
+    `packs` starts with `base.packs`; pages past the base's end must all be in `changed`."""
     runs = _u32()
 
     def emit(page: int, count: int, pack: int, entry: int) -> None:
@@ -188,17 +188,17 @@ def splice_page_map(
         start, end = run.first_page, min(run.first_page + run.count, page_count)
         page = start
         while page < end:
-            if i < n and changed[i][0] < end:
-                at, pack, entry = changed[i]
+            if i < n and changed[i] < end:
+                at, pack, entry = changed[i], changed[i + 1], changed[i + 2]
                 if at > page:
                     emit(page, at - page, run.pack, run.first_entry + page - start)
                 emit(at, 1, pack, entry)
-                i, page = i + 1, at + 1
+                i, page = i + 3, at + 1
             else:
                 emit(page, end - page, run.pack, run.first_entry + page - start)
                 page = end
-    for at, pack, entry in changed[i:]:
-        emit(at, 1, pack, entry)
+    for k in range(i, n, 3):
+        emit(changed[k], 1, changed[k + 1], changed[k + 2])
     used = sorted(set(runs[2::_RUN_FIELDS]))
     if used != list(range(len(packs))):
         renumber = {old: new for new, old in enumerate(used)}

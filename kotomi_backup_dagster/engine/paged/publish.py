@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -148,7 +149,7 @@ def _build(
     packs = list(base.page_map.packs) if base is not None else []
     first_new = len(packs)
     seen: dict[bytes, tuple[int, int]] = {}
-    changed: list[tuple[int, int, int]] = []
+    changed = array("I")  # page, pack, entry: 12 bytes per stored page
     new_pages = 0
     fd = os.open(snapshot, os.O_RDONLY)
     try:
@@ -166,7 +167,7 @@ def _build(
                 new_pages += 1
                 if len(seen) < SEEN_LIMIT:
                     seen[digest] = where
-            changed.append((page, *where))
+            changed.extend((page, *where))
     finally:
         os.close(fd)
     new_packs = writer.close()
