@@ -55,7 +55,6 @@ from run import (  # bench/run.py, the harness
 TARGET_CHURN = 0.03
 CHURN_TOLERANCE = 0.95  # an hour's churn is reached at 95 % of the target (2.85 % for 3 %)
 MAX_CHECKS = 12  # calibration rounds per hour
-SAME_STORE_GAP = 1.1  # s between two backups to one store: backup ids have 1 s resolution
 PAGED_ARGS = ["--format", "paged"]
 TOOLS = ("full", "paged", "restic")
 TOOL_LABELS = {
@@ -315,15 +314,11 @@ def run_size(mb: int, hours: int, reps: int, seed: int, target: float) -> SizeRu
             ["restic", "init", "--repo", str(dests["restic"]), "-q"], env=restic_env, check=True
         )
         live = LiveDatabase(live_path, work / "copy" / f"{NAME}.db", seed)
-        last_end: dict[str, float] = {}
 
         report = work / "backup.json"
 
         def backup(tool: str) -> tuple[Sample, dict[str, float]]:
             """One measured backup; our tools' stage seconds from their `--json` report."""
-            gap = last_end.get(tool, 0.0) + SAME_STORE_GAP - time.monotonic()
-            if gap > 0:
-                time.sleep(gap)
             dest = dests[tool]
             before = tree_size(dest) if dest.exists() else 0
             if tool == "restic":
@@ -334,7 +329,6 @@ def run_size(mb: int, hours: int, reps: int, seed: int, target: float) -> SizeRu
                 argv += PAGED_ARGS if tool == "paged" else []
                 sample = measure(argv, env, stdout=report)
                 account = stages_of(report)
-            last_end[tool] = time.monotonic()
             sample.stored = tree_size(dest) - before
             return sample, account
 
@@ -524,8 +518,8 @@ def render(runs: list[SizeRun], command: str, info: dict[str, str], hours: int, 
         f"a base backup, about {TARGET_CHURN * 100:.0f} % of the pages changed per hour "
         f"(achieved at {big.mb} MB: {', '.join(pct(c) for c in churns)}), {reps} interleaved "
         f"restore repetition{'' if reps == 1 else 's'}. Rerun that command to check the "
-        f"figures. Engine: commit {info['engine']}. Machine: {info['cpu']}; load {info['load']}; "
-        f"bench time {info['bench time']}.",
+        f"figures. Engine: kotomi_backup_dagster/ at commit {info['engine']}. Machine: "
+        f"{info['cpu']}; load {info['load']}; bench time {info['bench time']}.",
         "",
         "A copy of the demo database is the live database (WAL, opened with Kotomi's pragmas). "
         "Between hours, a seeded `KotomiWriter.request()` loop (comments, reactions, each request "
@@ -695,14 +689,14 @@ def write_section(out: Path, section: str) -> None:
 
 
 def engine_state() -> str:
-    """The commit the CLI runs from, and whether the package has uncommitted changes."""
+    """The last commit of the package the CLI runs, and whether it has uncommitted changes."""
 
     def git(*args: str) -> str:
         return subprocess.run(
             ["git", "-C", str(ROOT), *args], capture_output=True, text=True
         ).stdout.strip()
 
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    head = git("log", "-1", "--format=%h", "--", "kotomi_backup_dagster") or "unknown"
     dirty = git("status", "--porcelain", "--", "kotomi_backup_dagster")
     return head + (" plus uncommitted changes to kotomi_backup_dagster/" if dirty else "")
 
