@@ -564,13 +564,14 @@ def render(runs: list[SizeRun], command: str, info: dict[str, str], hours: int, 
         lines.append(f"| {label} | {med(xs) / med(ys):.3f}x | {span(ratios)} |")
     if big.fetch_error:
         lines += ["", f"`bench/fetch.py` could not restore a backup: {big.fetch_error}."]
-    peaks = [(r.mb, max(h.samples["paged"].rss_mb for h in r.hours)) for r in runs]
-    if peaks:
-        text = ", ".join(f"{p:.0f} MB at {mb} MB" for mb, p in sorted(peaks))
-        lines += ["", f"Peak RSS of the paged backup (any hour, base included): {text}."]
-        if len(peaks) >= 2:
-            lo, hi = min(peaks)[1], max(peaks)[1]
-            lines[-1] += f" From the smallest to the largest database it grows {hi - lo:.0f} MB."
+    sized = sorted(runs, key=lambda r: r.mb)
+    parts = []
+    for label, pick in (("base backup", lambda r: r.hours[:1]), ("hourly backups", SizeRun.later)):
+        peaks = [max(h.samples["paged"].rss_mb for h in pick(r)) for r in sized]
+        text = ", ".join(f"{p:.0f} MB at {r.mb} MB" for p, r in zip(peaks, sized, strict=True))
+        growth = f" ({peaks[-1] - peaks[0]:+.0f} MB)" if len(peaks) > 1 else ""
+        parts.append(f"{label} {text}{growth}")
+    lines += ["", f"Peak RSS of the paged backup: {'; '.join(parts)}."]
     for run in sorted(runs, key=lambda r: r.mb):
         lines += render_size(run)
     lines += [
