@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import random
 import shutil
 import sqlite3
 import time
@@ -43,6 +44,17 @@ def kotomi_db(demo_db_template: Path, tmp_path: Path) -> Path:
     path.parent.mkdir()
     shutil.copyfile(demo_db_template, path)
     return path
+
+
+def kotomi_requests(db: Path, count: int, seed: int = 1) -> None:
+    """`count` Kotomi-like requests (comment posts, reaction toggles), each committed."""
+    conn = connect_like_kotomi(db)
+    try:
+        writer = KotomiWriter(conn, random.Random(seed))
+        for _ in range(count):
+            writer.request()
+    finally:
+        conn.close()
 
 
 @dataclass

@@ -114,12 +114,14 @@ def load_identities(path: Path) -> list[Any]:
     return identities
 
 
-class _Readable(Protocol):
+class Readable(Protocol):
     def readinto(self, buffer: Any, /) -> int | None: ...
 
 
-class _HashingReader(io.RawIOBase):
-    def __init__(self, raw: _Readable, progress: Progress | None) -> None:
+class HashingReader(io.RawIOBase):
+    """Reads from `raw`, counting and hashing what passes (and reporting it to `progress`)."""
+
+    def __init__(self, raw: Readable, progress: Progress | None = None) -> None:
         self._raw = raw
         self._progress = progress
         self.digest = hashlib.sha256()
@@ -139,7 +141,9 @@ class _HashingReader(io.RawIOBase):
         return n or 0
 
 
-class _HashingWriter(io.RawIOBase):
+class HashingWriter(io.RawIOBase):
+    """Writes to `raw`, counting and hashing what passes."""
+
     def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
         self.digest = hashlib.sha256()
@@ -160,7 +164,7 @@ class _BackgroundWriter:
     """Hands blocks to a thread that hashes and writes them, so the caller can go on
     decompressing on the other core. At most `depth` blocks wait: memory stays bounded."""
 
-    def __init__(self, sink: _HashingWriter, depth: int = 4) -> None:
+    def __init__(self, sink: HashingWriter, depth: int = 4) -> None:
         self._sink = sink
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
@@ -192,12 +196,18 @@ class _BackgroundWriter:
             raise self._error
 
 
-class _Inflater(io.RawIOBase):
-    """A writable that decompresses into `sink` and knows whether the frame was complete."""
+class Inflater(io.RawIOBase):
+    """A writable that decompresses into `sink` and knows whether the frame was complete.
 
-    def __init__(self, sink: _BackgroundWriter) -> None:
+    An error raised by `sink` (writing the result: a full disk) is kept apart, so that it is
+    never reported as damage of the stored data.
+    """
+
+    def __init__(self, sink: Callable[[bytes], None], what: str = "archive") -> None:
         self._sink = sink
         self._dobj = zstandard.ZstdDecompressor().decompressobj(write_size=BLOCK)
+        self.what = what
+        self.sink_error: BaseException | None = None
 
     def writable(self) -> bool:
         return True
@@ -207,12 +217,58 @@ class _Inflater(io.RawIOBase):
         # bytes pass through as they are (no copy); a view from pyrage is copied once.
         chunk = self._dobj.decompress(data if isinstance(data, bytes) else bytes(view))
         if chunk:
-            self._sink.write(chunk)
+            try:
+                self._sink(chunk)
+            except BaseException as exc:
+                self.sink_error = exc
+                raise
         return view.nbytes
 
     def finish(self) -> None:
         if not self._dobj.eof:
-            raise BackupError("archive is truncated: the zstd frame does not end")
+            raise BackupError(f"{self.what} is truncated: the zstd frame does not end")
+
+
+def decrypt_and_inflate(
+    reader: HashingReader,
+    inflater: Inflater,
+    *,
+    encrypted: bool,
+    identities: Sequence[Any] = (),
+) -> None:
+    """Feed a stored stream (age-decrypted when `encrypted`) through `inflater` to the end.
+
+    Failures of the stored data become one line: a key that does not match is a ConfigError
+    (exit 2), damage is a BackupError; what the sink raised is raised as it is.
+    """
+    import pyrage
+
+    what = inflater.what
+    try:
+        if encrypted:
+            if not identities:
+                raise ConfigError(
+                    f"{what} is encrypted: set KOTOMI_BACKUP_AGE_IDENTITY to the age key file"
+                )
+            pyrage.decrypt_io(reader, inflater, list(identities))
+        else:
+            while block := reader.read(BLOCK):
+                inflater.write(block)
+        inflater.finish()
+    except (pyrage.DecryptError, zstandard.ZstdError, OSError) as exc:
+        if inflater.sink_error is not None:
+            raise inflater.sink_error from None
+        if isinstance(exc, zstandard.ZstdError):
+            raise BackupError(f"{what} is damaged: zstd says {exc}") from exc
+        if "no matching keys" in str(exc).lower():
+            raise ConfigError(
+                f"cannot decrypt {what}: the age identity does not match its recipients "
+                "(check KOTOMI_BACKUP_AGE_IDENTITY)"
+            ) from exc
+        if isinstance(exc, pyrage.DecryptError):
+            raise BackupError(f"cannot decrypt {what}: {exc} (damaged age header?)") from exc
+        # pyrage reports a payload that fails its MAC as a bare OSError
+        raise BackupError(f"{what} is damaged: age says {exc}") from exc
 
 
 def write_archive(
@@ -237,8 +293,8 @@ def write_archive(
     cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
     opener = atomic_writer if durable else _renaming_writer
     with source.open("rb", buffering=0) as src, opener(dest) as out:
-        reader = _HashingReader(src, progress)
-        writer = _HashingWriter(out)
+        reader = HashingReader(src, progress)
+        writer = HashingWriter(out)
         compressed = cctx.stream_reader(cast(IO[bytes], reader), size=db_size, read_size=BLOCK)
         if recipients:
             pyrage.encrypt_io(compressed, writer, list(recipients))
@@ -290,38 +346,16 @@ def extract_archive(
     progress: Progress | None = None,
 ) -> ExtractResult:
     """Decrypt and decompress a stream into `dest` (atomically), hashing both sides."""
-    import pyrage
-
-    reader = _HashingReader(cast(_Readable, archive), progress)
+    reader = HashingReader(cast(Readable, archive), progress)
     with atomic_writer(dest) as out:
-        writer = _HashingWriter(out)
+        writer = HashingWriter(out)
         background = _BackgroundWriter(writer)
-        inflater = _Inflater(background)
+        inflater = Inflater(background.write)
         try:
-            try:
-                if encrypted:
-                    if not identities:
-                        raise ConfigError(
-                            "archive is encrypted: set KOTOMI_BACKUP_AGE_IDENTITY to the age "
-                            "key file"
-                        )
-                    pyrage.decrypt_io(reader, inflater, list(identities))
-                else:
-                    while block := reader.read(BLOCK):
-                        inflater.write(block)
-                inflater.finish()
-            finally:
-                background.stop()
-            background.check()
-        except pyrage.DecryptError as exc:
-            if "no matching keys" in str(exc).lower():
-                raise ConfigError(
-                    "cannot decrypt archive: the age identity does not match its recipients "
-                    "(check KOTOMI_BACKUP_AGE_IDENTITY)"
-                ) from exc
-            raise BackupError(f"cannot decrypt archive: {exc} (damaged age header?)") from exc
-        except zstandard.ZstdError as exc:
-            raise BackupError(f"archive is damaged: zstd says {exc}") from exc
+            decrypt_and_inflate(reader, inflater, encrypted=encrypted, identities=identities)
+        finally:
+            background.stop()
+        background.check()
     return ExtractResult(
         path=dest,
         archive_sha256=reader.digest.hexdigest(),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from .archive import ArchiveResult, archive_suffix, parse_recipients, write_archive
+from .archive import (
+    ArchiveResult,
+    Progress,
+    archive_suffix,
+    parse_recipients,
+    write_archive,
+)
 from .catalog import already_published, backup_prefix, publish_backup
 from .errors import BackupError, ConfigError
 from .manifest import (
@@ -48,7 +54,6 @@ DRAFT_MANIFEST = "manifest.json"
 PAGE_HASHES = "pages.hashes"  # paged format: the snapshot's page hashes
 PAGE_HASHES_INFO = "pages.json"
 STALE_STAGING_SECONDS = 7 * 24 * 3600
-Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True)

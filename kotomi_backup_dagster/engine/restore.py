@@ -15,13 +15,13 @@ import fcntl
 import os
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .archive import extract_archive
+from .archive import Progress, extract_archive
 from .catalog import find_backup, list_backups
 from .errors import BackupError, ConfigError
 from .fsutil import fsync_dir
@@ -29,8 +29,6 @@ from .manifest import Manifest
 from .paged import rebuild_database
 from .stores import BackupStore, ObjectNotFound
 from .verify import Profile, VerifyReport, verify_database
-
-Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,6 @@ upload's page counts, an incremental second run, and re-execution after a failed
 from __future__ import annotations
 
 import hashlib
-import random
-import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +19,10 @@ from dagster import (
 from kotomi_backup_dagster.defs.backup.definitions import build_backup_definitions
 from kotomi_backup_dagster.defs.databases import DatabaseSpec
 from kotomi_backup_dagster.engine.catalog import list_backups
-from kotomi_backup_dagster.engine.kotomi import KotomiWriter, connect_like_kotomi
-from kotomi_backup_dagster.engine.manifest import PAGED_FORMAT, Manifest, backup_id_time
+from kotomi_backup_dagster.engine.manifest import PAGED_FORMAT, Manifest
 from kotomi_backup_dagster.engine.restore import choose_backup, fetch_backup
 from kotomi_backup_dagster.engine.stores import LocalStore
+from tests.conftest import kotomi_requests
 
 STEPS = {"kotomi__snapshot", "kotomi__snapshot_verify", "kotomi__archive", "kotomi__upload"}
 
@@ -53,25 +50,6 @@ def metadata(result: Any) -> dict[str, dict[str, Any]]:
         for mat in result.asset_materializations_for_node(node):
             found[mat.asset_key.path[-1]] = {k: v.value for k, v in mat.metadata.items()}
     return found
-
-
-def kotomi_requests(db: Path, count: int, seed: int) -> None:
-    conn = connect_like_kotomi(db)
-    try:
-        writer = KotomiWriter(conn, random.Random(seed))
-        for _ in range(count):
-            writer.request()
-    finally:
-        conn.close()
-
-
-def past_the_second_of(backup_id: str) -> None:
-    """Wait for the clock to leave the second `backup_id` was taken in. Backup ids order by
-    time only to the second, and a paged backup builds on an older id: two runs within one
-    second may not see each other."""
-    later = backup_id_time(backup_id) + timedelta(seconds=1)
-    while (now := datetime.now(UTC)) < later:
-        time.sleep((later - now).total_seconds() + 0.01)
 
 
 def restored_sha256(dest: Path, manifest: Manifest, tmp_path: Path) -> str:
@@ -102,7 +80,6 @@ def test_paged_job_materializes_each_stage_and_a_second_run_stores_few_pages(
     assert not Path(mats["snapshot"]["staging"]).exists()
 
     kotomi_requests(kotomi_db, 30, seed=1)
-    past_the_second_of(one.backup_id)
     second = job.execute_in_process(instance=DagsterInstance.ephemeral())
     assert second.success
     again = metadata(second)
@@ -133,7 +110,6 @@ def test_reexecution_after_a_failed_paged_upload_reruns_only_the_upload(
         aside = env / "packs-aside"
         packs.rename(aside)
         packs.write_text("a file where the packs folder should be")  # the store breaks
-        past_the_second_of(one.backup_id)
         failed = execute_job(job, instance=instance, raise_on_error=False)
         assert not failed.success
         assert step_keys(failed, "STEP_FAILURE") == {"kotomi__upload"}

@@ -18,7 +18,6 @@ import pytest
 
 from kotomi_backup_dagster.engine.backup import run_backup
 from kotomi_backup_dagster.engine.errors import BackupError, ConfigError
-from kotomi_backup_dagster.engine.kotomi import KotomiWriter, connect_like_kotomi
 from kotomi_backup_dagster.engine.manifest import Manifest
 from kotomi_backup_dagster.engine.paged.pagemap import PageMap, build_page_map
 from kotomi_backup_dagster.engine.prune import prune_store
@@ -26,19 +25,11 @@ from kotomi_backup_dagster.engine.restore import restore_database
 from kotomi_backup_dagster.engine.retention import RetentionPolicy
 from kotomi_backup_dagster.engine.settings import BackupSettings
 from kotomi_backup_dagster.engine.stores import LocalStore
-from tests.conftest import AgeKey
+from tests.conftest import AgeKey, kotomi_requests
 
 
 def settings(db: Path, store: Path, **extra: object) -> BackupSettings:
     return BackupSettings.from_env(db_path=db, urls=(str(store),), backup_format="paged", **extra)
-
-
-def kotomi_writes(db: Path, requests: int, seed: int = 1) -> None:
-    conn = connect_like_kotomi(db)
-    writer = KotomiWriter(conn, random.Random(seed))
-    for _ in range(requests):
-        writer.request()
-    conn.close()
 
 
 def sha256_of(path: Path) -> str:
@@ -68,7 +59,7 @@ def test_second_backup_stores_only_changed_pages_and_both_restore(
     assert sum(i["pages"] for i in first.pack_files().values()) == first.paged["new_pages"]
     packs_before = pack_files(store)
 
-    kotomi_writes(kotomi_db, 40)
+    kotomi_requests(kotomi_db, 40)
     result = run_backup(settings(kotomi_db, store))
     second = result.manifest
     paged = second.paged or {}
@@ -343,7 +334,7 @@ def test_drills_and_verify_work_on_paged_backups(kotomi_db: Path, tmp_path: Path
 
     store = tmp_path / "store"
     first = run_backup(settings(kotomi_db, store)).manifest
-    kotomi_writes(kotomi_db, 20)
+    kotomi_requests(kotomi_db, 20)
     run_backup(settings(kotomi_db, store))
     drilled = drill_store(LocalStore(store), "kotomi", "all")
     assert len(drilled) == 2 and all(record.ok for _, record in drilled)

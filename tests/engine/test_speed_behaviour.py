@@ -127,7 +127,7 @@ def test_extract_reports_a_write_error_from_its_writer_thread(
     def full_disk(self: object, data: object) -> int:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(archive._HashingWriter, "write", full_disk)
+    monkeypatch.setattr(archive.HashingWriter, "write", full_disk)
     with made.path.open("rb") as fh, pytest.raises(OSError, match="No space"):
         extract_archive(fh, tmp_path / "out.db", encrypted=False)
     assert not (tmp_path / "out.db").exists()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.servers import Endpoint, FaultProxy, gcs_emulator, moto_server
+from tests.servers import Endpoint, FaultProxy, Request, gcs_emulator, moto_server
 
 # Distinctive, so a test can prove it never shows up in a message.
 AWS_SECRET = "kotomi-test-secret-WJALRXUTNFEMI"
@@ -127,3 +127,36 @@ def check_download(store: Any, manifest: Any) -> bytes:
     db = zstandard.ZstdDecompressor().stream_reader(archive).read()
     assert hashlib.sha256(db).hexdigest() == manifest.db_sha256
     return archive
+
+
+Proxies = Callable[..., FaultProxy]
+
+
+def route(proxy: FaultProxy, scheme: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Send the standard clients of `open_store` through the proxy."""
+    if scheme == "s3":
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    else:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+
+
+@pytest.fixture(params=["s3", "gs"])
+def remote(
+    request: pytest.FixtureRequest, proxy_for: Proxies, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, FaultProxy]:
+    """A destination URL of each kind, reached through a fault proxy that sees every request."""
+    if request.param == "s3":
+        bucket = request.getfixturevalue("s3_bucket")
+        proxy = proxy_for(request.getfixturevalue("aws_env"))
+    else:
+        bucket = request.getfixturevalue("gs_bucket")
+        proxy = proxy_for(request.getfixturevalue("gcs_env"))
+    route(proxy, request.param, monkeypatch)
+    return f"{request.param}://{bucket}/offsite", proxy
+
+
+def is_upload(request: Request) -> bool:
+    """Writes of data: S3 PutObject/UploadPart, GCS uploads (multipart or resumable)."""
+    return request.method in ("PUT", "POST") and (
+        "/upload/" in request.path or request.method == "PUT"
+    )

@@ -29,44 +29,15 @@ from kotomi_backup_dagster.engine.stores.s3 import MiB, S3Store
 from tests.servers import Endpoint, FaultProxy, Request, Rule
 from tests.stores.conftest import (
     AWS_SECRET,
+    Proxies,
     check_download,
     gcs_client,
+    is_upload,
     s3_client,
     settings,
 )
 
-Proxies = Callable[..., FaultProxy]
 FAST = RetryPolicy(attempts=6, base_delay=0.05)
-
-
-def route(proxy: FaultProxy, scheme: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Send the standard clients of `open_store` through the proxy."""
-    if scheme == "s3":
-        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
-    else:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
-
-
-@pytest.fixture(params=["s3", "gs"])
-def remote(
-    request: pytest.FixtureRequest, proxy_for: Proxies, monkeypatch: pytest.MonkeyPatch
-) -> tuple[str, FaultProxy]:
-    """A destination URL of each kind, reached through a fault proxy."""
-    if request.param == "s3":
-        bucket = request.getfixturevalue("s3_bucket")
-        proxy = proxy_for(request.getfixturevalue("aws_env"))
-    else:
-        bucket = request.getfixturevalue("gs_bucket")
-        proxy = proxy_for(request.getfixturevalue("gcs_env"))
-    route(proxy, request.param, monkeypatch)
-    return f"{request.param}://{bucket}/offsite", proxy
-
-
-def is_upload(request: Request) -> bool:
-    """Writes of data: S3 PutObject/UploadPart, GCS uploads (multipart or resumable)."""
-    return request.method in ("PUT", "POST") and (
-        "/upload/" in request.path or request.method == "PUT"
-    )
 
 
 def test_a_backup_costs_a_small_fixed_number_of_requests(

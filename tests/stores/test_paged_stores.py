@@ -10,7 +10,6 @@ older backup id, so two backups taken within one second might not see each other
 from __future__ import annotations
 
 import hashlib
-import random
 import shutil
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -29,7 +28,6 @@ from kotomi_backup_dagster.engine.backup import (
 )
 from kotomi_backup_dagster.engine.catalog import list_backups, manifest_key
 from kotomi_backup_dagster.engine.demo import generate_demo_database
-from kotomi_backup_dagster.engine.kotomi import KotomiWriter, connect_like_kotomi
 from kotomi_backup_dagster.engine.manifest import PAGED_FORMAT, Manifest
 from kotomi_backup_dagster.engine.paged import HashCache
 from kotomi_backup_dagster.engine.prune import prune_store
@@ -37,9 +35,9 @@ from kotomi_backup_dagster.engine.restore import check_restored, choose_backup, 
 from kotomi_backup_dagster.engine.retention import RetentionPolicy
 from kotomi_backup_dagster.engine.settings import BackupSettings
 from kotomi_backup_dagster.engine.stores import BackupStore, open_store
+from tests.conftest import kotomi_requests
 from tests.servers import Endpoint, FaultProxy, Request, Rule
-from tests.stores.conftest import AWS_SECRET, s3_client, settings
-from tests.stores.test_faults import Proxies, is_upload, route
+from tests.stores.conftest import AWS_SECRET, is_upload, s3_client, settings
 
 NAME = "kotomi"
 PACKS = f"{NAME}/packs"
@@ -64,35 +62,9 @@ def larger_db(larger_template: Path, tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture(params=["s3", "gs"])
-def remote(
-    request: pytest.FixtureRequest, proxy_for: Proxies, monkeypatch: pytest.MonkeyPatch
-) -> tuple[str, FaultProxy]:
-    """A destination URL of each kind, reached through a fault proxy that sees every request."""
-    if request.param == "s3":
-        bucket = request.getfixturevalue("s3_bucket")
-        proxy = proxy_for(request.getfixturevalue("aws_env"))
-    else:
-        bucket = request.getfixturevalue("gs_bucket")
-        proxy = proxy_for(request.getfixturevalue("gcs_env"))
-    route(proxy, request.param, monkeypatch)
-    return f"{request.param}://{bucket}/offsite", proxy
-
-
 def paged(db: Path, *urls: str) -> BackupSettings:
     config: BackupSettings = settings(db, *urls, backup_format="paged")
     return config
-
-
-def kotomi_requests(db: Path, count: int, seed: int) -> None:
-    """`count` Kotomi-like requests (comment posts, reaction toggles), each committed."""
-    conn = connect_like_kotomi(db)
-    try:
-        writer = KotomiWriter(conn, random.Random(seed))
-        for _ in range(count):
-            writer.request()
-    finally:
-        conn.close()
 
 
 def backup(

@@ -19,10 +19,11 @@ import os
 import queue
 import shutil
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..archive import Progress
 from ..fsutil import atomic_write_bytes
 from ..manifest import is_backup_id
 
@@ -30,8 +31,6 @@ DIGEST = 32
 GROUP = 8 * DIGEST
 READ_BLOCK = 1 << 20
 KEEP_ENTRIES = 3  # the newest few: one per destination whose latest backup differs
-
-Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True)

@@ -17,29 +17,28 @@ when killed at any point:
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from ..catalog import backup_prefix, list_backups, manifest_key
 from ..errors import BackupError, ConfigError
 from ..manifest import Manifest
-from ..stores import BackupStore, ObjectNotFound
+from ..stores import BackupStore
 from .packs import (
     PackWriter,
     StagedPack,
     is_old_pack,
     pack_key,
     packs_prefix,
-    read_checked_pack,
+    read_stored_pack,
 )
 from .pagemap import PageMap, build_page_map
-from .publish import load_page_map, page_map_key, recipients_fingerprint
+from .publish import load_page_map, page_map_key, put_page_map, recipients_fingerprint
 
 ORPHAN_AGE = timedelta(days=1)
 # A pack whose pages are less than half needed by kept backups is rewritten with the live
@@ -114,11 +113,9 @@ def prune_packs(
 def _sweep_leftovers(
     store: BackupStore, name: str, paged: list[Manifest], moment: datetime
 ) -> None:
-    """What killed writers leave: a local store's temp files of pack uploads, and page maps
-    a killed repack wrote but no manifest switched to."""
-    sweep = getattr(store, "sweep_partials", None)  # only LocalStore has temp files
-    if callable(sweep):
-        sweep(packs_prefix(name), (moment - ORPHAN_AGE).timestamp())
+    """What killed writers leave: temp files of pack uploads (a local store's), and page
+    maps a killed repack wrote but no manifest switched to."""
+    store.sweep_partials(packs_prefix(name), (moment - ORPHAN_AGE).timestamp())
     for manifest in paged:
         if not (manifest.paged or {}).get("repacked_at"):
             continue  # only a repack writes a second page map
@@ -219,16 +216,8 @@ def _rewrite_packs(
         for pack in packs:
             info = owner[pack].pack_files()[pack]
             extractor = _LiveExtractor(live[pack], page_size, writer)
-            key = pack_key(name, pack)
-
-            def open_pack(key: str = key, pack: str = pack) -> BinaryIO:
-                try:
-                    return store.open_read(key)
-                except ObjectNotFound as exc:
-                    raise BackupError(f"pack {pack} is missing at {store.url}") from exc
-
             try:
-                read_checked_pack(open_pack, pack, info, extractor.take, identities)
+                read_stored_pack(store, name, pack, info, extractor.take, identities)
             except ConfigError:
                 raise
             except BackupError as exc:
@@ -288,24 +277,13 @@ def _switch_backup(
                 raise BackupError(f"repack: page {page} of {manifest.backup_id} was dropped")
             pack_of[page], entry_of[page] = first_new + (where >> 32), where & 0xFFFFFFFF
     new_map = build_page_map(page_map.page_size, packs, pack_of, entry_of)
-    encoded = new_map.encode()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    key = page_map_key(manifest.name, manifest.backup_id, generation=stamp)
-    store.put_bytes(key, encoded)
     known = {**manifest.pack_files(), **infos}
     paged = dict(manifest.paged or {})
     paged["packs"] = {f: known[f] for f in new_map.packs}
     paged["repacked_at"] = stamp
-    switched = replace(
-        manifest,
-        archive=replace(
-            manifest.archive,
-            key=key,
-            size=len(encoded),
-            sha256=hashlib.sha256(encoded).hexdigest(),
-        ),
-        paged=paged,
-    )
+    key = page_map_key(manifest.name, manifest.backup_id, generation=stamp)
+    switched = put_page_map(store, manifest, new_map, key, paged)
     store.put_bytes(manifest_key(manifest.name, manifest.backup_id), switched.to_json())
     if manifest.archive.key != key:
         store.delete(manifest.archive.key)

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
 import secrets
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,8 +21,10 @@ from typing import IO, Any, BinaryIO, cast
 
 import zstandard
 
+from ..archive import HashingReader, HashingWriter, Inflater, Readable, decrypt_and_inflate
 from ..errors import BackupError, ConfigError
 from ..manifest import backup_id_time, is_backup_id
+from ..stores import BackupStore, ObjectNotFound
 
 PACKS = "packs"
 # 32 MiB of pages (8,192 pages of 4 KiB) per pack, about 10 MB compressed: an hourly backup at a
@@ -96,6 +96,7 @@ class PackWriter:
         self._number = first_number
         self._entries = 0
         self._raw: BinaryIO | None = None
+        self._hashed: HashingWriter | None = None
         self._zstd: Any = None
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -105,8 +106,9 @@ class PackWriter:
     def _open(self) -> None:
         path = self.directory / f".{self.stem}-{self._number}.zst.partial"
         self._raw = path.open("wb")
+        self._hashed = HashingWriter(self._raw)  # what lands, unless age wraps it after
         cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=ZSTD_THREADS, write_checksum=True)
-        self._zstd = cctx.stream_writer(self._raw, closefd=False)
+        self._zstd = cctx.stream_writer(cast(IO[bytes], self._hashed), closefd=False)
         self._entries = 0
 
     def add(self, page: bytes | memoryview) -> tuple[int, int]:
@@ -129,11 +131,14 @@ class PackWriter:
         self._raw.close()
         compressed = Path(self._raw.name)
         final = self.directory / f"{self.stem}-{self._number}{self._suffix()}"
+        hashed = self._hashed
+        assert hashed is not None
         if self.recipients:
             import pyrage
 
             with compressed.open("rb") as src, final.open("wb") as out:
-                pyrage.encrypt_io(src, out, self.recipients)
+                hashed = HashingWriter(out)
+                pyrage.encrypt_io(src, hashed, self.recipients)
             compressed.unlink()
         else:
             os.replace(compressed, final)
@@ -141,8 +146,8 @@ class PackWriter:
             StagedPack(
                 file=final.name,
                 path=final,
-                size=final.stat().st_size,
-                sha256=_file_sha256(final),
+                size=hashed.count,
+                sha256=hashed.digest.hexdigest(),
                 pages=self._entries,
             )
         )
@@ -162,60 +167,9 @@ class PackWriter:
             pack.path.unlink(missing_ok=True)
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # Reading --------------------------------------------------------------------------------
 
 PageSink = Callable[[int, memoryview], None]  # (offset in the pack's raw pages, data)
-
-
-class _HashingSource(io.RawIOBase):
-    """Reads the stored pack and hashes it on the way (the manifest has its sha256)."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self._raw = raw
-        self.digest = hashlib.sha256()
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        n = self._raw.readinto(buffer)  # type: ignore[attr-defined]
-        if n:
-            self.digest.update(memoryview(buffer)[:n])
-            self.count += n
-        return n or 0
-
-
-class _Unpacker(io.RawIOBase):
-    """A writable that decompresses into `sink`, tracking the offset in the raw pages."""
-
-    def __init__(self, sink: PageSink) -> None:
-        self._sink = sink
-        self._dobj = zstandard.ZstdDecompressor().decompressobj(write_size=BLOCK)
-        self.offset = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data)
-        chunk = self._dobj.decompress(data if isinstance(data, bytes) else bytes(view))
-        if chunk:
-            self._sink(self.offset, memoryview(chunk))
-            self.offset += len(chunk)
-        return view.nbytes
-
-    def finish(self) -> None:
-        if not self._dobj.eof:
-            raise BackupError("pack is truncated: its zstd frame does not end")
 
 
 @dataclass(frozen=True)
@@ -223,7 +177,6 @@ class PackRead:
     size: int
     sha256: str
     raw_bytes: int
-    seconds: float
 
 
 def read_pack(
@@ -234,67 +187,46 @@ def read_pack(
     identities: Sequence[Any] = (),
 ) -> PackRead:
     """Stream one stored pack through `sink`; the caller compares size and sha256."""
-    import pyrage
+    offset = 0
 
-    started = time.monotonic()
-    source = _HashingSource(stream)
-    unpacker = _Unpacker(sink)
-    try:
-        if encrypted:
-            if not identities:
-                raise ConfigError(
-                    "backup is encrypted: set KOTOMI_BACKUP_AGE_IDENTITY to the age key file"
-                )
-            pyrage.decrypt_io(cast(IO[bytes], source), unpacker, list(identities))
-        else:
-            while block := source.read(BLOCK):
-                unpacker.write(block)
-        unpacker.finish()
-    except pyrage.DecryptError as exc:
-        if "no matching keys" in str(exc).lower():
-            raise ConfigError(
-                "cannot decrypt pack: the age identity does not match its recipients "
-                "(check KOTOMI_BACKUP_AGE_IDENTITY)"
-            ) from exc
-        raise BackupError(f"cannot decrypt pack: {exc} (damaged?)") from exc
-    except zstandard.ZstdError as exc:
-        raise BackupError(f"pack is damaged: zstd says {exc}") from exc
-    except OSError as exc:  # pyrage reports a failed payload MAC as an OSError
-        raise BackupError(f"pack is damaged: age says {exc}") from exc
-    return PackRead(
-        size=source.count,
-        sha256=source.digest.hexdigest(),
-        raw_bytes=unpacker.offset,
-        seconds=time.monotonic() - started,
+    def feed(chunk: bytes) -> None:
+        nonlocal offset
+        sink(offset, memoryview(chunk))
+        offset += len(chunk)
+
+    source = HashingReader(cast(Readable, stream))
+    decrypt_and_inflate(
+        source, Inflater(feed, what="pack"), encrypted=encrypted, identities=identities
     )
+    return PackRead(size=source.count, sha256=source.digest.hexdigest(), raw_bytes=offset)
 
 
-def stored_sha256(stream: BinaryIO) -> str:
-    """The sha256 of a stored object, read to its end."""
-    digest = hashlib.sha256()
-    with contextlib.closing(stream):
-        while block := stream.read(BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def read_checked_pack(
-    stream_of: Callable[[], BinaryIO],
+def read_stored_pack(
+    store: BackupStore,
+    name: str,
     pack: str,
     info: dict[str, Any],
     sink: PageSink,
     identities: Sequence[Any],
 ) -> PackRead:
-    """`read_pack` of a stored pack, held to the size and sha256 its manifest records.
+    """`read_pack` of a pack on `store`, held to the size and sha256 its manifest records.
 
     A damaged age header looks like a wrong key ("no matching keys"); the pack's sha256 tells
     the two apart, so a tampered pack is reported as such and not blamed on the key.
     """
+    key = pack_key(name, pack)
+
+    def opened() -> BinaryIO:
+        try:
+            return store.open_read(key)
+        except ObjectNotFound as exc:
+            raise BackupError(f"pack {pack} is missing at {store.url}") from exc
+
     try:
-        with contextlib.closing(stream_of()) as stream:
+        with contextlib.closing(opened()) as stream:
             result = read_pack(stream, sink, encrypted=pack.endswith(".age"), identities=identities)
     except ConfigError:
-        if identities and stored_sha256(stream_of()) != info["sha256"]:
+        if identities and _sha256_of(opened()) != info["sha256"]:
             raise BackupError(
                 f"pack {pack} sha256 differs from the manifest (tampered or torn)"
             ) from None
@@ -304,3 +236,11 @@ def read_checked_pack(
     if result.size != int(info["size"]) or result.sha256 != info["sha256"]:
         raise BackupError(f"pack {pack} sha256 differs from the manifest (tampered or torn)")
     return result
+
+
+def _sha256_of(stream: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    with contextlib.closing(stream):
+        while block := stream.read(BLOCK):
+            digest.update(block)
+    return digest.hexdigest()

@@ -86,6 +86,18 @@ def load_page_map(store: BackupStore, manifest: Manifest) -> PageMap:
     return page_map
 
 
+def put_page_map(
+    store: BackupStore, manifest: Manifest, page_map: PageMap, key: str, paged: dict[str, Any]
+) -> Manifest:
+    """Write `page_map` at `key`; returns `manifest` naming it (the caller writes that last)."""
+    encoded = page_map.encode()
+    store.put_bytes(key, encoded)
+    archive = replace(
+        manifest.archive, key=key, size=len(encoded), sha256=hashlib.sha256(encoded).hexdigest()
+    )
+    return replace(manifest, archive=archive, paged=paged)
+
+
 def choose_base(
     store: BackupStore, draft: Manifest, cache: HashCache, fingerprint: str
 ) -> Base | None:
@@ -203,29 +215,18 @@ def _upload(
             )
         infos[pack.file] = pack.info()
         stored += pack.size
-    encoded = page_map.encode()
-    key = page_map_key(name, draft.backup_id)
-    store.put_bytes(key, encoded)
+    paged = {
+        "base": base.manifest.backup_id if base else None,
+        "recipients": fingerprint,
+        "packs": {f: infos[f] for f in page_map.packs},
+        "new_packs": [p.file for p in new_packs],
+        "new_pages": new_pages,
+        "reused_pages": draft.page_count - new_pages,
+        "runs": page_map.run_count,
+    }
+    manifest = put_page_map(store, draft, page_map, page_map_key(name, draft.backup_id), paged)
     requests += 1
-    stored += len(encoded)
-    manifest = replace(
-        draft,
-        archive=replace(
-            draft.archive,
-            key=key,
-            size=len(encoded),
-            sha256=hashlib.sha256(encoded).hexdigest(),
-        ),
-        paged={
-            "base": base.manifest.backup_id if base else None,
-            "recipients": fingerprint,
-            "packs": {f: infos[f] for f in page_map.packs},
-            "new_packs": [p.file for p in new_packs],
-            "new_pages": new_pages,
-            "reused_pages": draft.page_count - new_pages,
-            "runs": page_map.run_count,
-        },
-    )
+    stored += manifest.archive.size
     _confirm_before_manifest(store, manifest, base)
     requests += 2 if base else 1
     body = manifest.to_json()

@@ -12,19 +12,19 @@ import hashlib
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
+from ..archive import Progress
 from ..errors import BackupError, ConfigError
 from ..fsutil import fsync_dir
 from ..manifest import Manifest
-from ..stores import BackupStore, ObjectNotFound
-from .packs import pack_key, read_checked_pack
+from ..stores import BackupStore
+from .packs import read_stored_pack
 from .publish import load_page_map
 
-Progress = Callable[[int], None]
 Segment = tuple[int, int, int]  # first_entry, count, first_page
 HASH_BLOCK = 1 << 20
 WORKERS = 2
@@ -105,7 +105,6 @@ def _place_pack(
     identities: Sequence[Any],
     report: Progress,
 ) -> None:
-    key = pack_key(manifest.name, pack)
     pending = iter(segments)
     upcoming = next(pending, None)
     active: list[Segment] = []
@@ -128,14 +127,8 @@ def _place_pack(
         active[:] = still
         report(len(data))
 
-    def open_pack() -> BinaryIO:
-        try:
-            return store.open_read(key)
-        except ObjectNotFound as exc:
-            raise BackupError(f"pack {pack} is missing at {store.url}") from exc
-
     try:
-        result = read_checked_pack(open_pack, pack, info, place, identities)
+        result = read_stored_pack(store, manifest.name, pack, info, place, identities)
     except ConfigError:
         raise
     except BackupError as exc:

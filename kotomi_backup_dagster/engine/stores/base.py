@@ -55,3 +55,8 @@ class BackupStore(Protocol):
     def delete(self, key: str) -> None:
         """Remove `key` and everything below `key/` (like removing a directory)."""
         ...
+
+    def sweep_partials(self, prefix: str, before: float) -> list[str]:
+        """Remove what writes killed mid-way left directly under `prefix` before `before`
+        (a time.time() value); their names. Only a local store has such leftovers."""
+        ...

@@ -444,6 +444,10 @@ class GCSStore:
         children = {name[len(listed) :].strip("/") for name in self._names(listed, "/")}
         return sorted(n for n in children if n and not n.startswith("."))
 
+    def sweep_partials(self, prefix: str, before: float) -> list[str]:
+        """Nothing to sweep: an interrupted upload never becomes an object."""
+        return []
+
     def delete(self, key: str) -> None:
         """The object `key` and everything below `key/` (like removing a directory)."""
         full = self._key(key)

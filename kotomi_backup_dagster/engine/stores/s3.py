@@ -503,6 +503,10 @@ class S3Store:
                 names.add(str(item["Key"])[len(listed) :])
         return sorted(n for n in names if n and not n.startswith("."))
 
+    def sweep_partials(self, prefix: str, before: float) -> list[str]:
+        """Nothing to sweep: an interrupted upload never becomes an object."""
+        return []
+
     def delete(self, key: str) -> None:
         """The object `key` and everything below `key/` (like removing a directory)."""
         full = self._key(key)
