@@ -1,0 +1,288 @@
+"""`open_live_pages`: the pages of a live WAL database, read in place under one read
+transaction, are exactly the pages SQLite itself sees in that transaction.
+
+The oracle is `LivePages.conn.serialize()`: SQLite's own image of the same read transaction
+(with page 1 marked as a rollback-journal database, as `blocks()` marks it). It is compared
+with the image read from the files while a real writer process commits, checkpoints (of every
+kind) and vacuums; the quieter cases below pin down the WAL overlay, a WAL restart detected by
+`confirm()`, and that the module keeps this process's POSIX locks.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kotomi_backup_dagster.engine.paged.livepages import (
+    LivePages,
+    LiveReadChanged,
+    LiveReadUnavailable,
+    open_live_pages,
+)
+
+ORACLE_SECONDS = 7.0
+SEED = 20240611
+
+WRITER = """\
+import random, sqlite3, sys
+db, seed = sys.argv[1], int(sys.argv[2])
+c = sqlite3.connect(db, timeout=10, isolation_level=None)
+c.execute("PRAGMA busy_timeout=10000")
+r = random.Random(seed)
+n = 0
+while True:
+    c.execute("BEGIN IMMEDIATE")
+    for _ in range(r.randint(1, 50)):
+        op = r.random()
+        if op < 0.6:
+            c.execute("INSERT INTO t(v) VALUES (?)", (r.randbytes(r.randint(10, 3000)),))
+        elif op < 0.8:
+            c.execute("DELETE FROM t WHERE id IN (SELECT id FROM t ORDER BY random() LIMIT 3)")
+        else:
+            c.execute(
+                "UPDATE t SET v=? WHERE id=(SELECT id FROM t ORDER BY random() LIMIT 1)",
+                (r.randbytes(r.randint(10, 5000)),),
+            )
+    c.execute("COMMIT")
+    n += 1
+    if n % 37 == 0:
+        kind = r.choice(["PASSIVE", "RESTART", "TRUNCATE", "FULL"])
+        c.execute(f"PRAGMA wal_checkpoint({kind})").fetchall()
+        print("checkpoint", kind, n, flush=True)
+    if n % 150 == 0:
+        c.execute("VACUUM")
+        print("vacuum", n, flush=True)
+"""
+
+
+def sqlite_view(live: LivePages) -> bytes:
+    """SQLite's own image of the read transaction, page 1 marked as `blocks()` marks it."""
+    view = bytearray(live.conn.serialize())
+    view[18:20] = b"\x01\x01"
+    return bytes(view)
+
+
+def read_image(live: LivePages) -> bytes:
+    image = b"".join(live.blocks())
+    live.confirm()
+    assert len(image) == live.size == live.page_count * live.page_size
+    return image
+
+
+def make_wal_db(path: Path, rows: int = 200) -> None:
+    """A WAL database with a table and an index, every connection closed afterwards."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+        conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+        conn.execute("CREATE INDEX ti ON t(v)")
+        conn.execute("BEGIN")
+        for i in range(rows):
+            conn.execute("INSERT INTO t(v) VALUES (?)", (random.Random(i).randbytes(700),))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def row_count(path: Path) -> int:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT count(*) FROM t").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_image_equals_sqlites_view_under_concurrent_writes(tmp_path: Path) -> None:
+    db = tmp_path / "live.db"
+    make_wal_db(db, rows=0)
+    log_path = tmp_path / "writer.log"
+    rng = random.Random(SEED)
+    ok = unavailable = changed = attempts = 0
+    frames: list[int] = []
+    reasons: list[str] = []
+    with log_path.open("w") as log:
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(db), str(SEED)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + ORACLE_SECONDS
+            while time.monotonic() < deadline:
+                time.sleep(rng.random() * 0.05)
+                attempts += 1
+                try:
+                    with open_live_pages(db) as live:
+                        image = read_image(live)
+                        assert image == sqlite_view(live), (
+                            f"image differs from SQLite's view at attempt {attempts} "
+                            f"({live.page_count} pages, {live.frames} WAL frames)"
+                        )
+                        ok += 1
+                        frames.append(live.frames)
+                except LiveReadChanged as exc:
+                    changed += 1
+                    reasons.append(str(exc))
+                except LiveReadUnavailable as exc:
+                    unavailable += 1
+                    reasons.append(str(exc))
+            assert writer.poll() is None, "the writer died: " + log_path.read_text()
+        finally:
+            writer.kill()
+            writer.wait(timeout=30)
+    events = log_path.read_text().split()
+    summary = (
+        f"{attempts} attempts: {ok} ok, {unavailable} unavailable, {changed} changed; "
+        f"frames>0 in {sum(1 for f in frames if f)}; reasons {sorted(set(reasons))}; "
+        f"writer: {events.count('checkpoint')} checkpoints, {events.count('vacuum')} vacuums"
+    )
+    print(summary)
+    assert ok + unavailable + changed == attempts
+    assert attempts >= 30, summary
+    assert unavailable + changed <= attempts // 10, summary
+    assert any(f > 0 for f in frames), summary  # some reads overlaid WAL frames...
+    assert any(f == 0 for f in frames), summary  # ...and some read the database file alone
+    # The writer did what the test is about while the reads went on.
+    assert events.count("checkpoint") >= 3 and events.count("vacuum") >= 1, summary
+
+
+def test_quiet_database_restores_to_a_self_contained_file(tmp_path: Path) -> None:
+    db = tmp_path / "quiet.db"
+    make_wal_db(db)
+    with open_live_pages(db) as live:
+        assert live.journal_mode == "wal"
+        image = read_image(live)
+        assert image == sqlite_view(live)
+        assert image[18:20] == b"\x01\x01"
+    restored = tmp_path / "restored.db"
+    restored.write_bytes(image)
+    conn = sqlite3.connect(f"file:{restored}?mode=ro", uri=True)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 200
+        assert not Path(f"{restored}-wal").exists()
+    finally:
+        conn.close()
+    assert row_count(db) == 200
+    assert not Path(f"{restored}-wal").exists() and not Path(f"{restored}-shm").exists()
+
+
+def test_database_not_in_wal_mode_is_unavailable(tmp_path: Path) -> None:
+    db = tmp_path / "rollback.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        assert conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
+        conn.execute("CREATE TABLE t(v)")
+        conn.execute("INSERT INTO t VALUES (1)")
+    finally:
+        conn.close()
+    with pytest.raises(LiveReadUnavailable, match=r"journal mode is delete"), open_live_pages(db):
+        pytest.fail("a rollback-journal database was read in place")
+
+
+def test_uncheckpointed_wal_frames_are_overlaid(tmp_path: Path) -> None:
+    db = tmp_path / "held.db"
+    make_wal_db(db)  # all connections closed: every row is in the database file
+    writer = sqlite3.connect(db, isolation_level=None)
+    try:
+        writer.execute("PRAGMA wal_autocheckpoint=0")
+        # Several commits, so that pages have several frames and only the newest counts.
+        writer.execute("DELETE FROM t WHERE id % 3 = 0")
+        for i in range(150):
+            writer.execute("INSERT INTO t(v) VALUES (?)", (random.Random(-i).randbytes(900),))
+        for size in (300, 200, 100):
+            writer.execute("UPDATE t SET v = randomblob(?) WHERE id % 7 = 1", (size,))
+        expected_rows = int(writer.execute("SELECT count(*) FROM t").fetchone()[0])
+        with open_live_pages(db) as live:
+            assert live.frames > 0
+            image = read_image(live)
+            assert image == sqlite_view(live)
+            # The database file alone is the state before the writes held in the WAL.
+            alone = bytearray(db.read_bytes().ljust(live.size, b"\0")[: live.size])
+            alone[18:20] = b"\x01\x01"
+            assert bytes(alone) != image
+        assert Path(f"{db}-wal").stat().st_size > 0  # still not checkpointed
+    finally:
+        writer.close()
+    restored = tmp_path / "restored.db"
+    restored.write_bytes(image)
+    assert row_count(restored) == expected_rows != 200
+
+
+def test_wal_restart_during_the_read_is_detected(tmp_path: Path) -> None:
+    db = tmp_path / "restart.db"
+    make_wal_db(db)
+    writer = sqlite3.connect(db, isolation_level=None)
+    try:
+        writer.execute("PRAGMA wal_autocheckpoint=0")
+        writer.execute("UPDATE t SET v = randomblob(500) WHERE id % 2 = 0")
+        with open_live_pages(db) as live:
+            assert live.frames > 0
+            image = read_image(live)  # confirm() passes while the WAL is untouched
+            assert image == sqlite_view(live)
+            wal = os.open(f"{db}-wal", os.O_RDWR)
+            try:
+                salts = os.pread(wal, 8, 16)
+                assert len(salts) == 8
+                new = bytes(b ^ 0xFF for b in salts)
+                assert os.pwrite(wal, new, 16) == 8  # what a WAL restart does to the header
+            finally:
+                os.close(wal)
+            with pytest.raises(LiveReadChanged):
+                live.confirm()
+    finally:
+        writer.close()
+
+
+CHECKPOINT_PROBE = """\
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], timeout=0.2)
+print(conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
+"""
+
+
+def truncate_checkpoint_busy(db: Path) -> int:
+    """From another process: 1 when a reader's lock stops a truncating checkpoint."""
+    done = subprocess.run(
+        [sys.executable, "-c", CHECKPOINT_PROBE, str(db)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return int(done.stdout.strip())
+
+
+def test_locks_of_this_process_survive_live_reads(tmp_path: Path) -> None:
+    db = tmp_path / "locks.db"
+    make_wal_db(db)
+    writer = sqlite3.connect(db, isolation_level=None)
+    keeper = sqlite3.connect(db, isolation_level=None)
+    try:
+        writer.execute("PRAGMA wal_autocheckpoint=0")
+        writer.execute("UPDATE t SET v = randomblob(400) WHERE id % 5 = 0")
+        keeper.execute("BEGIN")
+        assert keeper.execute("SELECT count(*) FROM t").fetchone()[0] == 200
+        # Frames newer than the keeper's snapshot: a truncating checkpoint must wait for it.
+        writer.execute("INSERT INTO t(v) VALUES (randomblob(3000))")
+        for _ in range(2):
+            with open_live_pages(db) as live:
+                assert live.frames > 0
+                assert read_image(live) == sqlite_view(live)
+        assert truncate_checkpoint_busy(db) == 1, "the keeper's read lock was dropped"
+        # The probe can tell: closing any descriptor of the -shm file drops this process's
+        # WAL-index locks, and then nothing stops the truncating checkpoint.
+        os.close(os.open(f"{db}-shm", os.O_RDONLY))
+        assert truncate_checkpoint_busy(db) == 0
+        keeper.execute("COMMIT")
+    finally:
+        keeper.close()
+        writer.close()
