@@ -31,6 +31,7 @@ from .archive import (
 )
 from .catalog import already_published, backup_prefix, publish_backup
 from .errors import BackupError, ConfigError
+from .fsutil import fsync_file
 from .manifest import (
     PAGED_FORMAT,
     ArchiveInfo,
@@ -42,7 +43,9 @@ from .manifest import (
     rfc3339,
 )
 from .paged import HashCache, PageHashes, hash_pages, publish_paged, recipients_fingerprint
-from .paged.publish import page_map_key
+from .paged.delta import DELTA, DELTA_INDEX, DeltaPages, PageSource, SnapshotPages
+from .paged.liveread import LiveReadUnavailable, read_live
+from .paged.publish import MissingBase, page_map_key
 from .settings import BackupSettings
 from .snapshot import Snapshot, check_source, take_snapshot
 from .stores import BackupStore, open_store, safe_url
@@ -134,11 +137,18 @@ def preflight(settings: BackupSettings, *, contact_stores: bool = True) -> list[
 
 
 def stage_snapshot(
-    settings: BackupSettings, now: datetime | None = None, *, durable: bool = True
+    settings: BackupSettings,
+    now: datetime | None = None,
+    *,
+    durable: bool = True,
+    stores: Sequence[BackupStore] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[StagedBackup, Snapshot]:
     """Take the snapshot into a new staging directory.
 
-    `durable=False` (the CLI's one-process run) skips its fsync: see `take_snapshot`.
+    `durable=False` (the CLI's one-process run) skips its fsync: see `take_snapshot`. A paged
+    backup whose every destination already has a backup cached here reads the live database
+    in place instead (`_stage_live`): no copy, and its check and hashes are done here too.
     """
     db_path = settings.require_db()
     check_source(db_path)
@@ -150,6 +160,11 @@ def stage_snapshot(
     _require_free_space(workdir.parent, needed=2 * db_path.stat().st_size)
     workdir.mkdir(parents=True, exist_ok=False)
     staged = StagedBackup(name=settings.name, backup_id=backup_id, workdir=workdir)
+    fallback: str | None = None
+    if settings.backup_format == "paged" and settings.verify_mode == "quick":
+        live, fallback = _stage_live(staged, settings, moment, stores, progress, durable)
+        if live is not None:
+            return staged, live
     snap = take_snapshot(
         db_path,
         staged.snapshot_path,
@@ -158,15 +173,90 @@ def stage_snapshot(
     )
     info = asdict(snap)
     info["created_at"] = rfc3339(moment)
+    if fallback:
+        info["live_read"] = fallback  # why the live read was not used
     staged.write_json(SNAPSHOT_INFO, info)
     return staged, snap
 
 
+def _stage_live(
+    staged: StagedBackup,
+    settings: BackupSettings,
+    moment: datetime,
+    stores: Sequence[BackupStore] | None,
+    progress: Progress | None,
+    durable: bool,
+) -> tuple[Snapshot | None, str | None]:
+    """The paged format's snapshot, check and hashes in one live read (paged/liveread.py);
+    (None, why) when it cannot be used and a snapshot must be copied instead."""
+    db_path = settings.require_db()
+    cache = HashCache(settings.page_hash_cache)
+    urls = [safe_url(store.url) for store in (stores or [open_store(u) for u in settings.urls])]
+    bases = cache.bases_for(urls, recipients_fingerprint(settings.age_recipients))
+    if not bases:
+        return None, "not every destination has a backup with these keys cached here"
+    try:
+        read = read_live(
+            db_path,
+            staged.workdir,
+            backup_id=staged.backup_id,
+            cache=cache,
+            bases=bases,
+            hashes_out=staged.workdir / PAGE_HASHES,
+            profile=settings.profile,
+            busy_timeout=min(5.0, settings.snapshot_timeout),
+            progress=progress,
+        )
+    except LiveReadUnavailable as exc:
+        for leftover in (PAGE_HASHES, DELTA, DELTA_INDEX):
+            (staged.workdir / leftover).unlink(missing_ok=True)
+        return None, f"live read unavailable: {exc}"
+    if durable:
+        for written in (PAGE_HASHES, DELTA, DELTA_INDEX):
+            fsync_file(staged.workdir / written)
+    snap = Snapshot(
+        path=db_path,
+        size=read.hashes.db_size,
+        page_size=read.hashes.page_size,
+        page_count=read.hashes.page_count,
+        journal_mode="wal",
+        seconds=read.seconds,
+        busy_retries=0,
+        method="live read",
+    )
+    info = asdict(snap)
+    info["created_at"] = rfc3339(moment)
+    info["live_read"] = {
+        "bases": read.bases,
+        "staged_pages": read.staged_pages,
+        "wal_frames": read.wal_frames,
+    }
+    staged.write_json(SNAPSHOT_INFO, info)
+    _write_verify(staged, read.report)
+    (staged.workdir / PAGE_HASHES_INFO).write_bytes(read.hashes.to_json())
+    return snap, None
+
+
+def _live_bases(staged: StagedBackup) -> frozenset[str] | None:
+    """The bases of a backup read live (its staged pages are only the change from them)."""
+    live = staged.read_json(SNAPSHOT_INFO, "snapshot").get("live_read")
+    return frozenset(live["bases"]) if isinstance(live, dict) else None
+
+
 def stage_verify(staged: StagedBackup, settings: BackupSettings) -> VerifyReport:
-    """Check the snapshot; the result is kept beside it so the archive stage can refuse."""
+    """Check the snapshot; the result is kept beside it so the archive stage can refuse.
+
+    A backup read live was checked during its read (the same transaction): that result."""
+    if _live_bases(staged) is not None:
+        return _read_verify(staged)
     report = verify_database(
         staged.snapshot_path, mode=settings.verify_mode, profile=settings.profile
     )
+    _write_verify(staged, report)
+    return report
+
+
+def _write_verify(staged: StagedBackup, report: VerifyReport) -> None:
     staged.write_json(
         VERIFY_INFO,
         {
@@ -180,7 +270,22 @@ def stage_verify(staged: StagedBackup, settings: BackupSettings) -> VerifyReport
             "seconds": round(report.seconds, 3),
         },
     )
-    return report
+
+
+def _read_verify(staged: StagedBackup) -> VerifyReport:
+    data = staged.read_json(VERIFY_INFO, "verify")
+    return VerifyReport(
+        path=staged.workdir,
+        mode=data["mode"],
+        ok=data["result"] == "ok",
+        problems=list(data["problems"]),
+        tables={str(k): int(v) for k, v in data["tables"].items()},
+        page_size=int(data["page_size"]),
+        page_count=int(data["page_count"]),
+        size=int(data["page_size"]) * int(data["page_count"]),
+        sqlite_version=str(data["sqlite_version"]),
+        seconds=float(data["seconds"]),
+    )
 
 
 def stage_archive(
@@ -209,7 +314,9 @@ def _hash_snapshot(
     staged: StagedBackup, progress: Progress | None = None
 ) -> tuple[PageHashes, float]:
     """The paged format's archive stage: hash every page (packs are made per destination at
-    upload, against what that destination already has)."""
+    upload, against what that destination already has). A live read hashed them already."""
+    if _live_bases(staged) is not None:
+        return PageHashes(**json.loads((staged.workdir / PAGE_HASHES_INFO).read_text())), 0.0
     started = time.monotonic()
     snap = staged.read_json(SNAPSHOT_INFO, "snapshot")
     page_size = int(snap["page_size"])
@@ -356,6 +463,13 @@ def _verify_and_hash(
     staged: StagedBackup, settings: BackupSettings, progress: Progress | None
 ) -> tuple[VerifyReport, Manifest | None, float]:
     """The paged format's `verify_and_archive`: the check runs beside the page hashing."""
+    if _live_bases(staged) is not None:
+        report = _read_verify(staged)
+        if not report.ok:
+            return report, None, 0.0
+        info, seconds = _hash_snapshot(staged, progress)
+        verify = staged.read_json(VERIFY_INFO, "verify")
+        return report, _write_paged_manifest(staged, settings, verify, info), seconds
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kotomi-verify") as pool:
         checking = pool.submit(stage_verify, staged, settings)
         try:
@@ -453,12 +567,36 @@ def _upload_paged(
     recipients = parse_recipients(settings.age_recipients)
     hashes = staged.workdir / PAGE_HASHES
     info_path = staged.workdir / PAGE_HASHES_INFO
-    if not hashes.exists() or not info_path.exists() or not staged.snapshot_path.exists():
+    bases = _live_bases(staged)
+    pages = staged.workdir / DELTA if bases is not None else staged.snapshot_path
+    if not hashes.exists() or not info_path.exists() or not pages.exists():
         raise BackupError(
-            f"backup {draft.backup_id}: staged snapshot or page hashes are gone; "
+            f"backup {draft.backup_id}: staged pages or page hashes are gone; "
             "run the whole backup again"
         )
     info = PageHashes(**json.loads(info_path.read_text()))
+    source = (
+        DeltaPages(staged.workdir, info.page_size)
+        if bases is not None
+        else SnapshotPages(staged.snapshot_path, info.page_size)
+    )
+    try:
+        return _publish_each(staged, stores, draft, settings, recipients, info, source, bases)
+    finally:
+        source.close()
+
+
+def _publish_each(
+    staged: StagedBackup,
+    stores: Sequence[BackupStore],
+    draft: Manifest,
+    settings: BackupSettings,
+    recipients: Sequence[Any],
+    info: PageHashes,
+    source: PageSource,
+    bases: frozenset[str] | None,
+) -> list[UploadOutcome]:
+    hashes = staged.workdir / PAGE_HASHES
     cache = HashCache(settings.page_hash_cache)
     outcomes: list[UploadOutcome] = []
     for store in stores:
@@ -471,14 +609,17 @@ def _upload_paged(
             done = publish_paged(
                 store,
                 draft,
-                staged.snapshot_path,
+                source,
                 hashes,
                 staged.workdir,
                 cache=cache,
                 recipients=recipients,
                 recipients_text=settings.age_recipients,
+                bases=bases,
             )
         except BackupError as exc:
+            if isinstance(exc, MissingBase):
+                cache.mark_landed(url, None)  # so the next backup stages every page
             outcomes.append(
                 UploadOutcome(
                     url=url,
@@ -490,6 +631,7 @@ def _upload_paged(
             )
             continue
         cache.remember(info, hashes)  # the next backup to this store builds on this one
+        cache.mark_landed(url, draft.backup_id, (draft.paged or {}).get("recipients", ""))
         outcomes.append(
             UploadOutcome(
                 url=url,
@@ -507,7 +649,7 @@ def run_backup(settings: BackupSettings, progress: Progress | None = None) -> Ba
     """The whole pipeline, as the CLI runs it. Raises on the first failed stage."""
     stores = preflight(settings)
     # Staging files live only as long as this call: no fsync (the stores' copies are durable).
-    staged, snap = stage_snapshot(settings, durable=False)
+    staged, snap = stage_snapshot(settings, durable=False, stores=stores, progress=progress)
     try:
         report, manifest, archive_seconds = verify_and_archive(
             staged, settings, progress, durable=False

@@ -18,6 +18,14 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_writer(target: Path) -> Iterator[BinaryIO]:
     """Yield a file that appears at `target` only once it is complete and on disk.

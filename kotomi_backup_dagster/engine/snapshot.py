@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BackupError, ConfigError
-from .fsutil import fsync_dir
+from .fsutil import fsync_dir, fsync_file
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SQLITE_DONE = 101
@@ -39,6 +39,8 @@ class Snapshot:
     # sqlite3_backup_step calls: 1 when the copy finished in one step, more means it was
     # retried (busy) or restarted by a concurrent write (bench/live.py reports it).
     steps: int = 1
+    # "copy" (this module) or "live read" (a paged backup read in place: paged/livepages.py).
+    method: str = "copy"
 
 
 def check_source(db_path: Path) -> None:
@@ -122,7 +124,7 @@ def take_snapshot(
     finally:
         src.close()
     if durable:
-        _fsync_file(tmp)
+        fsync_file(tmp)
     os.replace(tmp, dest)
     if durable:
         fsync_dir(dest.parent)
@@ -142,11 +144,3 @@ def sqlite_uri(path: Path, query: str) -> str:
     # '?' and '#' would end the path part of a URI filename.
     quoted = str(path.resolve()).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
     return f"file:{quoted}?{query}"
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

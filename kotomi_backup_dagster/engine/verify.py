@@ -20,7 +20,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -92,53 +92,93 @@ def verify_database(
     """
     check_source(path)
     started = time.monotonic()
-    problems: list[str] = []
-    tables: dict[str, int] = {}
-    page_size = page_count = 0
-    sqlite_version = sqlite3.sqlite_version
     conn = open_readonly(path)
     try:
-        try:
-            count = _check_workers(path, workers) if mode == "full" else 1
-            if count > 1:
-                problems.extend(_parallel_integrity_check(conn, path, count))
-            else:
-                pragma = "integrity_check" if mode == "full" else "quick_check"
-                rows = conn.execute(f"PRAGMA {pragma}").fetchall()
-                problems.extend(_check_rows(row[0] for row in rows))
-            page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-            page_count = int(conn.execute("PRAGMA page_count").fetchone()[0])
-            names = [
-                str(r[0])
-                for r in conn.execute(
-                    "SELECT name FROM sqlite_schema WHERE type = 'table' "
-                    "AND name NOT LIKE 'sqlite_%' ORDER BY name"
-                )
-            ]
-            for name in names:
-                quoted = '"' + name.replace('"', '""') + '"'
-                tables[name] = int(conn.execute(f"SELECT count(*) FROM {quoted}").fetchone()[0])
-        except sqlite3.DatabaseError as exc:
-            problems.append(f"sqlite error: {exc}")
+        count = _check_workers(path, workers) if mode == "full" else 1
+        if count > 1:
+            checked = _examine(conn, lambda: _parallel_integrity_check(conn, path, count))
+        else:
+            checked = _examine(conn, lambda: _pragma_check(conn, mode))
     finally:
         conn.close()
-    missing = [t for t in KOTOMI_TABLES if t not in tables] if profile == "kotomi" else []
+    db_sha256 = sha256_file(path) if with_sha256 else None
+    return _report(path, mode, profile, checked, path.stat().st_size, started, db_sha256)
+
+
+def verify_connection(
+    conn: sqlite3.Connection, *, label: Path, profile: Profile = "kotomi"
+) -> VerifyReport:
+    """`quick_check`, tables and row counts of what an open connection sees: for a read
+    transaction on the live database whose pages are being read (engine/paged/livepages.py),
+    this checks exactly those pages. `label` names the database in messages."""
+    started = time.monotonic()
+    checked = _examine(conn, lambda: _pragma_check(conn, "quick"))
+    size = checked.page_size * checked.page_count
+    return _report(label, "quick", profile, checked, size, started, None)
+
+
+@dataclass
+class _Examined:
+    problems: list[str] = field(default_factory=list)
+    tables: dict[str, int] = field(default_factory=dict)
+    page_size: int = 0
+    page_count: int = 0
+
+
+def _pragma_check(conn: sqlite3.Connection, mode: VerifyMode) -> list[str]:
+    pragma = "integrity_check" if mode == "full" else "quick_check"
+    return _check_rows(row[0] for row in conn.execute(f"PRAGMA {pragma}").fetchall())
+
+
+def _examine(conn: sqlite3.Connection, check: Callable[[], list[str]]) -> _Examined:
+    """Run `check`, then read the shape: page size and count, every table's row count."""
+    found = _Examined()
+    try:
+        found.problems.extend(check())
+        found.page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        found.page_count = int(conn.execute("PRAGMA page_count").fetchone()[0])
+        names = [
+            str(r[0])
+            for r in conn.execute(
+                "SELECT name FROM sqlite_schema WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            )
+        ]
+        for name in names:
+            found.tables[name] = int(
+                conn.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()[0]
+            )
+    except sqlite3.DatabaseError as exc:
+        found.problems.append(f"sqlite error: {exc}")
+    return found
+
+
+def _report(
+    path: Path,
+    mode: VerifyMode,
+    profile: Profile,
+    checked: _Examined,
+    size: int,
+    started: float,
+    db_sha256: str | None,
+) -> VerifyReport:
+    problems = checked.problems
+    missing = [t for t in KOTOMI_TABLES if t not in checked.tables] if profile == "kotomi" else []
     if missing and not problems:
         problems.append(
             f"missing Kotomi tables: {', '.join(missing)} "
             "(set KOTOMI_BACKUP_PROFILE=generic to back up a non-Kotomi database)"
         )
-    db_sha256 = sha256_file(path) if with_sha256 else None
     return VerifyReport(
         path=path,
         mode=mode,
         ok=not problems,
         problems=problems,
-        tables=tables,
-        page_size=page_size,
-        page_count=page_count,
-        size=path.stat().st_size,
-        sqlite_version=sqlite_version,
+        tables=checked.tables,
+        page_size=checked.page_size,
+        page_count=checked.page_count,
+        size=size,
+        sqlite_version=sqlite3.sqlite_version,
         seconds=time.monotonic() - started,
         db_sha256=db_sha256,
         missing_tables=missing,

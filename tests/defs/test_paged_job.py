@@ -68,6 +68,7 @@ def test_paged_job_materializes_each_stage_and_a_second_run_stores_few_pages(
     assert step_keys(first, "STEP_SUCCESS") == STEPS
     mats = metadata(first)
     assert set(mats) == {"snapshot", "archive", "upload"}
+    assert mats["snapshot"]["method"] == "copy"  # nothing cached yet to build on
     assert mats["archive"]["format"] == "paged" and "bytes_out" not in mats["archive"]
     upload = mats["upload"]
     page_count = mats["snapshot"]["page_count"]
@@ -84,6 +85,7 @@ def test_paged_job_materializes_each_stage_and_a_second_run_stores_few_pages(
     assert second.success
     again = metadata(second)
     page_count = again["snapshot"]["page_count"]
+    assert again["snapshot"]["method"] == "live read"
     assert again["upload"]["format"] == "paged"
     assert again["upload"]["new_pages"] < page_count / 5, (again["upload"], page_count)
     assert again["upload"]["bytes_uploaded"] < upload["bytes_uploaded"] / 3
@@ -120,7 +122,10 @@ def test_reexecution_after_a_failed_paged_upload_reruns_only_the_upload(
         assert list_backups(LocalStore(env), "kotomi").backups == [one]
         snap = failed.asset_materializations_for_node("kotomi__snapshot")[0].metadata
         staging = Path(str(snap["staging"].value))
-        assert staging.exists(), "the staged snapshot is gone: re-execution cannot work"
+        assert staging.exists(), "the staged pages are gone: re-execution cannot work"
+        # Read in place: only the changed pages were staged, and they are all the upload needs.
+        assert snap["method"].value == "live read"
+        assert not (staging / "kotomi.db").exists() and (staging / "pages.delta").exists()
 
         packs.unlink()
         aside.rename(packs)  # the destination is back

@@ -91,10 +91,15 @@ def test_second_backup_stores_only_changed_pages_and_both_restore(
 
 def test_unchanged_database_costs_almost_nothing(kotomi_db: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
-    run_backup(settings(kotomi_db, store))
+    assert run_backup(settings(kotomi_db, store)).snapshot.method == "copy"
+    # The first read in place differs from the copy in page 1 only (a copy's header fields).
+    second = run_backup(settings(kotomi_db, store))
+    assert second.snapshot.method == "live read"
+    assert (second.manifest.paged or {})["new_pages"] <= 1
     again = run_backup(settings(kotomi_db, store))
     paged = again.manifest.paged or {}
-    assert paged["new_packs"] == [] and paged["new_pages"] <= 1
+    assert again.snapshot.method == "live read"
+    assert paged["new_packs"] == [] and paged["new_pages"] == 0
     assert again.outcomes[0].bytes < 4096  # a page map and a manifest
 
 
@@ -153,6 +158,31 @@ def test_a_base_with_other_keys_or_a_lost_cache_is_not_reused(
     assert (again.paged or {})["base"] is None
     assert (again.paged or {})["new_pages"] > 0.9 * again.page_count
     assert plain.db_sha256 == again.db_sha256
+
+
+def test_a_destination_that_lost_its_newest_backup_fails_once_then_recovers(
+    kotomi_db: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    conf = settings(kotomi_db, store)
+    first = run_backup(conf).manifest
+    kotomi_requests(kotomi_db, 10, seed=3)
+    second = run_backup(conf)
+    assert second.snapshot.method == "live read"
+    shutil.rmtree(store / "kotomi" / second.manifest.backup_id)  # deleted by hand
+    kotomi_requests(kotomi_db, 10, seed=4)
+    with pytest.raises(BackupError, match="none of the backups this one was staged against"):
+        run_backup(conf)
+    listed = LocalStore(store).list_children("kotomi")
+    assert first.backup_id in listed and len([n for n in listed if n[0].isdigit()]) == 1
+    third = run_backup(conf)  # a copy again, built on what the destination still has
+    assert third.snapshot.method == "copy"
+    assert (third.manifest.paged or {})["base"] == first.backup_id
+    fourth = run_backup(conf)
+    assert fourth.snapshot.method == "live read"
+    assert (fourth.manifest.paged or {})["base"] == third.manifest.backup_id
+    for manifest in (first, third.manifest, fourth.manifest):
+        restore_to(store, tmp_path / "r" / f"{manifest.backup_id}.db", which=manifest.backup_id)
 
 
 def test_tampered_pack_or_page_map_restores_nothing(kotomi_db: Path, tmp_path: Path) -> None:

@@ -57,7 +57,10 @@ def build_backup_assets(
         settings = res.settings()
         engine.preflight(settings, contact_stores=False)
         staged, snap = engine.stage_snapshot(settings)
-        context.log.info(f"snapshot {staged.backup_id}: {snap.size} bytes in {snap.seconds:.2f} s")
+        context.log.info(
+            f"snapshot {staged.backup_id} ({snap.method}): {snap.size} bytes in "
+            f"{snap.seconds:.2f} s"
+        )
         return Output(
             staged,
             metadata={
@@ -68,6 +71,7 @@ def build_backup_assets(
                 "seconds": round(snap.seconds, 3),
                 "busy_retries": snap.busy_retries,
                 "source_journal_mode": snap.journal_mode,
+                "method": snap.method,
                 "staging": MetadataValue.path(str(staged.workdir)),
             },
         )

@@ -19,7 +19,7 @@ import os
 import queue
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,6 +31,7 @@ DIGEST = 32
 GROUP = 8 * DIGEST
 READ_BLOCK = 1 << 20
 KEEP_ENTRIES = 3  # the newest few: one per destination whose latest backup differs
+LANDED = "landed.json"
 
 
 @dataclass(frozen=True)
@@ -49,21 +50,33 @@ class PageHashes:
 def hash_pages(
     snapshot: Path, page_size: int, out: Path, progress: Progress | None = None
 ) -> tuple[str, int, str]:
+    """Write every page's sha256 of a snapshot file to `out` (see `hash_blocks`)."""
+    with snapshot.open("rb", buffering=0) as src:
+        blocks = iter(lambda: src.read(READ_BLOCK), b"")
+        return hash_blocks(blocks, page_size, out, progress)
+
+
+def hash_blocks(
+    blocks: Iterable[bytes],
+    page_size: int,
+    out: Path,
+    progress: Progress | None = None,
+    keep: Callable[[int, bytes, bytes], None] | None = None,
+) -> tuple[str, int, str]:
     """Write every page's sha256 to `out`; returns (db sha256, db size, hashes sha256).
 
-    One read of the snapshot: the whole-file sha256 is taken by a second thread from the
-    same blocks (hashlib releases the GIL), so the two hashes share the cores with the
-    verification that runs beside this.
+    `blocks` are whole pages, in order. The whole-file sha256 is taken by a second thread from
+    the same blocks (hashlib releases the GIL), so the two hashes share the cores with the
+    verification that runs beside this. `keep(first page, block, digests)` sees each block
+    with its pages' digests (the live read keeps the changed pages with it).
     """
     of_hashes = hashlib.sha256()
     size = 0
     sha256 = hashlib.sha256
-    with (
-        _WholeFileHasher() as whole,
-        snapshot.open("rb", buffering=0) as src,
-        out.open("wb") as dst,
-    ):
-        while block := src.read(READ_BLOCK):
+    with _WholeFileHasher() as whole, out.open("wb") as dst:
+        for block in blocks:
+            if len(block) % page_size:
+                raise ValueError(f"{size + len(block)} bytes is not a whole number of pages")
             whole.update(block)
             view = memoryview(block)
             digests = b"".join(
@@ -71,11 +84,11 @@ def hash_pages(
             )
             of_hashes.update(digests)
             dst.write(digests)
+            if keep is not None:
+                keep(size // page_size, block, digests)
             size += len(block)
             if progress:
                 progress(len(block))
-    if size % page_size:
-        raise ValueError(f"{snapshot}: {size} bytes is not a whole number of pages")
     return whole.hexdigest(), size, of_hashes.hexdigest()
 
 
@@ -189,6 +202,41 @@ class HashCache:
         except OSError:
             return None
         return path if digest.hexdigest() == info.hashes_sha256 else None
+
+    def landed(self) -> dict[str, dict[str, str]]:
+        """Destination URL (without secrets) -> its newest backup from here, and the
+        fingerprint of the keys its packs are encrypted to."""
+        try:
+            data = json.loads((self.directory / LANDED).read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {str(url): entry for url, entry in data.items() if isinstance(entry, dict)}
+
+    def mark_landed(self, url: str, backup_id: str | None, recipients: str = "") -> None:
+        """Record (or, with None, drop) the backup `url` holds as its newest."""
+        landed = self.landed()
+        if backup_id is None:
+            landed.pop(url, None)
+        elif landed.get(url, {}).get("backup_id", "") < backup_id:
+            landed[url] = {"backup_id": backup_id, "recipients": recipients}
+        self.directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.directory / LANDED, json.dumps(landed, sort_keys=True).encode())
+
+    def bases_for(self, urls: Sequence[str], recipients: str) -> list[PageHashes]:
+        """The cached backups a live read stages the change against: each destination's
+        newest, when every destination has one here with the same keys (else none: the
+        backup stages every page)."""
+        landed = self.landed()
+        entries = {info.backup_id: info for info in self.newest()}
+        wanted: set[str] = set()
+        for url in urls:
+            entry = landed.get(url, {})
+            if entry.get("backup_id") not in entries or entry.get("recipients") != recipients:
+                return []
+            wanted.add(entry["backup_id"])
+        return [entries[i] for i in sorted(wanted, reverse=True)]
 
     def forget(self, backup_id: str) -> None:
         for suffix in (".json", ".hashes"):

@@ -16,7 +16,6 @@ otherwise remove a pack the new backup reuses).
 from __future__ import annotations
 
 import hashlib
-import os
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -27,6 +26,7 @@ from ..catalog import backup_prefix, manifest_key
 from ..errors import BackupError
 from ..manifest import Manifest
 from ..stores import BackupStore, ObjectNotFound
+from .delta import PageSource
 from .hashes import HashCache, changed_pages
 from .packs import PackWriter, StagedPack, pack_key, packs_prefix
 from .pagemap import PageMap, splice_page_map
@@ -48,6 +48,10 @@ def recipients_fingerprint(recipients_text: str | None) -> str:
     if not keys:
         return "none"
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()
+
+
+class MissingBase(BackupError):
+    """Only changed pages were staged, and this destination has none of their bases."""
 
 
 @dataclass(frozen=True)
@@ -99,10 +103,18 @@ def put_page_map(
 
 
 def choose_base(
-    store: BackupStore, draft: Manifest, cache: HashCache, fingerprint: str
+    store: BackupStore,
+    draft: Manifest,
+    cache: HashCache,
+    fingerprint: str,
+    allowed: frozenset[str] | None = None,
 ) -> Base | None:
+    """The newest cached backup this destination has unchanged; only one of `allowed` when
+    the staged pages are a delta against those."""
     for info in cache.newest():
         if info.backup_id == draft.backup_id or info.page_size != draft.page_size:
+            continue
+        if allowed is not None and info.backup_id not in allowed:
             continue
         try:
             raw = store.get_bytes(manifest_key(draft.name, info.backup_id))
@@ -129,21 +141,30 @@ def choose_base(
 def publish_paged(
     store: BackupStore,
     draft: Manifest,
-    snapshot: Path,
+    source: PageSource,
     hashes: Path,
     workdir: Path,
     *,
     cache: HashCache,
     recipients: Sequence[Any],
     recipients_text: str | None,
+    bases: frozenset[str] | None = None,
 ) -> PagedUpload:
+    """`bases`: when `source` holds only the pages that changed from these cached backups,
+    the destination must have one of them."""
     fingerprint = recipients_fingerprint(recipients_text)
-    base = choose_base(store, draft, cache, fingerprint)
+    base = choose_base(store, draft, cache, fingerprint, bases)
+    if base is None and bases is not None:
+        raise MissingBase(
+            f"{store.url}: none of the backups this one was staged against "
+            f"({', '.join(sorted(bases)) or 'none'}) is there unchanged, and only the changed "
+            "pages were staged; the next backup copies the database and stores what is missing"
+        )
     requests = 2 if base else 0  # its manifest and page map
     pack_dir = workdir / "packs"
     writer = PackWriter(pack_dir, draft.page_size, recipients=recipients)
     try:
-        page_map, new_packs, new_pages = _build(draft, snapshot, hashes, base, writer)
+        page_map, new_packs, new_pages = _build(draft, source, hashes, base, writer)
     except BaseException:
         writer.abort()
         raise
@@ -155,7 +176,7 @@ def publish_paged(
 
 
 def _build(
-    draft: Manifest, snapshot: Path, hashes: Path, base: Base | None, writer: PackWriter
+    draft: Manifest, source: PageSource, hashes: Path, base: Base | None, writer: PackWriter
 ) -> tuple[PageMap, list[StagedPack], int]:
     page_size, count = draft.page_size, draft.page_count
     packs = list(base.page_map.packs) if base is not None else []
@@ -163,25 +184,21 @@ def _build(
     seen: dict[bytes, tuple[int, int]] = {}
     changed = array("I")  # page, pack, entry: 12 bytes per stored page
     new_pages = 0
-    fd = os.open(snapshot, os.O_RDONLY)
-    try:
-        for page, digest in changed_pages(hashes, base.hashes if base else None):
-            where = seen.get(digest)
-            if where is None:
-                data = os.pread(fd, page_size, page * page_size)
-                if hashlib.sha256(data).digest() != digest:
-                    raise BackupError(
-                        f"backup {draft.backup_id}: staged snapshot changed since it was "
-                        "hashed; run the whole backup again"
-                    )
-                number, entry = writer.add(data)
-                where = (first_new + number, entry)
-                new_pages += 1
-                if len(seen) < SEEN_LIMIT:
-                    seen[digest] = where
-            changed.extend((page, *where))
-    finally:
-        os.close(fd)
+    for page, digest in changed_pages(hashes, base.hashes if base else None):
+        where = seen.get(digest)
+        if where is None:
+            data = source.read(page)
+            if hashlib.sha256(data).digest() != digest:
+                raise BackupError(
+                    f"backup {draft.backup_id}: staged pages changed since they were "
+                    "hashed; run the whole backup again"
+                )
+            number, entry = writer.add(data)
+            where = (first_new + number, entry)
+            new_pages += 1
+            if len(seen) < SEEN_LIMIT:
+                seen[digest] = where
+        changed.extend((page, *where))
     new_packs = writer.close()
     packs.extend(p.file for p in new_packs)
     base_map = base.page_map if base is not None else None

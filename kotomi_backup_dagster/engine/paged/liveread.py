@@ -1,0 +1,108 @@
+"""A paged backup's snapshot, check and hashes in one pass over the live database.
+
+Under one read transaction (livepages.py) this thread hashes every page and keeps the pages
+that changed from the bases (delta.py) while a second thread runs `quick_check` and counts rows
+on the same transaction. Nothing the size of the database is written: the cost is one read of
+it, the hashes and the check, which run side by side on two cores.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..archive import Progress
+from ..verify import Profile, VerifyReport, verify_connection
+from .delta import DeltaWriter
+from .hashes import HashCache, PageHashes, hash_blocks
+from .livepages import LiveReadChanged, LiveReadUnavailable, open_live_pages
+
+__all__ = ["LiveRead", "LiveReadUnavailable", "read_live"]
+
+
+@dataclass(frozen=True)
+class LiveRead:
+    hashes: PageHashes
+    report: VerifyReport
+    bases: list[str]  # the cached backups the staged pages are the change from
+    staged_pages: int
+    wal_frames: int
+    seconds: float
+
+
+def read_live(
+    db_path: Path,
+    workdir: Path,
+    *,
+    backup_id: str,
+    cache: HashCache,
+    bases: Sequence[PageHashes],
+    hashes_out: Path,
+    profile: Profile,
+    busy_timeout: float,
+    progress: Progress | None = None,
+) -> LiveRead:
+    """Raises `LiveReadUnavailable` when the database cannot be read in place (the caller
+    copies a snapshot instead); a WAL restarted during the read is retried once."""
+    try:
+        return _read_once(
+            db_path, workdir, backup_id, cache, bases, hashes_out, profile, busy_timeout, progress
+        )
+    except LiveReadChanged:
+        return _read_once(
+            db_path, workdir, backup_id, cache, bases, hashes_out, profile, busy_timeout, progress
+        )
+
+
+def _read_once(
+    db_path: Path,
+    workdir: Path,
+    backup_id: str,
+    cache: HashCache,
+    bases: Sequence[PageHashes],
+    hashes_out: Path,
+    profile: Profile,
+    busy_timeout: float,
+    progress: Progress | None,
+) -> LiveRead:
+    started = time.monotonic()
+    with open_live_pages(db_path, busy_timeout=busy_timeout) as live:
+        usable = [b for b in bases if b.page_size == live.page_size]
+        files = [cache.load(b) for b in usable]
+        if not usable or any(f is None for f in files):
+            raise LiveReadUnavailable("no usable cached page hashes to stage the change against")
+        delta = DeltaWriter(workdir, live.page_size, [f for f in files if f is not None])
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kotomi-verify") as pool:
+            checking = pool.submit(verify_connection, live.conn, label=db_path, profile=profile)
+            try:
+                db_sha256, db_size, hashes_sha256 = hash_blocks(
+                    live.blocks(), live.page_size, hashes_out, progress, delta.keep
+                )
+            except BaseException:
+                wait([checking])  # the check uses the transaction: let it end first
+                raise
+            finally:
+                delta.close()
+            report = checking.result()
+        live.confirm()
+        if report.page_count != live.page_count:
+            raise LiveReadUnavailable("the check saw another page count than was read")
+        hashes = PageHashes(
+            backup_id=backup_id,
+            db_sha256=db_sha256,
+            db_size=db_size,
+            page_size=live.page_size,
+            page_count=live.page_count,
+            hashes_sha256=hashes_sha256,
+        )
+        return LiveRead(
+            hashes=hashes,
+            report=report,
+            bases=[b.backup_id for b in usable],
+            staged_pages=delta.kept,
+            wal_frames=live.frames,
+            seconds=time.monotonic() - started,
+        )
