@@ -103,6 +103,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
                 "name": m.name,
                 "manifest": json.loads(m.to_json()),
                 "destinations": [asdict(o) for o in result.outcomes],
+                "snapshot_method": result.snapshot.method,
                 "seconds": {
                     "snapshot": round(result.snapshot.seconds, 3),
                     "verify": round(result.verify.seconds, 3),

@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from array import array
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -183,6 +184,60 @@ def test_a_destination_that_lost_its_newest_backup_fails_once_then_recovers(
     assert (fourth.manifest.paged or {})["base"] == third.manifest.backup_id
     for manifest in (first, third.manifest, fourth.manifest):
         restore_to(store, tmp_path / "r" / f"{manifest.backup_id}.db", which=manifest.backup_id)
+
+
+KOTOMI_WRITER = """\
+import random, sys
+from pathlib import Path
+from kotomi_backup_dagster.engine.kotomi import KotomiWriter, connect_like_kotomi
+writer = KotomiWriter(connect_like_kotomi(Path(sys.argv[1])), random.Random(11))
+while True:
+    writer.request()
+"""
+
+
+def test_backups_read_in_place_while_kotomi_writes_restore_whole(
+    kotomi_db: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    conf = settings(kotomi_db, store)
+    run_backup(conf)  # the base: a copy
+    writer = subprocess.Popen([sys.executable, "-c", KOTOMI_WRITER, str(kotomi_db)])
+    made = []
+
+    def comments_now() -> int:
+        conn = sqlite3.connect(f"file:{kotomi_db}?mode=ro", uri=True, timeout=5)
+        try:
+            return int(conn.execute("SELECT count(*) FROM comments").fetchone()[0])
+        finally:
+            conn.close()
+
+    try:
+        for _ in range(4):
+            seen = comments_now()
+            deadline = time.monotonic() + 20
+            while comments_now() == seen and time.monotonic() < deadline:  # it is writing
+                time.sleep(0.02)
+            result = run_backup(conf)
+            assert result.snapshot.method == "live read"
+            made.append(result.manifest)
+        assert writer.poll() is None, "the Kotomi writer failed while backups read in place"
+    finally:
+        writer.kill()
+        writer.wait()
+    comments = []
+    for manifest in made:
+        target = tmp_path / "r" / f"{manifest.backup_id}.db"
+        restore_to(store, target, which=manifest.backup_id)  # checks the sha256
+        conn = sqlite3.connect(f"file:{target}?mode=ro", uri=True)
+        try:
+            assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+            assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+            comments.append(conn.execute("SELECT count(*) FROM comments").fetchone()[0])
+        finally:
+            conn.close()
+    # Each backup is a moment of a database that only grows (or stays while reactions toggle).
+    assert comments == sorted(comments) and comments[-1] > comments[0], comments
 
 
 def test_tampered_pack_or_page_map_restores_nothing(kotomi_db: Path, tmp_path: Path) -> None:

@@ -516,6 +516,7 @@ def test_random_operations_never_lose_a_kept_backup_nor_restore_a_wrong_file(
                     assert run.returncode == 0, f"{where}: {run.stderr}"
                     made = json.loads(run.stdout)
                     inv.db_sha[made["backup_id"]] = made["manifest"]["db_sha256"]
+                    stats[f"backup by {made['snapshot_method']}"] += 1
                 after = ids(inv.check(where))
                 new = after - before
                 assert len(new) <= 1 and before <= after, f"{where}: {before} -> {after}"
@@ -645,6 +646,8 @@ def test_random_operations_never_lose_a_kept_backup_nor_restore_a_wrong_file(
             assert file_content_digest(target) == rows[m.backup_id]
     print("\n".join(log), dict(stats), f"in-process restores: {inv.restores}")
     assert stats["backup interrupted"] >= 2, f"the backup kills never landed mid-backup: {stats}"
+    # Both ways to take a backup ran: a copy (no cached base) and a read in place.
+    assert stats["backup by copy"] >= 1 and stats["backup by live read"] >= 3, stats
     assert stats["backup killed after writing to the store"] >= 1, stats
     assert stats["prune interrupted"] >= 2, f"the prune kills never landed mid-prune: {stats}"
     assert stats["packs written by a repack"] >= 1, stats
