@@ -174,7 +174,7 @@ def stage_snapshot(
     info = asdict(snap)
     info["created_at"] = rfc3339(moment)
     if fallback:
-        info["live_read"] = fallback  # why the live read was not used
+        info["live_read_unavailable"] = fallback  # why the database was copied instead
     staged.write_json(SNAPSHOT_INFO, info)
     return staged, snap
 
@@ -215,7 +215,7 @@ def _stage_live(
         for written in (PAGE_HASHES, DELTA, DELTA_INDEX):
             fsync_file(staged.workdir / written)
     snap = Snapshot(
-        path=db_path,
+        path=staged.workdir,  # no copy: never the live database's path (nothing may delete it)
         size=read.hashes.db_size,
         page_size=read.hashes.page_size,
         page_count=read.hashes.page_count,
@@ -229,7 +229,7 @@ def _stage_live(
     info["live_read"] = {
         "bases": read.bases,
         "staged_pages": read.staged_pages,
-        "wal_frames": read.wal_frames,
+        "pages_from_wal": read.pages_from_wal,
     }
     staged.write_json(SNAPSHOT_INFO, info)
     _write_verify(staged, read.report)
@@ -619,7 +619,7 @@ def _publish_each(
             )
         except BackupError as exc:
             if isinstance(exc, MissingBase):
-                cache.mark_landed(url, None)  # so the next backup stages every page
+                cache.forget_landed(url, bases or frozenset())  # the next backup copies
             outcomes.append(
                 UploadOutcome(
                     url=url,

@@ -123,10 +123,10 @@ def test_image_equals_sqlites_view_under_concurrent_writes(tmp_path: Path) -> No
                         image = read_image(live)
                         assert image == sqlite_view(live), (
                             f"image differs from SQLite's view at attempt {attempts} "
-                            f"({live.page_count} pages, {live.frames} WAL frames)"
+                            f"({live.page_count} pages, {live.overlaid_pages} WAL frames)"
                         )
                         ok += 1
-                        frames.append(live.frames)
+                        frames.append(live.overlaid_pages)
                 except LiveReadChanged as exc:
                     changed += 1
                     reasons.append(str(exc))
@@ -157,7 +157,6 @@ def test_quiet_database_restores_to_a_self_contained_file(tmp_path: Path) -> Non
     db = tmp_path / "quiet.db"
     make_wal_db(db)
     with open_live_pages(db) as live:
-        assert live.journal_mode == "wal"
         image = read_image(live)
         assert image == sqlite_view(live)
         assert image[18:20] == b"\x01\x01"
@@ -202,7 +201,7 @@ def test_uncheckpointed_wal_frames_are_overlaid(tmp_path: Path) -> None:
             writer.execute("UPDATE t SET v = randomblob(?) WHERE id % 7 = 1", (size,))
         expected_rows = int(writer.execute("SELECT count(*) FROM t").fetchone()[0])
         with open_live_pages(db) as live:
-            assert live.frames > 0
+            assert live.overlaid_pages > 0
             image = read_image(live)
             assert image == sqlite_view(live)
             # The database file alone is the state before the writes held in the WAL.
@@ -225,7 +224,7 @@ def test_wal_restart_during_the_read_is_detected(tmp_path: Path) -> None:
         writer.execute("PRAGMA wal_autocheckpoint=0")
         writer.execute("UPDATE t SET v = randomblob(500) WHERE id % 2 = 0")
         with open_live_pages(db) as live:
-            assert live.frames > 0
+            assert live.overlaid_pages > 0
             image = read_image(live)  # confirm() passes while the WAL is untouched
             assert image == sqlite_view(live)
             wal = os.open(f"{db}-wal", os.O_RDWR)
@@ -275,7 +274,7 @@ def test_locks_of_this_process_survive_live_reads(tmp_path: Path) -> None:
         writer.execute("INSERT INTO t(v) VALUES (randomblob(3000))")
         for _ in range(2):
             with open_live_pages(db) as live:
-                assert live.frames > 0
+                assert live.overlaid_pages > 0
                 assert read_image(live) == sqlite_view(live)
         assert truncate_checkpoint_busy(db) == 1, "the keeper's read lock was dropped"
         # The probe can tell: closing any descriptor of the -shm file drops this process's

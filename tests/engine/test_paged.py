@@ -240,6 +240,32 @@ def test_backups_read_in_place_while_kotomi_writes_restore_whole(
     assert comments == sorted(comments) and comments[-1] > comments[0], comments
 
 
+def test_a_destination_that_lags_behind_still_builds_on_its_own_newest(
+    kotomi_db: Path, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "one", tmp_path / "two"
+    conf = BackupSettings.from_env(
+        db_path=kotomi_db, urls=(str(first), str(second)), backup_format="paged"
+    )
+    base = run_backup(conf).manifest
+    packs = second / "kotomi" / "packs"
+    packs.rename(tmp_path / "packs-aside")
+    packs.write_text("a file where the packs folder should be")  # the second store breaks
+    for seed in range(5, 9):  # more backups than the page-hash cache keeps by count
+        kotomi_requests(kotomi_db, 10, seed=seed)
+        with pytest.raises(BackupError, match=r"upload to file://.*/two failed"):
+            run_backup(conf)
+    packs.unlink()
+    (tmp_path / "packs-aside").rename(packs)
+    kotomi_requests(kotomi_db, 10, seed=9)
+    result = run_backup(conf)
+    assert result.snapshot.method == "live read"
+    on_second = next(o.manifest for o in result.outcomes if o.url.endswith("/two"))
+    assert on_second is not None and (on_second.paged or {})["base"] == base.backup_id
+    assert (on_second.paged or {})["new_pages"] < 0.5 * on_second.page_count
+    restore_to(second, tmp_path / "r" / "two.db")
+
+
 def test_tampered_pack_or_page_map_restores_nothing(kotomi_db: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
     manifest = run_backup(settings(kotomi_db, store)).manifest

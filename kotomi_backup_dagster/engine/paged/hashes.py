@@ -214,13 +214,22 @@ class HashCache:
             return {}
         return {str(url): entry for url, entry in data.items() if isinstance(entry, dict)}
 
-    def mark_landed(self, url: str, backup_id: str | None, recipients: str = "") -> None:
-        """Record (or, with None, drop) the backup `url` holds as its newest."""
+    def mark_landed(self, url: str, backup_id: str, recipients: str) -> None:
+        """Record the backup `url` now holds as its newest (never an older one)."""
         landed = self.landed()
-        if backup_id is None:
-            landed.pop(url, None)
-        elif landed.get(url, {}).get("backup_id", "") < backup_id:
+        if landed.get(url, {}).get("backup_id", "") < backup_id:
             landed[url] = {"backup_id": backup_id, "recipients": recipients}
+            self._write_landed(landed)
+
+    def forget_landed(self, url: str, gone: frozenset[str]) -> None:
+        """`url` no longer has its newest backup, if that is one of `gone` (a newer one that
+        landed since is kept)."""
+        landed = self.landed()
+        if landed.get(url, {}).get("backup_id") in gone:
+            del landed[url]
+            self._write_landed(landed)
+
+    def _write_landed(self, landed: dict[str, dict[str, str]]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.directory / LANDED, json.dumps(landed, sort_keys=True).encode())
 
@@ -243,5 +252,9 @@ class HashCache:
             (self.directory / f"{backup_id}{suffix}").unlink(missing_ok=True)
 
     def _trim(self) -> None:
+        """Keep the newest few and every destination's newest: a live read staged against
+        those, and a destination that lags behind still builds on its own."""
+        landed = {entry.get("backup_id") for entry in self.landed().values()}
         for info in self.newest()[KEEP_ENTRIES:]:
-            self.forget(info.backup_id)
+            if info.backup_id not in landed:
+                self.forget(info.backup_id)

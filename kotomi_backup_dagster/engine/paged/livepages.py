@@ -9,8 +9,10 @@ snapshot's last frame. SQLite's WAL rules make that stable while the transaction
 - a checkpoint copies into the database file only frames at or below the oldest reader's
   mark, so a page with no frame in our range is never written while we read it;
 - the WAL restarts (frames overwritten from the start) only when no reader holds a mark
-  above 0, and a reader gets mark 0 only when every frame is already in the database file;
-  in that case the overlay is skipped and the file alone is the snapshot.
+  above 0, and a reader gets mark 0 only when every frame is already in the database file.
+  When the WAL index says so after the transaction began (nBackfill = last frame), the file
+  alone is the snapshot; otherwise the frames are read, and a restart that rewrote them would
+  have rewritten the WAL header first, which is read again at the end.
 
 Which frames belong to the snapshot is read from the WAL index (the -shm file): its header is
 read before and after the transaction starts, and used only when both reads are identical
@@ -18,8 +20,10 @@ read before and after the transaction starts, and used only when both reads are 
 (page count, schema cookie, freelist count) and the WAL header is read again at the end.
 Anything unexpected raises `LiveReadUnavailable`, and the caller copies a snapshot instead.
 
-The check (`quick_check`) runs on `LivePages.conn`, inside the same transaction, so it checks
-the very pages that are hashed. Page 1 of the image is marked as a rollback-journal database,
+The check (`quick_check`) runs on `LivePages.conn`, inside the same transaction: SQLite checks
+its own view of the snapshot whose pages are read here, and the cross-checks above tie the two
+(tests/engine/test_livepages.py compares every image with SQLite's view under concurrent
+writes, checkpoints and VACUUM). Page 1 of the image is marked as a rollback-journal database,
 as `take_snapshot` leaves its copies: a restored file is one self-contained file.
 
 POSIX locks belong to the process: closing any descriptor of a file drops every lock this
@@ -33,6 +37,7 @@ import os
 import sqlite3
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,6 +51,7 @@ WAL_HEADER_SIZE = 32
 FRAME_HEADER = struct.Struct(">II8s")  # page number, db size after commit (0 if not), salts
 FRAME_HEADER_SIZE = 24
 WAL_MAGIC = (0x377F0682, 0x377F0683)
+WAL_VERSION = 3007000  # of the WAL file format and of the WAL index header
 BLOCK_PAGES = 256
 ATTEMPTS = 50
 
@@ -75,8 +81,7 @@ class LivePages:
         self.conn = conn
         self.page_size = page_size
         self.page_count = page_count
-        self.journal_mode = "wal"
-        self.frames = len(overlay)
+        self.overlaid_pages = len(overlay)  # pages whose newest version is in the WAL
         self._db_fd = db_fd
         self._wal_fd = wal_fd
         self._overlay = overlay  # page index (0-based) -> file offset of its newest frame data
@@ -174,13 +179,17 @@ def _begin(
         raise LiveReadUnavailable("no WAL index (-shm) beside the database")
     shm_fd = _held_fd(shm_path)
     last = "the WAL index kept changing (writes at every attempt)"
-    for _ in range(attempts):
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(min(0.001 * 2**attempt, 0.05))  # let the writer finish its commit
         before = _shm_header(shm_fd)
+        if before is None:
+            continue  # read while a writer updated it
         conn.execute("BEGIN")
         conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()  # takes the read lock
         # Unchanged around the start (the header changes with every commit): the snapshot is
         # the one this header describes.
-        if before is not None and before == _shm_header(shm_fd):
+        if before == _shm_header(shm_fd):
             try:
                 return _pin(conn, db_path, db_fd, shm_fd, page_size, before)
             except LiveReadChanged as exc:
@@ -199,20 +208,24 @@ def _pin(
 ) -> LivePages:
     """The pages of the transaction `conn` holds, whose WAL index header is `header`."""
     fields = SHM_HEADER.unpack(header)
-    is_init, sz_page, mx_frame, salts = fields[3], fields[5], fields[6], header[32:40]
+    version, is_init, sz_page, mx_frame = fields[0], fields[3], fields[5], fields[6]
+    salts = header[32:40]
     page_count = int(conn.execute("PRAGMA page_count").fetchone()[0])
+    on_disk, opened = os.stat(db_path), os.fstat(db_fd)
+    if (on_disk.st_dev, on_disk.st_ino) != (opened.st_dev, opened.st_ino):
+        raise LiveReadUnavailable("the database file was replaced while it was opened")
     expected = (
         int(conn.execute("PRAGMA schema_version").fetchone()[0]),
         int(conn.execute("PRAGMA freelist_count").fetchone()[0]),
     )
-    if not is_init:
-        raise LiveReadUnavailable("the WAL index is not initialised")
+    if not is_init or version != WAL_VERSION:
+        raise LiveReadUnavailable("the WAL index is not initialised or of another version")
     (backfilled,) = struct.unpack("=I", os.pread(shm_fd, 4, CKPT_NBACKFILL))
     if mx_frame == 0 or backfilled >= mx_frame:
         # Every frame of the snapshot is already in the database file: read the file alone.
         return LivePages(conn, db_fd, None, page_size, page_count, {}, b"", expected)
-    if (sz_page & 0xFF00) | ((sz_page & 0x0001) << 16) != page_size:
-        raise LiveReadUnavailable("the WAL index has another page size than the database")
+    if (sz_page & 0xFF00) | ((sz_page & 0x0001) << 16) != page_size or fields[7] != page_count:
+        raise LiveReadUnavailable("the WAL index describes another page size or page count")
     wal_fd = _held_fd(Path(f"{db_path}-wal"))
     # A reader holding mark 0 does not stop a WAL restart, and a checkpoint may have finished
     # (nBackfill reset by a restart) between the start and the read of nBackfill above: a
@@ -236,27 +249,22 @@ def _index_frames(
     header = os.pread(wal_fd, WAL_HEADER_SIZE, 0)
     if len(header) != WAL_HEADER_SIZE or header[16:24] != salts:
         raise LiveReadChanged("the WAL header does not match the WAL index (restarted)")
-    magic, _, wal_page_size = struct.unpack(">III", header[:12])
-    if magic not in WAL_MAGIC or wal_page_size != page_size:
+    magic, version, wal_page_size = struct.unpack(">III", header[:12])
+    if magic not in WAL_MAGIC or version != WAL_VERSION or wal_page_size != page_size:
         raise LiveReadUnavailable("the WAL header does not describe this database")
     frame_size = FRAME_HEADER_SIZE + page_size
     overlay: dict[int, int] = {}
     commit_size = 0
-    chunk_frames = max(1, (1 << 20) // frame_size)
-    for first in range(0, mx_frame, chunk_frames):
-        count = min(chunk_frames, mx_frame - first)
-        start = WAL_HEADER_SIZE + first * frame_size
-        # Only the frame headers are needed here; the pages are read when their block is.
-        for n in range(count):
-            offset = start + n * frame_size
-            raw = os.pread(wal_fd, FRAME_HEADER_SIZE, offset)
-            if len(raw) != FRAME_HEADER_SIZE:
-                raise LiveReadUnavailable("the WAL is shorter than its index says")
-            page, commit_size, frame_salts = FRAME_HEADER.unpack_from(raw)
-            if frame_salts != salts or page == 0:
-                raise LiveReadChanged("a WAL frame does not belong to the indexed WAL")
-            if page <= page_count:
-                overlay[page - 1] = offset + FRAME_HEADER_SIZE
+    # Only the frame headers are read here; a page is read when its block is.
+    for offset in range(WAL_HEADER_SIZE, WAL_HEADER_SIZE + mx_frame * frame_size, frame_size):
+        raw = os.pread(wal_fd, FRAME_HEADER_SIZE, offset)
+        if len(raw) != FRAME_HEADER_SIZE:
+            raise LiveReadChanged("the WAL is shorter than its index says (truncated)")
+        page, commit_size, frame_salts = FRAME_HEADER.unpack_from(raw)
+        if frame_salts != salts or page == 0:
+            raise LiveReadChanged("a WAL frame does not belong to the indexed WAL")
+        if page <= page_count:
+            overlay[page - 1] = offset + FRAME_HEADER_SIZE
     if commit_size != page_count:
         raise LiveReadUnavailable("the WAL's last indexed frame does not commit the snapshot")
     return header, overlay

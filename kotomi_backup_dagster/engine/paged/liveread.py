@@ -29,7 +29,7 @@ class LiveRead:
     report: VerifyReport
     bases: list[str]  # the cached backups the staged pages are the change from
     staged_pages: int
-    wal_frames: int
+    pages_from_wal: int
     seconds: float
 
 
@@ -47,14 +47,23 @@ def read_live(
 ) -> LiveRead:
     """Raises `LiveReadUnavailable` when the database cannot be read in place (the caller
     copies a snapshot instead); a WAL restarted during the read is retried once."""
-    try:
-        return _read_once(
-            db_path, workdir, backup_id, cache, bases, hashes_out, profile, busy_timeout, progress
-        )
-    except LiveReadChanged:
-        return _read_once(
-            db_path, workdir, backup_id, cache, bases, hashes_out, profile, busy_timeout, progress
-        )
+    for attempt in (1, 2):
+        try:
+            return _read_once(
+                db_path,
+                workdir,
+                backup_id,
+                cache,
+                bases,
+                hashes_out,
+                profile,
+                busy_timeout,
+                progress,
+            )
+        except LiveReadChanged:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _read_once(
@@ -70,11 +79,12 @@ def _read_once(
 ) -> LiveRead:
     started = time.monotonic()
     with open_live_pages(db_path, busy_timeout=busy_timeout) as live:
-        usable = [b for b in bases if b.page_size == live.page_size]
-        files = [cache.load(b) for b in usable]
-        if not usable or any(f is None for f in files):
-            raise LiveReadUnavailable("no usable cached page hashes to stage the change against")
-        delta = DeltaWriter(workdir, live.page_size, [f for f in files if f is not None])
+        # Every destination's base must be usable, or that destination could not be served.
+        files = [cache.load(b) if b.page_size == live.page_size else None for b in bases]
+        usable = [f for f in files if f is not None]
+        if not bases or len(usable) != len(bases):
+            raise LiveReadUnavailable("a cached base is damaged or has another page size")
+        delta = DeltaWriter(workdir, live.page_size, usable)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kotomi-verify") as pool:
             checking = pool.submit(verify_connection, live.conn, label=db_path, profile=profile)
             try:
@@ -82,7 +92,8 @@ def _read_once(
                     live.blocks(), live.page_size, hashes_out, progress, delta.keep
                 )
             except BaseException:
-                wait([checking])  # the check uses the transaction: let it end first
+                live.conn.interrupt()  # the check uses the transaction: end it first
+                wait([checking])
                 raise
             finally:
                 delta.close()
@@ -101,8 +112,8 @@ def _read_once(
         return LiveRead(
             hashes=hashes,
             report=report,
-            bases=[b.backup_id for b in usable],
+            bases=[b.backup_id for b in bases],
             staged_pages=delta.kept,
-            wal_frames=live.frames,
+            pages_from_wal=live.overlaid_pages,
             seconds=time.monotonic() - started,
         )
