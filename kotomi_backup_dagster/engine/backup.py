@@ -29,7 +29,7 @@ from .archive import (
     parse_recipients,
     write_archive,
 )
-from .catalog import already_published, backup_prefix, publish_backup
+from .catalog import already_published, backup_prefix, manifest_key, publish_backup
 from .errors import BackupError, ConfigError
 from .fsutil import fsync_file
 from .manifest import (
@@ -48,7 +48,7 @@ from .paged.liveread import LiveReadUnavailable, read_live
 from .paged.publish import MissingBase, page_map_key
 from .settings import BackupSettings
 from .snapshot import Snapshot, check_source, take_snapshot
-from .stores import BackupStore, open_store, safe_url
+from .stores import BackupStore, ObjectNotFound, open_store, safe_url
 from .verify import VerifyReport, verify_database
 
 SNAPSHOT_INFO = "snapshot.json"
@@ -188,13 +188,26 @@ def _stage_live(
     durable: bool,
 ) -> tuple[Snapshot | None, str | None]:
     """The paged format's snapshot, check and hashes in one live read (paged/liveread.py);
-    (None, why) when it cannot be used and a snapshot must be copied instead."""
+    (None, why) when it cannot be used and a snapshot must be copied instead.
+
+    `stores` are given by a caller that may contact them (the CLI, after its preflight): each
+    destination is then asked for its newest backup's manifest first, so one deleted by hand
+    costs a copy now rather than a failed upload. Dagster's snapshot stage does not contact
+    the stores (their failures belong to the upload stage)."""
     db_path = settings.require_db()
     cache = HashCache(settings.page_hash_cache)
     urls = [safe_url(store.url) for store in (stores or [open_store(u) for u in settings.urls])]
     bases = cache.bases_for(urls, recipients_fingerprint(settings.age_recipients))
     if not bases:
         return None, "not every destination has a backup with these keys cached here"
+    landed = cache.landed()
+    for store, url in zip(stores or [], urls, strict=False):
+        newest = landed[url]["backup_id"]
+        try:
+            store.get_bytes(manifest_key(settings.name, newest))
+        except ObjectNotFound:
+            cache.forget_landed(url, frozenset({newest}))
+            return None, f"{url} no longer has backup {newest}"
     try:
         read = read_live(
             db_path,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BackupError, ConfigError
-from .fsutil import fsync_dir, fsync_file
+from .fsutil import fsync_dir, fsync_file, held_fd
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SQLITE_DONE = 101
@@ -43,15 +43,22 @@ class Snapshot:
     method: str = "copy"
 
 
-def check_source(db_path: Path) -> None:
-    """Refuse, with one clear line, what cannot be a database to back up."""
+def check_source(db_path: Path, *, live: bool = True) -> None:
+    """Refuse, with one clear line, what cannot be a database to back up.
+
+    A live database's header is read through a descriptor kept open (`fsutil.held_fd`), so
+    that this check never drops the locks of SQLite connections in this process; `live=False`
+    (a snapshot or restored copy) opens and closes the file."""
     if not db_path.exists():
         raise ConfigError(f"database not found: {db_path} (set --db or KOTOMI_DB_PATH)")
     if not db_path.is_file():
         raise ConfigError(f"not a file: {db_path} (point --db at the SQLite database file)")
     try:
-        with db_path.open("rb") as fh:
-            header = fh.read(len(SQLITE_MAGIC))
+        if live:
+            header = os.pread(held_fd(db_path), len(SQLITE_MAGIC), 0)
+        else:
+            with db_path.open("rb") as fh:
+                header = fh.read(len(SQLITE_MAGIC))
     except PermissionError as exc:
         raise ConfigError(f"cannot read {db_path}: permission denied") from exc
     if not header:

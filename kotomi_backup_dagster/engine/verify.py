@@ -90,7 +90,7 @@ def verify_database(
     `workers` bounds the threads of a full check (default: the usable cores, at most 4; 1 runs
     one plain `integrity_check`).
     """
-    check_source(path)
+    check_source(path, live=False)
     started = time.monotonic()
     conn = open_readonly(path)
     try:

@@ -26,6 +26,7 @@ from kotomi_backup_dagster.engine.paged.livepages import (
     LiveReadUnavailable,
     open_live_pages,
 )
+from kotomi_backup_dagster.engine.snapshot import check_source
 
 ORACLE_SECONDS = 7.0
 SEED = 20240611
@@ -285,3 +286,58 @@ def test_locks_of_this_process_survive_live_reads(tmp_path: Path) -> None:
     finally:
         keeper.close()
         writer.close()
+
+
+CLOSE_PROBE = """\
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1])
+conn.execute("SELECT count(*) FROM t").fetchone()
+conn.close()
+"""
+
+
+def test_checking_the_live_file_keeps_this_process_connections_locks(tmp_path: Path) -> None:
+    """An idle WAL connection holds a shared lock on the database file for its lifetime: it
+    tells other processes they are not the last connection, which would checkpoint and
+    delete the WAL on close. `check_source` must not drop it."""
+    db = tmp_path / "idle.db"
+    make_wal_db(db)
+    keeper = sqlite3.connect(db, isolation_level=None)
+    try:
+        keeper.execute("PRAGMA wal_autocheckpoint=0")
+        keeper.execute("UPDATE t SET v = randomblob(300)")  # frames in the WAL; keeper idle
+        wal = Path(f"{db}-wal")
+
+        def other_process_opens_and_closes() -> None:
+            subprocess.run([sys.executable, "-c", CLOSE_PROBE, str(db)], check=True, timeout=60)
+
+        check_source(db)
+        check_source(db)
+        other_process_opens_and_closes()
+        assert wal.exists() and wal.stat().st_size > 0, "this process's shared lock was dropped"
+        # The probe can tell: a descriptor of the file closed here drops the keeper's lock.
+        os.close(os.open(db, os.O_RDONLY))
+        other_process_opens_and_closes()
+        assert not wal.exists() or wal.stat().st_size == 0
+    finally:
+        keeper.close()
+
+
+@pytest.mark.parametrize("page_size", [512, 65536])
+def test_smallest_and_largest_page_sizes(tmp_path: Path, page_size: int) -> None:
+    """65536 is stored as 1 in the WAL index header; 512 packs the most frames per WAL."""
+    db = tmp_path / f"p{page_size}.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute(f"PRAGMA page_size={page_size}")
+        assert conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+        for i in range(60):
+            conn.execute("INSERT INTO t(v) VALUES (?)", (random.Random(i).randbytes(900),))
+        conn.execute("DELETE FROM t WHERE id % 3 = 0")
+        with open_live_pages(db) as live:
+            assert live.page_size == page_size and live.overlaid_pages > 0
+            assert read_image(live) == sqlite_view(live)
+    finally:
+        conn.close()

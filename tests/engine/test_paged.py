@@ -17,7 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from kotomi_backup_dagster.engine.backup import run_backup
+from kotomi_backup_dagster.engine.backup import (
+    run_backup,
+    stage_archive,
+    stage_snapshot,
+    stage_upload,
+    stage_verify,
+)
 from kotomi_backup_dagster.engine.errors import BackupError, ConfigError
 from kotomi_backup_dagster.engine.manifest import Manifest
 from kotomi_backup_dagster.engine.paged.pagemap import PageMap, build_page_map
@@ -161,7 +167,7 @@ def test_a_base_with_other_keys_or_a_lost_cache_is_not_reused(
     assert plain.db_sha256 == again.db_sha256
 
 
-def test_a_destination_that_lost_its_newest_backup_fails_once_then_recovers(
+def test_a_destination_that_lost_its_newest_backup_gets_a_copy_again(
     kotomi_db: Path, tmp_path: Path
 ) -> None:
     store = tmp_path / "store"
@@ -171,18 +177,35 @@ def test_a_destination_that_lost_its_newest_backup_fails_once_then_recovers(
     second = run_backup(conf)
     assert second.snapshot.method == "live read"
     shutil.rmtree(store / "kotomi" / second.manifest.backup_id)  # deleted by hand
+
+    # The CLI asks the destination first: a copy at once, built on what it still has.
     kotomi_requests(kotomi_db, 10, seed=4)
-    with pytest.raises(BackupError, match="none of the backups this one was staged against"):
-        run_backup(conf)
-    listed = LocalStore(store).list_children("kotomi")
-    assert first.backup_id in listed and len([n for n in listed if n[0].isdigit()]) == 1
-    third = run_backup(conf)  # a copy again, built on what the destination still has
+    third = run_backup(conf)
     assert third.snapshot.method == "copy"
     assert (third.manifest.paged or {})["base"] == first.backup_id
+
+    # Dagster's stages do not contact the stores before the upload: that upload fails with
+    # one line, nothing is listed, and the next backup copies again.
+    kotomi_requests(kotomi_db, 10, seed=5)
+    staged, snap = stage_snapshot(conf)
+    assert snap.method == "live read"
+    assert stage_verify(staged, conf).ok
+    stage_archive(staged, conf)
+    shutil.rmtree(store / "kotomi" / third.manifest.backup_id)
+    [outcome] = stage_upload(staged, [LocalStore(store)], settings=conf)
+    assert not outcome.ok and "none of the backups this one was staged against" in str(
+        outcome.error
+    )
+    assert "\n" not in str(outcome.error)
+    listed = [n for n in LocalStore(store).list_children("kotomi") if n[0].isdigit()]
+    assert listed == [first.backup_id]
     fourth = run_backup(conf)
-    assert fourth.snapshot.method == "live read"
-    assert (fourth.manifest.paged or {})["base"] == third.manifest.backup_id
-    for manifest in (first, third.manifest, fourth.manifest):
+    assert fourth.snapshot.method == "copy"
+    assert (fourth.manifest.paged or {})["base"] == first.backup_id
+    fifth = run_backup(conf)
+    assert fifth.snapshot.method == "live read"
+    assert (fifth.manifest.paged or {})["base"] == fourth.manifest.backup_id
+    for manifest in (first, fourth.manifest, fifth.manifest):
         restore_to(store, tmp_path / "r" / f"{manifest.backup_id}.db", which=manifest.backup_id)
 
 

@@ -28,7 +28,7 @@ as `take_snapshot` leaves its copies: a restored file is one self-contained file
 
 POSIX locks belong to the process: closing any descriptor of a file drops every lock this
 process holds on it, including those of SQLite connections. The files are therefore opened
-once per process and kept open (see `_held_fd`), never closed under a connection.
+once per process and kept open (`fsutil.held_fd`), never closed under a connection.
 """
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ from __future__ import annotations
 import os
 import sqlite3
 import struct
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..fsutil import held_fd
 from ..snapshot import sqlite_uri
 
 SHM_HEADER = struct.Struct("=IIIBBHIIIIIIII")  # WalIndexHdr, native byte order
@@ -270,26 +270,8 @@ def _index_frames(
     return header, overlay
 
 
-_held: dict[tuple[int, int], int] = {}
-_held_lock = threading.Lock()
-
-
 def _held_fd(path: Path) -> int:
-    """A read-only descriptor of `path`, opened once per process and kept (module docstring);
-    descriptors of files since deleted are the only ones closed."""
-    with _held_lock:
-        try:
-            st = os.stat(path)
-            held = _held.get((st.st_dev, st.st_ino))
-            if held is not None:
-                return held
-            fd = os.open(path, os.O_RDONLY)
-        except OSError as exc:
-            raise LiveReadUnavailable(f"cannot open {path.name}: {exc.strerror}") from exc
-        for key, old in list(_held.items()):
-            if os.fstat(old).st_nlink == 0:
-                del _held[key]
-                os.close(old)
-        st = os.fstat(fd)
-        _held[(st.st_dev, st.st_ino)] = fd
-        return fd
+    try:
+        return held_fd(path)
+    except OSError as exc:
+        raise LiveReadUnavailable(f"cannot open {path.name}: {exc.strerror}") from exc
