@@ -92,7 +92,20 @@ class StagedBackup:
                 f"backup {self.backup_id}: the {stage} stage has not run (no {filename}); "
                 "run the whole backup again"
             ) from exc
+        except ValueError as exc:  # torn by a crash: staging files are not fsynced
+            raise BackupError(
+                f"backup {self.backup_id}: staged {filename} is damaged; run the whole backup again"
+            ) from exc
         return data
+
+    def page_hashes(self) -> PageHashes:
+        try:
+            return PageHashes(**self.read_json(PAGE_HASHES_INFO, "archive"))
+        except TypeError as exc:
+            raise BackupError(
+                f"backup {self.backup_id}: staged {PAGE_HASHES_INFO} is damaged; "
+                "run the whole backup again"
+            ) from exc
 
     def write_json(self, filename: str, data: dict[str, Any]) -> None:
         (self.workdir / filename).write_text(json.dumps(data, indent=2, default=str) + "\n")
@@ -329,7 +342,7 @@ def _hash_snapshot(
     """The paged format's archive stage: hash every page (packs are made per destination at
     upload, against what that destination already has). A live read hashed them already."""
     if _live_bases(staged) is not None:
-        return PageHashes(**json.loads((staged.workdir / PAGE_HASHES_INFO).read_text())), 0.0
+        return staged.page_hashes(), 0.0
     started = time.monotonic()
     snap = staged.read_json(SNAPSHOT_INFO, "snapshot")
     page_size = int(snap["page_size"])
@@ -587,7 +600,7 @@ def _upload_paged(
             f"backup {draft.backup_id}: staged pages or page hashes are gone; "
             "run the whole backup again"
         )
-    info = PageHashes(**json.loads(info_path.read_text()))
+    info = staged.page_hashes()
     source = (
         DeltaPages(staged.workdir, info.page_size)
         if bases is not None

@@ -525,3 +525,21 @@ def test_backup_ids_made_within_one_second_sort_by_time() -> None:
     ids = [new_backup_id(moment + timedelta(microseconds=m)) for m in (0, 1, 17, 999_999)]
     assert ids == sorted(ids) and all(is_backup_id(i) for i in ids)
     assert len({new_backup_id(moment) for _ in range(64)}) > 1  # same instant, still differ
+
+
+def test_a_torn_staging_file_fails_the_upload_with_one_line(
+    kotomi_db: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    conf = settings(kotomi_db, store)
+    run_backup(conf)
+    kotomi_requests(kotomi_db, 10, seed=6)
+    staged, snap = stage_snapshot(conf)
+    assert snap.method == "live read"
+    stage_archive(staged, conf)
+    info = staged.workdir / "pages.json"
+    info.write_bytes(info.read_bytes()[:20])  # what a power cut can leave of an unsynced file
+    with pytest.raises(BackupError, match=r"staged pages\.json is damaged") as caught:
+        stage_upload(staged, [LocalStore(store)], settings=conf)
+    assert "\n" not in str(caught.value)
+    assert len([n for n in LocalStore(store).list_children("kotomi") if n[0].isdigit()]) == 1
