@@ -112,6 +112,33 @@ def test_reexecution_after_a_failed_upload_reruns_only_the_upload(env: Path) -> 
         assert backups[0].backup_id == snap.metadata["backup_id"].value
 
 
+def test_reexecution_after_a_later_run_uploads_the_failed_runs_own_backup(env: Path) -> None:
+    """A scheduled run lands between a failed upload and its re-execution: the re-execution
+    must upload the backup its own run staged, not the later run's (one shared pickle per
+    asset did, and failed because that one's staging was already gone)."""
+    env.mkdir()
+    blocker = env / "kotomi"
+    blocker.write_text("a file where the backup folder should be")
+    job = reconstructable(kotomi_backup_job)
+    with instance_for_test() as instance:
+        failed = execute_job(job, instance=instance, raise_on_error=False)
+        assert not failed.success
+        blocker.unlink()
+        later = execute_job(job, instance=instance)  # the next scheduled backup
+        assert later.success
+        options = ReexecutionOptions.from_failure(failed.run_id, instance)
+        again = execute_job(job, instance=instance, reexecution_options=options)
+        assert again.success, again.get_step_failure_events()
+        assert step_keys(again, "STEP_START") == {"kotomi__upload"}
+
+    def staged_id(result: object) -> str:
+        node = result.asset_materializations_for_node("kotomi__snapshot")  # type: ignore[attr-defined]
+        return str(node[0].metadata["backup_id"].value)
+
+    listed = {b.backup_id for b in list_backups(LocalStore(env), "kotomi").backups}
+    assert listed == {staged_id(failed), staged_id(later)}
+
+
 def test_daily_schedule_is_on_at_two_in_the_configured_zone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -16,12 +16,13 @@ from dagster import (
     reconstructable,
 )
 
-from kotomi_backup_dagster.defs.backup.assets import build_backup_assets
+from kotomi_backup_dagster.defs.backup.assets import build_backup_assets, staged_io_key
 from kotomi_backup_dagster.defs.backup.definitions import build_backup_definitions
 from kotomi_backup_dagster.defs.backup.resources import (
     KotomiBackupResource,
     backup_resource_from_env,
 )
+from kotomi_backup_dagster.defs.backup.staged_io import RunScopedIOManager
 from kotomi_backup_dagster.defs.databases import DatabaseSpec
 from kotomi_backup_dagster.engine.catalog import list_backups
 from kotomi_backup_dagster.engine.stores import LocalStore, open_store
@@ -72,7 +73,7 @@ def test_materialize_with_the_s3_and_gcs_resources(
     assets, checks = build_backup_assets(DatabaseSpec("kotomi"), KEY)
     result = materialize(
         [*assets, *checks],
-        resources={KEY: resource},
+        resources={KEY: resource, staged_io_key(KEY): RunScopedIOManager()},
         instance=DagsterInstance.ephemeral(),
     )
     assert result.success

@@ -30,6 +30,11 @@ from ..databases import DatabaseSpec
 from .resources import KotomiBackupResource, upload_retry_policy
 
 
+def staged_io_key(resource_key: str) -> str:
+    """The IO manager that hands a database's `StagedBackup` between stages (staged_io.py)."""
+    return f"{resource_key}_staged_io"
+
+
 def _table(rows: dict[str, int]) -> str:
     lines = ["| table | rows |", "|---|---:|"]
     lines += [f"| {name} | {count} |" for name, count in sorted(rows.items())]
@@ -46,6 +51,7 @@ def build_backup_assets(
 
     @asset(
         key=AssetKey([*prefix, "snapshot"]),
+        io_manager_key=staged_io_key(resource_key),
         group_name=group,
         required_resource_keys={resource_key},
         pool=pool,
@@ -107,6 +113,7 @@ def build_backup_assets(
 
     @asset(
         key=AssetKey([*prefix, "archive"]),
+        io_manager_key=staged_io_key(resource_key),
         group_name=group,
         required_resource_keys={resource_key},
         pool=pool,

@@ -7,8 +7,9 @@ from dagster import AssetSelection, Definitions, define_asset_job, in_process_ex
 from ..databases import DatabaseSpec
 from ..retention.resources import keep_hourly_from_env
 from ..scheduling import database_schedule
-from .assets import build_backup_assets
+from .assets import build_backup_assets, staged_io_key
 from .resources import backup_resource_from_env
+from .staged_io import RunScopedIOManager
 
 DAILY_AT_2 = "0 2 * * *"
 HOURLY = "0 * * * *"
@@ -52,5 +53,8 @@ def build_backup_definitions(spec: DatabaseSpec) -> Definitions:
         asset_checks=checks,
         jobs=[job],
         schedules=schedules,
-        resources={spec.resource_key: backup_resource_from_env(spec)},
+        resources={
+            spec.resource_key: backup_resource_from_env(spec),
+            staged_io_key(spec.resource_key): RunScopedIOManager(),
+        },
     )
