@@ -44,7 +44,7 @@ from .manifest import (
 )
 from .paged import HashCache, PageHashes, hash_pages, publish_paged, recipients_fingerprint
 from .paged.delta import DELTA, DELTA_INDEX, DeltaPages, PageSource, SnapshotPages
-from .paged.liveread import LiveReadUnavailable, read_live
+from .paged.liveread import LiveReadRequest, LiveReadUnavailable, read_live
 from .paged.publish import MissingBase, page_map_key
 from .settings import BackupSettings
 from .snapshot import Snapshot, check_source, take_snapshot
@@ -223,15 +223,17 @@ def _stage_live(
             return None, f"{url} no longer has backup {newest}"
     try:
         read = read_live(
-            db_path,
-            staged.workdir,
-            backup_id=staged.backup_id,
-            cache=cache,
-            bases=bases,
-            hashes_out=staged.workdir / PAGE_HASHES,
-            profile=settings.profile,
-            busy_timeout=min(5.0, settings.snapshot_timeout),
-            progress=progress,
+            LiveReadRequest(
+                db_path=db_path,
+                workdir=staged.workdir,
+                backup_id=staged.backup_id,
+                cache=cache,
+                bases=bases,
+                hashes_out=staged.workdir / PAGE_HASHES,
+                profile=settings.profile,
+                busy_timeout=min(5.0, settings.snapshot_timeout),
+                progress=progress,
+            )
         )
     except LiveReadUnavailable as exc:
         for leftover in (PAGE_HASHES, DELTA, DELTA_INDEX):

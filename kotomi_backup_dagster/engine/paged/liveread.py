@@ -20,7 +20,7 @@ from .delta import DeltaWriter
 from .hashes import HashCache, PageHashes, hash_blocks
 from .livepages import LiveReadChanged, LiveReadUnavailable, open_live_pages
 
-__all__ = ["LiveRead", "LiveReadUnavailable", "read_live"]
+__all__ = ["LiveRead", "LiveReadRequest", "LiveReadUnavailable", "read_live"]
 
 
 @dataclass(frozen=True)
@@ -33,63 +33,45 @@ class LiveRead:
     seconds: float
 
 
-def read_live(
-    db_path: Path,
-    workdir: Path,
-    *,
-    backup_id: str,
-    cache: HashCache,
-    bases: Sequence[PageHashes],
-    hashes_out: Path,
-    profile: Profile,
-    busy_timeout: float,
-    progress: Progress | None = None,
-) -> LiveRead:
+@dataclass(frozen=True)
+class LiveReadRequest:
+    db_path: Path
+    workdir: Path  # where the changed pages are staged (delta.py)
+    backup_id: str
+    cache: HashCache
+    bases: Sequence[PageHashes]  # each destination's newest backup, cached here
+    hashes_out: Path
+    profile: Profile
+    busy_timeout: float
+    progress: Progress | None = None
+
+
+def read_live(request: LiveReadRequest) -> LiveRead:
     """Raises `LiveReadUnavailable` when the database cannot be read in place (the caller
     copies a snapshot instead); a WAL restarted during the read is retried once."""
-    for attempt in (1, 2):
-        try:
-            return _read_once(
-                db_path,
-                workdir,
-                backup_id,
-                cache,
-                bases,
-                hashes_out,
-                profile,
-                busy_timeout,
-                progress,
-            )
-        except LiveReadChanged:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+    try:
+        return _read_once(request)
+    except LiveReadChanged:
+        return _read_once(request)
 
 
-def _read_once(
-    db_path: Path,
-    workdir: Path,
-    backup_id: str,
-    cache: HashCache,
-    bases: Sequence[PageHashes],
-    hashes_out: Path,
-    profile: Profile,
-    busy_timeout: float,
-    progress: Progress | None,
-) -> LiveRead:
+def _read_once(request: LiveReadRequest) -> LiveRead:
+    db_path, bases, cache = request.db_path, request.bases, request.cache
     started = time.monotonic()
-    with open_live_pages(db_path, busy_timeout=busy_timeout) as live:
+    with open_live_pages(db_path, busy_timeout=request.busy_timeout) as live:
         # Every destination's base must be usable, or that destination could not be served.
         files = [cache.load(b) if b.page_size == live.page_size else None for b in bases]
         usable = [f for f in files if f is not None]
         if not bases or len(usable) != len(bases):
             raise LiveReadUnavailable("a cached base is damaged or has another page size")
-        delta = DeltaWriter(workdir, live.page_size, usable)
+        delta = DeltaWriter(request.workdir, live.page_size, usable)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kotomi-verify") as pool:
-            checking = pool.submit(verify_connection, live.conn, label=db_path, profile=profile)
+            checking = pool.submit(
+                verify_connection, live.conn, label=db_path, profile=request.profile
+            )
             try:
                 db_sha256, db_size, hashes_sha256 = hash_blocks(
-                    live.blocks(), live.page_size, hashes_out, progress, delta.keep
+                    live.blocks(), live.page_size, request.hashes_out, request.progress, delta.keep
                 )
             except BaseException:
                 live.conn.interrupt()  # the check uses the transaction: end it first
@@ -102,7 +84,7 @@ def _read_once(
         if report.page_count != live.page_count:
             raise LiveReadUnavailable("the check saw another page count than was read")
         hashes = PageHashes(
-            backup_id=backup_id,
+            backup_id=request.backup_id,
             db_sha256=db_sha256,
             db_size=db_size,
             page_size=live.page_size,
