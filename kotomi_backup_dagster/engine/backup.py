@@ -155,6 +155,7 @@ def stage_snapshot(
     *,
     durable: bool = True,
     stores: Sequence[BackupStore] | None = None,
+    ask_stores: bool = False,
     progress: Progress | None = None,
 ) -> tuple[StagedBackup, Snapshot]:
     """Take the snapshot into a new staging directory.
@@ -162,6 +163,7 @@ def stage_snapshot(
     `durable=False` (the CLI's one-process run) skips its fsync: see `take_snapshot`. A paged
     backup whose every destination already has a backup cached here reads the live database
     in place instead (`_stage_live`): no copy, and its check and hashes are done here too.
+    `stores` are the preflight's (else opened here); `ask_stores` lets `_stage_live` ask them.
     """
     db_path = settings.require_db()
     check_source(db_path)
@@ -175,7 +177,10 @@ def stage_snapshot(
     staged = StagedBackup(name=settings.name, backup_id=backup_id, workdir=workdir)
     fallback: str | None = None
     if settings.backup_format == "paged" and settings.verify_mode == "quick":
-        live, fallback = _stage_live(staged, settings, moment, stores, progress, durable)
+        stores = stores if stores is not None else [open_store(u) for u in settings.urls]
+        live, fallback = _stage_live(
+            staged, settings, moment, stores, ask_stores, progress, durable
+        )
         if live is not None:
             return staged, live
     snap = take_snapshot(
@@ -196,25 +201,26 @@ def _stage_live(
     staged: StagedBackup,
     settings: BackupSettings,
     moment: datetime,
-    stores: Sequence[BackupStore] | None,
+    stores: Sequence[BackupStore],
+    ask_stores: bool,
     progress: Progress | None,
     durable: bool,
 ) -> tuple[Snapshot | None, str | None]:
     """The paged format's snapshot, check and hashes in one live read (paged/liveread.py);
     (None, why) when it cannot be used and a snapshot must be copied instead.
 
-    `stores` are given by a caller that may contact them (the CLI, after its preflight): each
-    destination is then asked for its newest backup's manifest first, so one deleted by hand
-    costs a copy now rather than a failed upload. Dagster's snapshot stage does not contact
-    the stores (their failures belong to the upload stage)."""
+    `ask_stores` is set by a caller that may contact the stores (the CLI, after its preflight):
+    each destination is then asked for its newest backup's manifest first, so one deleted by
+    hand costs a copy now rather than a failed upload. Dagster's snapshot stage does not
+    contact the stores (their failures belong to the upload stage)."""
     db_path = settings.require_db()
     cache = HashCache(settings.page_hash_cache)
-    urls = [safe_url(store.url) for store in (stores or [open_store(u) for u in settings.urls])]
+    urls = [safe_url(store.url) for store in stores]
     bases = cache.bases_for(urls, recipients_fingerprint(settings.age_recipients))
     if not bases:
         return None, "not every destination has a backup with these keys cached here"
     landed = cache.landed()
-    for store, url in zip(stores or [], urls, strict=False):
+    for store, url in zip(stores if ask_stores else [], urls, strict=False):
         newest = landed[url]["backup_id"]
         try:
             store.get_bytes(manifest_key(settings.name, newest))
@@ -260,7 +266,7 @@ def _stage_live(
         "pages_from_wal": read.pages_from_wal,
     }
     staged.write_json(SNAPSHOT_INFO, info)
-    _write_verify(staged, read.report)
+    staged.write_json(VERIFY_INFO, read.report.record())
     (staged.workdir / PAGE_HASHES_INFO).write_bytes(read.hashes.to_json())
     return snap, None
 
@@ -276,44 +282,12 @@ def stage_verify(staged: StagedBackup, settings: BackupSettings) -> VerifyReport
 
     A backup read live was checked during its read (the same transaction): that result."""
     if _live_bases(staged) is not None:
-        return _read_verify(staged)
+        return VerifyReport.from_record(staged.read_json(VERIFY_INFO, "verify"), staged.workdir)
     report = verify_database(
         staged.snapshot_path, mode=settings.verify_mode, profile=settings.profile
     )
-    _write_verify(staged, report)
+    staged.write_json(VERIFY_INFO, report.record())
     return report
-
-
-def _write_verify(staged: StagedBackup, report: VerifyReport) -> None:
-    staged.write_json(
-        VERIFY_INFO,
-        {
-            "mode": report.mode,
-            "result": report.result,
-            "problems": report.problems,
-            "tables": report.tables,
-            "page_size": report.page_size,
-            "page_count": report.page_count,
-            "sqlite_version": report.sqlite_version,
-            "seconds": round(report.seconds, 3),
-        },
-    )
-
-
-def _read_verify(staged: StagedBackup) -> VerifyReport:
-    data = staged.read_json(VERIFY_INFO, "verify")
-    return VerifyReport(
-        path=staged.workdir,
-        mode=data["mode"],
-        ok=data["result"] == "ok",
-        problems=list(data["problems"]),
-        tables={str(k): int(v) for k, v in data["tables"].items()},
-        page_size=int(data["page_size"]),
-        page_count=int(data["page_count"]),
-        size=int(data["page_size"]) * int(data["page_count"]),
-        sqlite_version=str(data["sqlite_version"]),
-        seconds=float(data["seconds"]),
-    )
 
 
 def stage_archive(
@@ -490,22 +464,20 @@ def verify_and_archive(
 def _verify_and_hash(
     staged: StagedBackup, settings: BackupSettings, progress: Progress | None
 ) -> tuple[VerifyReport, Manifest | None, float]:
-    """The paged format's `verify_and_archive`: the check runs beside the page hashing."""
+    """The paged format's `verify_and_archive`: the check runs beside the page hashing (a
+    read in place did both already: their recorded results)."""
     if _live_bases(staged) is not None:
-        report = _read_verify(staged)
-        if not report.ok:
-            return report, None, 0.0
+        report = stage_verify(staged, settings)
         info, seconds = _hash_snapshot(staged, progress)
-        verify = staged.read_json(VERIFY_INFO, "verify")
-        return report, _write_paged_manifest(staged, settings, verify, info), seconds
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kotomi-verify") as pool:
-        checking = pool.submit(stage_verify, staged, settings)
-        try:
-            info, seconds = _hash_snapshot(staged, progress)
-        except BaseException:
-            wait([checking])
-            raise
-        report = checking.result()
+    else:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kotomi-verify") as pool:
+            checking = pool.submit(stage_verify, staged, settings)
+            try:
+                info, seconds = _hash_snapshot(staged, progress)
+            except BaseException:
+                wait([checking])
+                raise
+            report = checking.result()
     if not report.ok:
         return report, None, seconds
     verify = staged.read_json(VERIFY_INFO, "verify")
@@ -593,20 +565,19 @@ def _upload_paged(
             "stage; run the whole backup again"
         )
     recipients = parse_recipients(settings.age_recipients)
-    hashes = staged.workdir / PAGE_HASHES
-    info_path = staged.workdir / PAGE_HASHES_INFO
     bases = _live_bases(staged)
     pages = staged.workdir / DELTA if bases is not None else staged.snapshot_path
-    if not hashes.exists() or not info_path.exists() or not pages.exists():
+    needed = (staged.workdir / PAGE_HASHES, staged.workdir / PAGE_HASHES_INFO, pages)
+    if not all(path.exists() for path in needed):
         raise BackupError(
             f"backup {draft.backup_id}: staged pages or page hashes are gone; "
             "run the whole backup again"
         )
     info = staged.page_hashes()
-    source = (
+    source: PageSource = (
         DeltaPages(staged.workdir, info.page_size)
         if bases is not None
-        else SnapshotPages(staged.snapshot_path, info.page_size)
+        else SnapshotPages(pages, info.page_size)
     )
     try:
         return _publish_each(staged, stores, draft, settings, recipients, info, source, bases)
@@ -677,7 +648,9 @@ def run_backup(settings: BackupSettings, progress: Progress | None = None) -> Ba
     """The whole pipeline, as the CLI runs it. Raises on the first failed stage."""
     stores = preflight(settings)
     # Staging files live only as long as this call: no fsync (the stores' copies are durable).
-    staged, snap = stage_snapshot(settings, durable=False, stores=stores, progress=progress)
+    staged, snap = stage_snapshot(
+        settings, durable=False, stores=stores, ask_stores=True, progress=progress
+    )
     try:
         report, manifest, archive_seconds = verify_and_archive(
             staged, settings, progress, durable=False

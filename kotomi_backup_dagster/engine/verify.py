@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from .errors import BackupError
 from .kotomi import KOTOMI_TABLES
@@ -57,6 +57,34 @@ class VerifyReport:
     @property
     def result(self) -> str:
         return "ok" if self.ok else "failed"
+
+    def record(self) -> dict[str, object]:
+        """What a backup keeps of its check (staging's verify.json, the manifest's fields)."""
+        return {
+            "mode": self.mode,
+            "result": self.result,
+            "problems": self.problems,
+            "tables": self.tables,
+            "page_size": self.page_size,
+            "page_count": self.page_count,
+            "sqlite_version": self.sqlite_version,
+            "seconds": round(self.seconds, 3),
+        }
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any], path: Path) -> VerifyReport:
+        return cls(
+            path=path,
+            mode=data["mode"],
+            ok=data["result"] == "ok",
+            problems=list(data["problems"]),
+            tables={str(k): int(v) for k, v in data["tables"].items()},
+            page_size=int(data["page_size"]),
+            page_count=int(data["page_count"]),
+            size=int(data["page_size"]) * int(data["page_count"]),
+            sqlite_version=str(data["sqlite_version"]),
+            seconds=float(data["seconds"]),
+        )
 
     def summary(self) -> str:
         """One line: what passed or what is wrong."""

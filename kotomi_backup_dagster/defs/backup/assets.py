@@ -61,8 +61,8 @@ def build_backup_assets(
     def snapshot(context: AssetExecutionContext) -> Output[StagedBackup]:
         res: KotomiBackupResource = getattr(context.resources, resource_key)
         settings = res.settings()
-        engine.preflight(settings, contact_stores=False)
-        staged, snap = engine.stage_snapshot(settings)
+        stores = engine.preflight(settings, contact_stores=False)
+        staged, snap = engine.stage_snapshot(settings, stores=stores)
         context.log.info(
             f"snapshot {staged.backup_id} ({snap.method}): {snap.size} bytes in "
             f"{snap.seconds:.2f} s"
