@@ -27,7 +27,7 @@ from typing import IO, Any, BinaryIO, Protocol, cast
 import zstandard
 
 from .errors import BackupError, ConfigError
-from .fsutil import atomic_writer
+from .fsutil import atomic_writer, no_space_is_disk_full, private_dir
 
 BLOCK = 1 << 20
 # Chosen by `bench/run.py --codec` on a 1 GB Kotomi snapshot, 2 cores: level 2 with 2 threads
@@ -142,10 +142,12 @@ class HashingReader(io.RawIOBase):
 
 
 class HashingWriter(io.RawIOBase):
-    """Writes to `raw`, counting and hashing what passes."""
+    """Writes to `raw`, counting and hashing what passes; refuses to write past `limit`
+    bytes (what the manifest says the result holds: a bigger one is damaged or tampered)."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, limit: int | None = None) -> None:
         self._raw = raw
+        self._limit = limit
         self.digest = hashlib.sha256()
         self.count = 0
 
@@ -154,6 +156,11 @@ class HashingWriter(io.RawIOBase):
 
     def write(self, data: Any) -> int:
         view = memoryview(data)
+        if self._limit is not None and self.count + view.nbytes > self._limit:
+            raise BackupError(
+                f"the archive holds more than the manifest's {self._limit} bytes "
+                "(damaged or tampered)"
+            )
         self._raw.write(view)
         self.digest.update(view)
         self.count += view.nbytes
@@ -292,7 +299,11 @@ def write_archive(
     db_size = source.stat().st_size
     cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
     opener = atomic_writer if durable else _renaming_writer
-    with source.open("rb", buffering=0) as src, opener(dest) as out:
+    with (
+        no_space_is_disk_full(dest.parent, db_size),
+        source.open("rb", buffering=0) as src,
+        opener(dest) as out,
+    ):
         reader = HashingReader(src, progress)
         writer = HashingWriter(out)
         compressed = cctx.stream_reader(cast(IO[bytes], reader), size=db_size, read_size=BLOCK)
@@ -318,7 +329,7 @@ def write_archive(
 @contextlib.contextmanager
 def _renaming_writer(target: Path) -> Iterator[BinaryIO]:
     """`atomic_writer` without the fsyncs: complete or absent, but not crash-durable."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(target.parent, tighten=False)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -344,11 +355,13 @@ def extract_archive(
     identities: Sequence[Any] = (),
     encrypted: bool,
     progress: Progress | None = None,
+    limit: int | None = None,
 ) -> ExtractResult:
-    """Decrypt and decompress a stream into `dest` (atomically), hashing both sides."""
+    """Decrypt and decompress a stream into `dest` (atomically), hashing both sides; at most
+    `limit` bytes are written (the manifest's size). A full disk is a `DiskFull`."""
     reader = HashingReader(cast(Readable, archive), progress)
-    with atomic_writer(dest) as out:
-        writer = HashingWriter(out)
+    with no_space_is_disk_full(dest.parent, limit), atomic_writer(dest) as out:
+        writer = HashingWriter(out, limit)
         background = _BackgroundWriter(writer)
         inflater = Inflater(background.write)
         try:

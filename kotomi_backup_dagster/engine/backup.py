@@ -11,34 +11,30 @@ skips the fsyncs of its transient staging files; nothing is uploaded unless the 
 
 from __future__ import annotations
 
-import json
-import shutil
+import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from .. import __version__
 from .archive import (
     ArchiveResult,
     Progress,
-    archive_suffix,
     parse_recipients,
     write_archive,
 )
 from .catalog import already_published, backup_prefix, manifest_key, publish_backup
 from .errors import BackupError, ConfigError
-from .fsutil import fsync_file
+from .fsutil import fsync_file, no_space_is_disk_full
 from .manifest import (
     PAGED_FORMAT,
     ArchiveInfo,
     Manifest,
     VerifyInfo,
     backup_id_time,
-    is_backup_id,
     new_backup_id,
     rfc3339,
 )
@@ -48,67 +44,33 @@ from .paged.liveread import LiveReadRequest, LiveReadUnavailable, read_live
 from .paged.publish import MissingBase, page_map_key
 from .settings import BackupSettings
 from .snapshot import Snapshot, check_source, take_snapshot
+from .staging import (
+    DRAFT_MANIFEST,
+    PAGE_HASHES,
+    PAGE_HASHES_INFO,
+    SNAPSHOT_INFO,
+    STALE_STAGING_SECONDS,
+    VERIFY_INFO,
+    StagedBackup,
+    StagingArea,
+)
 from .stores import BackupStore, ObjectNotFound, open_store, safe_url
 from .verify import VerifyReport, verify_database
 
-SNAPSHOT_INFO = "snapshot.json"
-VERIFY_INFO = "verify.json"
-DRAFT_MANIFEST = "manifest.json"
-PAGE_HASHES = "pages.hashes"  # paged format: the snapshot's page hashes
-PAGE_HASHES_INFO = "pages.json"
-STALE_STAGING_SECONDS = 7 * 24 * 3600
-
-
-@dataclass(frozen=True)
-class StagedBackup:
-    """A backup in the making: its id and the staging directory that holds its files."""
-
-    name: str
-    backup_id: str
-    workdir: Path
-
-    @property
-    def snapshot_path(self) -> Path:
-        return self.workdir / f"{self.name}.db"
-
-    def archive_path(self, encrypted: bool) -> Path:
-        return self.workdir / f"{self.name}{archive_suffix(encrypted)}"
-
-    @classmethod
-    def open(cls, staging_dir: Path, name: str, backup_id: str) -> StagedBackup:
-        workdir = staging_dir / name / backup_id
-        if not workdir.is_dir():
-            raise BackupError(
-                f"staged backup {backup_id} is gone from {workdir}; run the whole backup again"
-            )
-        return cls(name=name, backup_id=backup_id, workdir=workdir)
-
-    def read_json(self, filename: str, stage: str) -> dict[str, Any]:
-        path = self.workdir / filename
-        try:
-            data: dict[str, Any] = json.loads(path.read_text())
-        except FileNotFoundError as exc:
-            raise BackupError(
-                f"backup {self.backup_id}: the {stage} stage has not run (no {filename}); "
-                "run the whole backup again"
-            ) from exc
-        except ValueError as exc:  # torn by a crash: staging files are not fsynced
-            raise BackupError(
-                f"backup {self.backup_id}: staged {filename} is damaged; run the whole backup again"
-            ) from exc
-        return data
-
-    def page_hashes(self) -> PageHashes:
-        try:
-            return PageHashes(**self.read_json(PAGE_HASHES_INFO, "archive"))
-        except TypeError as exc:
-            raise BackupError(
-                f"backup {self.backup_id}: staged {PAGE_HASHES_INFO} is damaged; "
-                "run the whole backup again"
-            ) from exc
-
-    def write_json(self, filename: str, data: dict[str, Any]) -> None:
-        (self.workdir / filename).write_text(json.dumps(data, indent=2, default=str) + "\n")
+__all__ = [
+    "STALE_STAGING_SECONDS",
+    "BackupResult",
+    "StagedBackup",
+    "UploadOutcome",
+    "load_staged_manifest",
+    "preflight",
+    "run_backup",
+    "stage_archive",
+    "stage_snapshot",
+    "stage_upload",
+    "stage_verify",
+    "verify_and_archive",
+]
 
 
 @dataclass(frozen=True)
@@ -134,6 +96,23 @@ class BackupResult:
     archive_seconds: float
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _in_staging(
+    stage: Callable[Concatenate[StagedBackup, P], R],
+) -> Callable[Concatenate[StagedBackup, P], R]:
+    """Run a stage holding its staged backup's lock (`StagedBackup.working`)."""
+
+    @functools.wraps(stage)
+    def holding(staged: StagedBackup, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with staged.working():
+            return stage(staged, *args, **kwargs)
+
+    return holding
+
+
 def preflight(settings: BackupSettings, *, contact_stores: bool = True) -> list[BackupStore]:
     """Everything that can be checked before touching the database, checked first.
 
@@ -157,24 +136,47 @@ def stage_snapshot(
     stores: Sequence[BackupStore] | None = None,
     ask_stores: bool = False,
     progress: Progress | None = None,
+    hold: bool = False,
 ) -> tuple[StagedBackup, Snapshot]:
-    """Take the snapshot into a new staging directory.
+    """Take the snapshot into a new staging directory (staging.py).
 
-    `durable=False` (the CLI's one-process run) skips its fsync: see `take_snapshot`. A paged
-    backup whose every destination already has a backup cached here reads the live database
-    in place instead (`_stage_live`): no copy, and its check and hashes are done here too.
-    `stores` are the preflight's (else opened here); `ask_stores` lets `_stage_live` ask them.
+    `durable=False` (the CLI's one-process run) skips its fsync (see `take_snapshot`) and
+    marks nothing for re-execution: once this process is gone its folder is garbage. With
+    `hold` the folder stays locked for the caller (who ends with `staged.remove()` or
+    `staged.release()`). A failed snapshot leaves no folder. A paged backup whose every
+    destination already has a backup cached here reads the live database in place instead
+    (`_stage_live`): no copy, and its check and hashes are done here too. `stores` are the
+    preflight's (else opened here); `ask_stores` lets `_stage_live` ask them.
     """
     db_path = settings.require_db()
     check_source(db_path)
-    cleanup_stale_staging(settings.staging_dir / settings.name)
     exact = now or datetime.now(UTC)
     moment = exact.replace(microsecond=0)
-    backup_id = new_backup_id(exact)
-    workdir = settings.staging_dir / settings.name / backup_id
-    _require_free_space(workdir.parent, needed=2 * db_path.stat().st_size)
-    workdir.mkdir(parents=True, exist_ok=False)
-    staged = StagedBackup(name=settings.name, backup_id=backup_id, workdir=workdir)
+    area = StagingArea(settings.staging_dir, settings.name)
+    needed = 2 * db_path.stat().st_size
+    staged, dropped = area.create(new_backup_id(exact), needed=needed)
+    try:
+        with no_space_is_disk_full(staged.workdir, needed):
+            snap = _take(staged, settings, moment, stores, ask_stores, progress, durable)
+        if durable:
+            staged.keep_for_reexecution()
+    except BaseException:
+        staged.remove()
+        raise
+    if not hold:
+        staged.release()
+    return staged, replace(snap, dropped_staging=tuple(dropped))
+
+
+def _take(
+    staged: StagedBackup,
+    settings: BackupSettings,
+    moment: datetime,
+    stores: Sequence[BackupStore] | None,
+    ask_stores: bool,
+    progress: Progress | None,
+    durable: bool,
+) -> Snapshot:
     fallback: str | None = None
     if settings.backup_format == "paged" and settings.verify_mode == "quick":
         stores = stores if stores is not None else [open_store(u) for u in settings.urls]
@@ -182,9 +184,9 @@ def stage_snapshot(
             staged, settings, moment, stores, ask_stores, progress, durable
         )
         if live is not None:
-            return staged, live
+            return live
     snap = take_snapshot(
-        db_path,
+        settings.require_db(),
         staged.snapshot_path,
         deadline_seconds=settings.snapshot_timeout,
         durable=durable,
@@ -194,7 +196,7 @@ def stage_snapshot(
     if fallback:
         info["live_read_unavailable"] = fallback  # why the database was copied instead
     staged.write_json(SNAPSHOT_INFO, info)
-    return staged, snap
+    return snap
 
 
 def _stage_live(
@@ -267,7 +269,7 @@ def _stage_live(
     }
     staged.write_json(SNAPSHOT_INFO, info)
     staged.write_json(VERIFY_INFO, read.report.record())
-    (staged.workdir / PAGE_HASHES_INFO).write_bytes(read.hashes.to_json())
+    staged.write_bytes(PAGE_HASHES_INFO, read.hashes.to_json())
     return snap, None
 
 
@@ -277,6 +279,7 @@ def _live_bases(staged: StagedBackup) -> frozenset[str] | None:
     return frozenset(live["bases"]) if isinstance(live, dict) else None
 
 
+@_in_staging
 def stage_verify(staged: StagedBackup, settings: BackupSettings) -> VerifyReport:
     """Check the snapshot; the result is kept beside it so the archive stage can refuse.
 
@@ -290,6 +293,7 @@ def stage_verify(staged: StagedBackup, settings: BackupSettings) -> VerifyReport
     return report
 
 
+@_in_staging
 def stage_archive(
     staged: StagedBackup, settings: BackupSettings, progress: Progress | None = None
 ) -> tuple[Manifest, float]:
@@ -332,7 +336,7 @@ def _hash_snapshot(
         page_count=db_size // page_size,
         hashes_sha256=hashes_sha256,
     )
-    (staged.workdir / PAGE_HASHES_INFO).write_bytes(info.to_json())
+    staged.write_bytes(PAGE_HASHES_INFO, info.to_json())
     return info, time.monotonic() - started
 
 
@@ -370,7 +374,7 @@ def _write_paged_manifest(
         format=PAGED_FORMAT,
         paged={"recipients": recipients_fingerprint(settings.age_recipients), "packs": {}},
     )
-    (staged.workdir / DRAFT_MANIFEST).write_bytes(draft.to_json())
+    staged.write_bytes(DRAFT_MANIFEST, draft.to_json())
     return draft
 
 
@@ -391,7 +395,7 @@ def _write_manifest(
             encryption=result.encryption,
         ),
     )
-    (staged.workdir / DRAFT_MANIFEST).write_bytes(manifest.to_json())
+    staged.write_bytes(DRAFT_MANIFEST, manifest.to_json())
     return manifest
 
 
@@ -422,6 +426,7 @@ def _manifest_fields(
     )
 
 
+@_in_staging
 def verify_and_archive(
     staged: StagedBackup,
     settings: BackupSettings,
@@ -493,6 +498,7 @@ def load_staged_manifest(staged: StagedBackup) -> Manifest:
     return Manifest.from_json(path.read_bytes(), where=str(path))
 
 
+@_in_staging
 def stage_upload(
     staged: StagedBackup,
     stores: Sequence[BackupStore],
@@ -512,7 +518,7 @@ def stage_upload(
             raise ValueError("a paged backup's upload needs the settings")
         paged = _upload_paged(staged, stores, manifest, settings)
         if cleanup and paged and all(o.ok for o in paged):
-            shutil.rmtree(staged.workdir, ignore_errors=True)
+            staged.remove()
         return paged
     archive = staged.archive_path(manifest.encrypted)
     if not archive.exists():
@@ -549,7 +555,7 @@ def stage_upload(
             )
         )
     if cleanup and outcomes and all(o.ok for o in outcomes):
-        shutil.rmtree(staged.workdir, ignore_errors=True)
+        staged.remove()
     return outcomes
 
 
@@ -648,8 +654,9 @@ def run_backup(settings: BackupSettings, progress: Progress | None = None) -> Ba
     """The whole pipeline, as the CLI runs it. Raises on the first failed stage."""
     stores = preflight(settings)
     # Staging files live only as long as this call: no fsync (the stores' copies are durable).
+    # Held all along: a folder of this process is garbage once it is gone (staging.py).
     staged, snap = stage_snapshot(
-        settings, durable=False, stores=stores, ask_stores=True, progress=progress
+        settings, durable=False, stores=stores, ask_stores=True, progress=progress, hold=True
     )
     try:
         report, manifest, archive_seconds = verify_and_archive(
@@ -658,12 +665,10 @@ def run_backup(settings: BackupSettings, progress: Progress | None = None) -> Ba
         if manifest is None:
             raise BackupError(f"verification failed, nothing uploaded: {report.summary()}")
         outcomes = stage_upload(staged, stores, settings=settings)
-    except BaseException:
-        shutil.rmtree(staged.workdir, ignore_errors=True)
-        raise
+    finally:
+        staged.remove()
     failed = [o for o in outcomes if not o.ok]
     if failed:
-        shutil.rmtree(staged.workdir, ignore_errors=True)
         raise BackupError("; ".join(f"upload to {o.url} failed: {o.error}" for o in failed))
     written = [o.manifest for o in outcomes if o.manifest is not None]
     return BackupResult(
@@ -673,23 +678,3 @@ def run_backup(settings: BackupSettings, progress: Progress | None = None) -> Ba
         outcomes=outcomes,
         archive_seconds=archive_seconds,
     )
-
-
-def cleanup_stale_staging(directory: Path, max_age: float = STALE_STAGING_SECONDS) -> None:
-    """Drop staged backups abandoned for a week (a failed run nobody re-executed)."""
-    if not directory.is_dir():
-        return
-    cutoff = time.time() - max_age
-    for child in directory.iterdir():
-        if is_backup_id(child.name) and child.is_dir() and child.stat().st_mtime < cutoff:
-            shutil.rmtree(child, ignore_errors=True)
-
-
-def _require_free_space(directory: Path, needed: int) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(directory).free
-    if free < needed:
-        raise ConfigError(
-            f"staging directory {directory} has {free >> 20} MiB free, "
-            f"needs about {needed >> 20} MiB; set KOTOMI_BACKUP_STAGING_DIR to a larger disk"
-        )

@@ -8,13 +8,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import BackupError
 from .manifest import MANIFEST_NAME, Manifest, is_backup_id
-from .stores import BackupStore, ObjectNotFound, StoredObject
+from .stores import BackupStore, ObjectNotFound, StoredObject, UnreadableObject, safe_url
 
 
 def backup_prefix(name: str, backup_id: str) -> str:
@@ -31,32 +31,54 @@ class Listing:
 
     backups: list[Manifest]
     incomplete: list[str]  # backup dirs without a manifest (interrupted uploads)
-    unreadable: list[str]  # manifests that do not parse
+    unreadable: list[str]  # manifests that cannot be read or used, oldest first
+    problems: dict[str, str] = field(default_factory=dict)  # unreadable id -> why
+
+    def unreadable_newer_than(self, backup_id: str) -> list[str]:
+        """Unreadable entries that would have been newer than `backup_id`, newest first."""
+        return sorted((u for u in self.unreadable if u > backup_id), reverse=True)
+
+    def describe_unreadable(self, ids: list[str]) -> str:
+        return "; ".join(f"{i} ({self.problems.get(i, 'unreadable')})" for i in ids)
 
 
 def list_backups(store: BackupStore, name: str) -> Listing:
+    """Every entry of `name` on the store. A store is untrusted input: an entry whose manifest
+    cannot be read or used is listed as unreadable with its reason and never stops the
+    others; only a failure of the store itself (unreachable, denied) raises."""
     backups: list[Manifest] = []
     incomplete: list[str] = []
-    unreadable: list[str] = []
+    problems: dict[str, str] = {}
     for child in store.list_children(name):
         if not is_backup_id(child):
             continue
+        where = f"{safe_url(store.url)}/{name}/{child}"
         try:
             raw = store.get_bytes(manifest_key(name, child))
         except ObjectNotFound:
             incomplete.append(child)
             continue
+        except UnreadableObject as exc:
+            problems[child] = _reason(str(exc), where)
+            continue
         try:
-            manifest = Manifest.from_json(raw, where=f"{store.url}/{name}/{child}")
-        except BackupError:
-            unreadable.append(child)
+            manifest = Manifest.from_json(raw, where=where)
+        except BackupError as exc:
+            problems[child] = _reason(str(exc), where)
             continue
         if manifest.backup_id != child or manifest.name != name:
-            unreadable.append(child)
+            problems[child] = "its manifest describes another backup"
             continue
         backups.append(manifest)
     backups.sort(key=lambda m: m.backup_id, reverse=True)
-    return Listing(backups=backups, incomplete=incomplete, unreadable=unreadable)
+    return Listing(
+        backups=backups, incomplete=incomplete, unreadable=sorted(problems), problems=problems
+    )
+
+
+def _reason(message: str, where: str) -> str:
+    """The message without its location prefix (the listing names the entry already)."""
+    return message.removeprefix(f"{where}: ").removeprefix(f"{where}/{MANIFEST_NAME}: ")
 
 
 def publish_backup(store: BackupStore, manifest: Manifest, archive: Path) -> StoredObject:
@@ -128,8 +150,16 @@ class DrillRecord:
 
     @classmethod
     def from_json(cls, raw: bytes) -> DrillRecord:
+        """A record from the store; ValueError when it is not a usable one (a store is
+        untrusted input: its records decide which backups fill retention slots)."""
         data = json.loads(raw)
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        if not isinstance(data, dict):
+            raise ValueError("a drill record is a JSON object")
+        record = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        if not isinstance(record.ok, bool) or not isinstance(record.problems, list):
+            raise ValueError("drill record without a boolean ok and a list of problems")
+        record.time  # noqa: B018  # raises ValueError for a drilled_at that is not a time
+        return record
 
 
 def drill_key(name: str, backup_id: str, written_at: datetime) -> str:
@@ -154,7 +184,7 @@ def list_drills(store: BackupStore, name: str, backup_id: str) -> list[DrillReco
             continue
         try:
             records.append(DrillRecord.from_json(store.get_bytes(f"{prefix}/{child}")))
-        except (ObjectNotFound, ValueError, TypeError):
+        except (ObjectNotFound, UnreadableObject, ValueError, TypeError):
             continue
     return records
 

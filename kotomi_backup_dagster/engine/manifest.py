@@ -17,6 +17,11 @@ READABLE_FORMATS = (MANIFEST_FORMAT, PAGED_FORMAT)
 MANIFEST_NAME = "manifest.json"
 BACKUP_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# A pack's file name on the store: <UTC time>-<6 hex>-<n>.pack[.age] (paged/packs.py).
+PACK_FILE_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}-\d+\.pack(\.age)?$")
+# An object key below the backup's own folder: no '..', no empty or hidden component.
+OBJECT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def new_backup_id(now: datetime | None = None) -> str:
@@ -136,10 +141,96 @@ class Manifest:
             fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
             fields["archive"] = ArchiveInfo(**data["archive"])
             fields["verify"] = VerifyInfo(**data["verify"])
-            return cls(**fields)
+            manifest = cls(**fields)
         except BackupError:
             raise
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise BackupError(
                 f"{where}: unreadable manifest ({type(exc).__name__}: {exc})"
             ) from exc
+        problem = manifest.problem()
+        if problem:
+            raise BackupError(f"{where}: unreadable manifest ({problem})")
+        return manifest
+
+    def problem(self) -> str | None:
+        """What makes this manifest unusable (wrong types, impossible values, keys that leave
+        the backup's folder), or None. A store is untrusted input: a manifest is checked
+        whole before any of it is used."""
+        checks: list[tuple[bool, str]] = [
+            (is_backup_id(self.backup_id), f"backup_id {self.backup_id!r} is not a backup id"),
+            (bool(NAME_RE.match(str(self.name))), f"name {self.name!r} is not a backup name"),
+            (_is_time(self.created_at), f"created_at {self.created_at!r} is not an RFC 3339 time"),
+            (_is_sha256(self.db_sha256), "db_sha256 is not a sha256"),
+            (_count(self.db_size), f"db_size {self.db_size!r} is not a size"),
+            (_count(self.page_count), f"page_count {self.page_count!r} is not a count"),
+            (
+                _count(self.page_size)
+                and 512 <= self.page_size <= 65536
+                and self.page_size & (self.page_size - 1) == 0,
+                f"page_size {self.page_size!r} is not an SQLite page size",
+            ),
+            (
+                isinstance(self.tables, dict)
+                and all(isinstance(k, str) and _count(v) for k, v in self.tables.items()),
+                "tables is not a map of table names to row counts",
+            ),
+            (_count(self.archive.size), f"archive size {self.archive.size!r} is not a size"),
+            (
+                self.archive.sha256 == "" or _is_sha256(self.archive.sha256),
+                "archive sha256 is not a sha256",
+            ),
+            (
+                self._own_key(self.archive.key),
+                f"archive key {self.archive.key!r} is not this backup's",
+            ),
+            (isinstance(self.verify.result, str), "verify result is not a text"),
+        ]
+        for ok, problem in checks:
+            if not ok:
+                return problem
+        return self._paged_problem() if self.format == PAGED_FORMAT else None
+
+    def _own_key(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        folder, _, file = key.rpartition("/")
+        return folder == f"{self.name}/{self.backup_id}" and bool(OBJECT_NAME_RE.match(file))
+
+    def _paged_problem(self) -> str | None:
+        paged = self.paged if isinstance(self.paged, dict) else {}
+        packs = paged.get("packs", {})
+        if not isinstance(packs, dict):
+            return "paged packs is not a map of pack files"
+        for file, info in packs.items():
+            if not isinstance(file, str) or not PACK_FILE_RE.match(file):
+                return f"pack {str(file)[:80]!r} is not a pack file name"
+            if not (
+                isinstance(info, dict)
+                and _count(info.get("size"))
+                and _count(info.get("pages"))
+                and _is_sha256(info.get("sha256"))
+            ):
+                return f"pack {file} has no valid size, pages and sha256"
+        new = paged.get("new_packs", [])
+        if not isinstance(new, list) or not all(isinstance(f, str) for f in new):
+            return "paged new_packs is not a list of pack files"
+        return None
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_sha256(value: object) -> bool:
+    return isinstance(value, str) and bool(SHA256_RE.match(value))
+
+
+def _is_time(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return False
+    return True

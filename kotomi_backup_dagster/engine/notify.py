@@ -40,7 +40,7 @@ import smtplib
 import ssl
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -50,15 +50,13 @@ from urllib.parse import urlsplit
 
 from .. import __version__
 from .errors import ConfigError
+from .redaction import redact
 
 Status = Literal["firing", "recovered"]
 SmtpSecurity = Literal["starttls", "ssl", "none"]
 SMTP_SECURITIES: tuple[SmtpSecurity, ...] = ("starttls", "ssl", "none")
 DEFAULT_SMTP_PORTS: dict[str, int] = {"starttls": 587, "ssl": 465, "none": 25}
 DISCORD_LIMIT = 2000
-REDACTED = "***"
-TOKEN_LENGTH = 16  # shorter path segments are words like "services" or "hooks"
-MIN_SECRET_LENGTH = 4  # shorter values would blank out ordinary words; no real secret is that short
 
 
 def first_line(text: str | None, limit: int = 300) -> str:
@@ -68,36 +66,6 @@ def first_line(text: str | None, limit: int = 300) -> str:
         if line:
             return line if len(line) <= limit else line[: limit - 1] + "…"
     return ""
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every configured secret replaced by ``***`` (longest first)."""
-    for secret in sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len)[::-1]:
-        text = text.replace(secret, REDACTED)
-    return text
-
-
-def url_secrets(url: str | None) -> list[str]:
-    """The parts of a URL that must never be shown: all of it, its path and query, the
-    token-like path segments and query values (Slack, Discord and Mattermost keep the
-    secret in the path), and any password."""
-    if not url:
-        return []
-    parts = urlsplit(url)
-    found = [url]
-    if parts.path and parts.path != "/":
-        found.append(parts.path)
-        found += [seg for seg in parts.path.split("/") if len(seg) >= TOKEN_LENGTH]
-    if parts.query:
-        found.append(parts.query)
-        found += [
-            value
-            for _, _, value in (kv.partition("=") for kv in parts.query.split("&"))
-            if len(value) >= 8
-        ]
-    if parts.password:
-        found.append(parts.password)
-    return found
 
 
 def url_label(url: str) -> str:

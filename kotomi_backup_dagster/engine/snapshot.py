@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BackupError, ConfigError
-from .fsutil import fsync_dir, fsync_file, held_fd
+from .errors import BackupError, ConfigError, DiskFull
+from .fsutil import create_private, fsync_dir, fsync_file, held_fd
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SQLITE_DONE = 101
@@ -41,6 +41,8 @@ class Snapshot:
     steps: int = 1
     # "copy" (this module) or "live read" (a paged backup read in place: paged/livepages.py).
     method: str = "copy"
+    # Staged backups kept for re-execution that were dropped to make room for this one.
+    dropped_staging: tuple[str, ...] = ()
 
 
 def check_source(db_path: Path, *, live: bool = True) -> None:
@@ -86,6 +88,7 @@ def take_snapshot(
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.partial")
     tmp.unlink(missing_ok=True)
+    create_private(tmp)  # SQLite keeps a file's mode (and gives its journal the same)
     started = time.monotonic()
     deadline = started + deadline_seconds
     busy_retries = 0
@@ -127,7 +130,12 @@ def take_snapshot(
         ) from exc
     except sqlite3.DatabaseError as exc:
         tmp.unlink(missing_ok=True)
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            raise DiskFull(dest.parent, db_path.stat().st_size) from None
         raise BackupError(f"snapshot of {db_path} failed: {exc}") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     finally:
         src.close()
     if durable:

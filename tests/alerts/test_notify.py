@@ -184,7 +184,7 @@ def test_no_channel_configured_is_logged_not_raised(caplog: pytest.LogCaptureFix
 
 
 def test_webhook_url_secrets_cover_the_token_but_not_ordinary_words() -> None:
-    from kotomi_backup_dagster.engine.notify import redact, url_secrets
+    from kotomi_backup_dagster.engine.redaction import redact, url_secrets
 
     url = "https://hooks.slack.com/services/T0AAAAAAA/B0BBBBBBB/abcdefghijklmnopqrstuvwx"
     secrets = url_secrets(url)

@@ -30,8 +30,8 @@ from ...engine.notify import (
     SmtpChannel,
     WebhookChannel,
     send_alert,
-    url_secrets,
 )
+from ...engine.redaction import url_secrets
 
 NOTIFIER_KEY = "alert_notifier"
 DEFAULT_WEBSERVER_URL = "http://127.0.0.1:3000"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from ..errors import BackupError
+from ..fsutil import open_private
 from .hashes import DIGEST
 
 DELTA = "pages.delta"
@@ -72,8 +73,8 @@ class DeltaWriter:
     def __init__(self, workdir: Path, page_size: int, bases: Sequence[Path]) -> None:
         self.page_size = page_size
         self.kept = 0
-        self._out = (workdir / DELTA).open("wb")
-        self._index = (workdir / DELTA_INDEX).open("wb")
+        self._out = open_private(workdir / DELTA)
+        self._index = open_private(workdir / DELTA_INDEX)
         self._bases: list[BinaryIO] = [path.open("rb") for path in bases]
 
     def keep(self, first: int, block: bytes, digests: bytes) -> None:

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..archive import Progress
-from ..fsutil import atomic_write_bytes
+from ..fsutil import PRIVATE_FILE, atomic_write_bytes, open_private, private_dir
 from ..manifest import is_backup_id
 
 DIGEST = 32
@@ -73,7 +73,7 @@ def hash_blocks(
     of_hashes = hashlib.sha256()
     size = 0
     sha256 = hashlib.sha256
-    with _WholeFileHasher() as whole, out.open("wb") as dst:
+    with _WholeFileHasher() as whole, open_private(out) as dst:
         for block in blocks:
             if len(block) % page_size:
                 raise ValueError(f"{size + len(block)} bytes is not a whole number of pages")
@@ -163,7 +163,7 @@ class HashCache:
 
     def remember(self, info: PageHashes, hashes: Path) -> None:
         """Keep the hashes of a backup that landed (copied: the staged file may go)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)
         target = self.directory / f"{info.backup_id}.hashes"
         if not target.exists():
             tmp = self.directory / f".{info.backup_id}.hashes.partial"
@@ -171,7 +171,9 @@ class HashCache:
             try:
                 os.link(hashes, tmp)  # the staged file is never written again
             except OSError:
-                shutil.copyfile(hashes, tmp)
+                with hashes.open("rb") as src, open_private(tmp) as dst:
+                    shutil.copyfileobj(src, dst)
+            os.chmod(tmp, PRIVATE_FILE)  # a cache written by an older version was 0644
             os.replace(tmp, target)
         atomic_write_bytes(self.directory / f"{info.backup_id}.json", info.to_json())
         self._trim()
@@ -230,7 +232,7 @@ class HashCache:
             self._write_landed(landed)
 
     def _write_landed(self, landed: dict[str, dict[str, str]]) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)
         atomic_write_bytes(self.directory / LANDED, json.dumps(landed, sort_keys=True).encode())
 
     def bases_for(self, urls: Sequence[str], recipients: str) -> list[PageHashes]:

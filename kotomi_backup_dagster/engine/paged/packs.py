@@ -23,6 +23,7 @@ import zstandard
 
 from ..archive import HashingReader, HashingWriter, Inflater, Readable, decrypt_and_inflate
 from ..errors import BackupError, ConfigError
+from ..fsutil import open_private, private_dir
 from ..manifest import backup_id_time, is_backup_id
 from ..stores import BackupStore, ObjectNotFound
 
@@ -98,14 +99,14 @@ class PackWriter:
         self._raw: BinaryIO | None = None
         self._hashed: HashingWriter | None = None
         self._zstd: Any = None
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory, tighten=False)
 
     def _suffix(self) -> str:
         return ".pack.age" if self.recipients else ".pack"
 
     def _open(self) -> None:
         path = self.directory / f".{self.stem}-{self._number}.zst.partial"
-        self._raw = path.open("wb")
+        self._raw = open_private(path)
         self._hashed = HashingWriter(self._raw)  # what lands, unless age wraps it after
         cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=ZSTD_THREADS, write_checksum=True)
         self._zstd = cctx.stream_writer(cast(IO[bytes], self._hashed), closefd=False)
@@ -136,7 +137,7 @@ class PackWriter:
         if self.recipients:
             import pyrage
 
-            with compressed.open("rb") as src, final.open("wb") as out:
+            with compressed.open("rb") as src, open_private(final) as out:
                 hashed = HashingWriter(out)
                 pyrage.encrypt_io(src, hashed, self.recipients)
             compressed.unlink()

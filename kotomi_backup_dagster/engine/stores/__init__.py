@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import unquote, urlparse, urlunparse
 
 from ..errors import ConfigError
-from .base import BackupStore, ObjectNotFound, StoredObject
+from .base import BackupStore, ObjectNotFound, StoredObject, UnreadableObject
 from .local import LocalStore
 from .retry import RetryPolicy
 
@@ -29,6 +29,7 @@ __all__ = [
     "RetryPolicy",
     "StoreOptions",
     "StoredObject",
+    "UnreadableObject",
     "open_store",
     "safe_url",
     "split_urls",
@@ -109,7 +110,7 @@ def open_store(
     if scheme == "file":
         if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
             raise ConfigError(f"bad destination {safe_url(url)!r}: use file:///absolute/dir")
-        return LocalStore(Path(parsed.path))
+        return LocalStore(Path(unquote(parsed.path)))  # file:///a%20b is the folder "a b"
     if scheme == "":
         return LocalStore(Path(url).expanduser())
     if scheme in REMOTE_SCHEMES:

@@ -10,9 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
+from ..errors import BackupError
+
 
 class ObjectNotFound(KeyError):
     """The key does not exist on the store."""
+
+
+class UnreadableObject(BackupError):
+    """Something is at the key but cannot be read as an object (a folder, a symlink, a file
+    this process may not read): a problem of that one entry, not of the store."""
 
 
 @dataclass(frozen=True)

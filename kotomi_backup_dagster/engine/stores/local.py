@@ -1,4 +1,10 @@
-"""Local-filesystem store: a directory tree, written with temp files, fsync and rename."""
+"""Local-filesystem store: a directory tree, written with temp files, fsync and rename.
+
+The tree is untrusted input like any store: a key never leaves the root ('..' is refused) and
+nothing below the root is followed through a symlink (a backup folder that is a symlink to
+elsewhere is refused, never read, written or deleted through). The root itself may be a
+symlink: it is resolved when the store is opened. Folders are made 0700 and files 0600.
+"""
 
 from __future__ import annotations
 
@@ -6,35 +12,55 @@ import errno
 import hashlib
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import BackupError, ConfigError
-from ..fsutil import atomic_write_bytes, atomic_writer
-from .base import ObjectNotFound, StoredObject
+from ..errors import BackupError, ConfigError, DiskFull, is_no_space
+from ..fsutil import atomic_write_bytes, atomic_writer, private_dir
+from .base import ObjectNotFound, StoredObject, UnreadableObject
 
 COPY_BLOCK = 1 << 20
 
 
 class LocalStore:
     def __init__(self, root: Path) -> None:
-        if not root.is_absolute():
-            root = root.resolve()
-        self.root = root
+        self.root = root.resolve() if root.is_absolute() else (Path.cwd() / root).resolve()
 
     @property
     def url(self) -> str:
         return f"file://{self.root}"
 
     def _path(self, key: str) -> Path:
+        """The path of `key`; refuses keys that leave the root and symlinks below it."""
         parts = [p for p in key.split("/") if p]
         if any(p in (".", "..") for p in parts):
-            raise ValueError(f"invalid key {key!r}")
+            raise ConfigError(f"{self.url}: refusing key {key!r}, it would leave the store")
+        probe = self.root
+        for part in parts:
+            probe = probe / part
+            try:
+                mode = os.lstat(probe).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                break  # nothing further exists: nothing to follow
+            if stat.S_ISLNK(mode):
+                raise UnreadableObject(
+                    f"{self.url}/{'/'.join(parts)}: {probe} is a symlink; a store never follows "
+                    "one (replace it with the real folder or remove it)"
+                )
         return self.root.joinpath(*parts)
 
     def preflight(self) -> None:
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            try:
+                private_dir(self.root, tighten=False)
+            except DiskFull:
+                raise
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"destination {self.url} is not usable ({exc}); "
+                    "choose another KOTOMI_BACKUP_URL"
+                ) from None
             probe = self.root / f".kotomi-backup-write-test-{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()
@@ -44,6 +70,8 @@ class LocalStore:
                 "fix its owner/mode or choose another KOTOMI_BACKUP_URL"
             ) from exc
         except OSError as exc:
+            if is_no_space(exc):
+                raise DiskFull(self.root) from None
             raise ConfigError(
                 f"destination {self.url} is not usable: {exc.strerror or exc}; "
                 "choose another KOTOMI_BACKUP_URL"
@@ -65,7 +93,7 @@ class LocalStore:
                         "the staged archive is damaged: take a new backup"
                     )
         except OSError as exc:
-            raise _os_error(exc, self.url) from exc
+            raise _os_error(exc, self.url, key, needed=source.stat().st_size) from exc
         landed = target.stat().st_size
         if landed != size:
             raise BackupError(f"{self.url}/{key}: wrote {size} bytes but {landed} landed")
@@ -75,34 +103,44 @@ class LocalStore:
         try:
             atomic_write_bytes(self._path(key), data)
         except OSError as exc:
-            raise _os_error(exc, self.url) from exc
+            raise _os_error(exc, self.url, key, needed=len(data)) from exc
 
     def get_bytes(self, key: str) -> bytes:
-        try:
-            return self._path(key).read_bytes()
-        except (FileNotFoundError, NotADirectoryError) as exc:
-            raise ObjectNotFound(key) from exc
-        except OSError as exc:
-            raise _os_error(exc, self.url, doing="reading") from exc
+        with self.open_read(key) as fh:
+            try:
+                return fh.read()
+            except OSError as exc:
+                raise _os_error(exc, self.url, key, doing="reading") from exc
 
     def open_read(self, key: str) -> BinaryIO:
+        path = self._path(key)
         try:
-            return self._path(key).open("rb")
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise ObjectNotFound(key) from exc
         except OSError as exc:
-            raise _os_error(exc, self.url, doing="reading") from exc
+            if exc.errno == errno.ELOOP:  # turned into a symlink since `_path` looked
+                raise UnreadableObject(f"{self.url}/{key} is a symlink; refused") from None
+            if isinstance(exc, PermissionError):  # this one entry, not the store
+                raise UnreadableObject(f"{self.url}/{key}: permission denied") from None
+            raise _os_error(exc, self.url, key, doing="reading") from exc
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UnreadableObject(f"{self.url}/{key} is not a file")
+        return os.fdopen(fd, "rb")
 
     def list_children(self, prefix: str) -> list[str]:
         directory = self._path(prefix)
         try:
+            if stat.S_ISLNK(os.lstat(directory).st_mode):
+                return []
             return sorted(
                 entry.name for entry in os.scandir(directory) if not entry.name.startswith(".")
             )
         except (FileNotFoundError, NotADirectoryError):
             return []
         except OSError as exc:
-            raise _os_error(exc, self.url, doing="reading") from exc
+            raise _os_error(exc, self.url, prefix, doing="reading") from exc
 
     def sweep_partials(self, prefix: str, before: float) -> list[str]:
         """Remove temp files of writes killed mid-way (`.<name>.<random>.partial`) directly
@@ -116,26 +154,41 @@ class LocalStore:
             return []
         for entry in entries:
             partial = entry.name.startswith(".") and entry.name.endswith(".partial")
-            if partial and entry.is_file() and entry.stat().st_mtime < before:
+            if (
+                partial
+                and entry.is_file(follow_symlinks=False)
+                and entry.stat(follow_symlinks=False).st_mtime < before
+            ):
                 Path(entry.path).unlink(missing_ok=True)
                 removed.append(entry.name)
         return removed
 
     def delete(self, key: str) -> None:
         path = self._path(key)
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
+        try:
+            mode = os.lstat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        try:
+            if stat.S_ISDIR(mode):
+                shutil.rmtree(path)  # never follows symlinks inside (fd-based on Linux)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise _os_error(exc, self.url, key, doing="deleting") from exc
 
 
-def _os_error(exc: OSError, url: str, doing: str = "writing to") -> BackupError:
+def _os_error(
+    exc: OSError, url: str, key: str, doing: str = "writing to", needed: int | None = None
+) -> BackupError:
+    if is_no_space(exc):
+        return DiskFull(f"{url}/{key}", needed)
     if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
         return ConfigError(
             f"destination {url} is not usable for {doing.split()[0]} ({exc.strerror})"
         )
     if exc.errno == errno.ENOTDIR:
         return ConfigError(f"destination {url} is not usable: a file stands where a folder must")
-    if exc.errno == errno.ENOSPC:
-        return BackupError(f"destination {url} is full (no space left on device); free space")
-    return BackupError(f"{doing} {url} failed: {exc.strerror or exc}")
+    if exc.errno in (errno.EISDIR, errno.ELOOP):
+        return UnreadableObject(f"{url}/{key}: {exc.strerror}")
+    return BackupError(f"{doing} {url}/{key} failed: {exc.strerror or exc}")
