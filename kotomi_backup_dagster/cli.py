@@ -7,6 +7,7 @@ is one line on stderr; `--debug` adds the traceback.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import traceback
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -27,7 +28,8 @@ from rich.progress import (
 from rich.table import Table
 
 from . import __version__
-from .engine.errors import BackupError, ConfigError
+from .engine.errors import BackupError, ConfigError, DiskFull, is_no_space
+from .engine.redaction import redact
 from .engine.settings import BackupSettings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -164,6 +166,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 ],
                 "incomplete": listing.incomplete,
                 "unreadable": listing.unreadable,
+                "problems": listing.problems,  # unreadable id -> why
             }
         )
         if args.json:
@@ -192,8 +195,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             )
         if listing.unreadable:
             out.print(
-                f"  {len(listing.unreadable)} with an unreadable manifest: "
-                + ", ".join(listing.unreadable)
+                f"  {len(listing.unreadable)} with an unreadable manifest (skipped): "
+                + listing.describe_unreadable(listing.unreadable)
             )
     if args.json:
         _emit_json({"name": settings.name, "destinations": report})
@@ -392,10 +395,15 @@ def cmd_restore(args: argparse.Namespace) -> int:
             progress=progress,
         )
     m = result.manifest
+    for skipped in result.skipped:
+        err.print(
+            f"kotomi-backup: warning: skipped a newer backup, its manifest is unreadable: {skipped}"
+        )
     if args.json:
         _emit_json(
             {
                 "backup_id": m.backup_id,
+                "skipped_unreadable": list(result.skipped),
                 "source": safe_url(result.source_url),
                 "target": str(result.target),
                 "kept_copy": str(result.kept_copy) if result.kept_copy else None,
@@ -569,7 +577,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+INTERRUPTED = {
+    "backup": "nothing was listed as a backup",
+    "restore": "the database was not replaced (a restore swaps it in only as its last step)",
+    "drill": "no drill was recorded for the backup being drilled",
+    "prune": "every backup still listed is whole (removal deletes the manifest first)",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Everything it writes (lines, tables, --json, tracebacks) passes
+    through `redact`: no secret leaves the process, whatever went wrong."""
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Redacting(stdout), _Redacting(stderr)
+    try:
+        return _run(argv)
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
@@ -579,10 +606,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BackupError as exc:
         return _fail(args, exc, EXIT_FAILED)
     except KeyboardInterrupt:
-        sys.stderr.write("kotomi-backup: interrupted; nothing was listed as a backup\n")
-        return 130
+        return _interrupted(args)
+    except OSError as exc:
+        if is_no_space(exc):  # a write the engine did not expect to fail: still one line
+            return _fail(args, DiskFull(exc.filename or "a local disk"), EXIT_FAILED)
+        return _fail(args, exc, EXIT_FAILED, unexpected=True)
     except Exception as exc:
         return _fail(args, exc, EXIT_FAILED, unexpected=True)
+    except BaseException as exc:  # a native extension's panic (pyo3) is no Exception
+        if isinstance(exc, SystemExit | GeneratorExit):
+            raise
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            return _interrupted(args)
+        return _fail(args, exc, EXIT_FAILED, unexpected=True)
+
+
+def _interrupted(args: argparse.Namespace) -> int:
+    what = INTERRUPTED.get(args.command)
+    sys.stderr.write(f"kotomi-backup: interrupted{f'; {what}' if what else ''}\n")
+    return 130
+
+
+class _Redacting(io.TextIOBase):
+    """A text stream that writes what it is given with every secret removed."""
+
+    def __init__(self, raw: TextIO) -> None:
+        self._raw = raw
+
+    def write(self, text: str) -> int:
+        self._raw.write(redact(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+    def isatty(self) -> bool:
+        return self._raw.isatty()
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
 
 
 def _fail(args: argparse.Namespace, exc: BaseException, code: int, unexpected: bool = False) -> int:

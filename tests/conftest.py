@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import random
+import resource
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,36 @@ from kotomi_backup_dagster.engine.demo import generate_demo_database
 from kotomi_backup_dagster.engine.kotomi import KotomiWriter, connect_like_kotomi
 
 REPO = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "kotomi_backup_dagster.cli"]
+
+
+def run_cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """The real `kotomi-backup`, with the test's environment minus the developer's KOTOMI_*."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("KOTOMI_")}
+    full.update(env or {})
+    return subprocess.run(
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        env=full,
+        timeout=timeout,
+        preexec_fn=preexec_fn,
+        check=False,
+    )
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    """The one line a failing command writes (no traceback, nothing else)."""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert lines[0].startswith("kotomi-backup:")
+    return lines[0]
 
 
 @pytest.fixture(autouse=True)
@@ -177,3 +212,60 @@ def flip_page_header(db: Path, page_number: int, page_size: int) -> None:
     with db.open("r+b") as fh:
         fh.seek((page_number - 1) * page_size)
         fh.write(b"\xff" * 12)
+
+
+@dataclass
+class FullDisk:
+    """A folder where writes find no room after `size` bytes: a real tmpfs of that size when
+    this machine lets the tests mount one (root), else any folder with the file-size limit
+    (RLIMIT_FSIZE, EFBIG) applied by `limits()` in-process or `preexec` in a child."""
+
+    path: Path
+    size: int
+    mounted: bool
+
+    @contextlib.contextmanager
+    def limits(self) -> Iterator[None]:
+        if self.mounted:
+            yield
+            return
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (self.size, hard))
+        try:
+            yield
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            signal.signal(signal.SIGXFSZ, old)
+
+    def preexec(self) -> None:
+        if not self.mounted:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (self.size, resource.RLIM_INFINITY))
+
+
+SmallDisk = Callable[..., FullDisk]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    """`small_disk(kib=N)`: a new `FullDisk` of N KiB."""
+    mounts: list[Path] = []
+
+    def make(kib: int) -> FullDisk:
+        path = tmp_path / f"small-disk-{len(mounts)}"
+        path.mkdir()
+        if os.environ.get("TEST_FULL_DISK") == "rlimit":  # try the fallback where root mounts
+            return FullDisk(path=path, size=kib * 1024, mounted=False)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={kib}k,mode=0755", "tmpfs", str(path)],
+            capture_output=True,
+            check=False,
+        )
+        if done.returncode == 0:
+            mounts.append(path)
+        return FullDisk(path=path, size=kib * 1024, mounted=done.returncode == 0)
+
+    yield make
+    for path in mounts:
+        subprocess.run(["umount", "-l", str(path)], check=False)

@@ -16,18 +16,21 @@ import hashlib
 import io
 import os
 import queue
+import re
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Protocol, cast
 
+import pyrage  # imported up front: a Ctrl-C inside its first import makes it panic
 import zstandard
 
 from .errors import BackupError, ConfigError
 from .fsutil import atomic_writer, no_space_is_disk_full, private_dir
+from .redaction import is_inline_identity
 
 BLOCK = 1 << 20
 # Chosen by `bench/run.py --codec` on a 1 GB Kotomi snapshot, 2 cores: level 2 with 2 threads
@@ -62,8 +65,6 @@ def archive_suffix(encrypted: bool) -> str:
 
 def parse_recipients(text: str | None) -> list[Any]:
     """Parse comma-separated age recipients (age1... or ssh-ed25519/ssh-rsa public keys)."""
-    import pyrage
-
     recipients: list[Any] = []
     entries = [e.strip() for e in (text or "").split(",") if e.strip()]
     if text and not entries:
@@ -86,18 +87,65 @@ def parse_recipients(text: str | None) -> list[Any]:
     return recipients
 
 
-def load_identities(path: Path) -> list[Any]:
-    """Read an age identity file; errors never echo the file's content."""
-    import pyrage
+IDENTITY_SETTING = "KOTOMI_BACKUP_AGE_IDENTITY"
 
+
+@dataclass(frozen=True)
+class AgeIdentity:
+    """Where the age identities for restores and drills come from: a key file, or the key
+    itself (as SOPS and secret managers hand it over: one or more `AGE-SECRET-KEY-1...`
+    lines, comments allowed). The key is never shown: not in `repr`, not in any error."""
+
+    path: Path | None = None
+    inline: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_setting(cls, value: str) -> AgeIdentity:
+        if is_inline_identity(value):
+            return cls(inline=value)
+        return cls(path=Path(value.strip()).expanduser())
+
+    def describe(self) -> str:
+        return (
+            f"age identity file {self.path}" if self.path else f"the age key in {IDENTITY_SETTING}"
+        )
+
+    def load(self) -> list[Any]:
+        if self.inline is not None:
+            return _parse_identities(
+                self.inline.replace(",", "\n").splitlines(), f"{IDENTITY_SETTING} (value not shown)"
+            )
+        assert self.path is not None
+        return load_identities(self.path)
+
+
+def load_identities(path: Path) -> list[Any]:
+    """Read an age identity file; errors never echo the file's content, and name the path
+    only when it looks like one (a key pasted with a typo is not a path to show)."""
+    shown = str(path) if _looks_like_path(str(path)) else "(value not shown)"
     try:
         lines = path.read_text().splitlines()
-    except FileNotFoundError as exc:
+    except FileNotFoundError:
         raise ConfigError(
-            f"age identity file not found: {path} (KOTOMI_BACKUP_AGE_IDENTITY)"
-        ) from exc
+            f"{IDENTITY_SETTING}: no age identity file {shown}; give the path of a key file "
+            "or the key itself (AGE-SECRET-KEY-1...)"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read age identity file {path}: {type(exc).__name__}") from exc
+        raise ConfigError(
+            f"{IDENTITY_SETTING}: cannot read age identity file {shown}: {type(exc).__name__}"
+        ) from None
+    return _parse_identities(lines, shown)
+
+
+def _looks_like_path(text: str) -> bool:
+    return (
+        "/" in text
+        or text.startswith((".", "~"))
+        or bool(re.fullmatch(r"[\w.-]{1,64}\.\w{1,8}", text))
+    )
+
+
+def _parse_identities(lines: Sequence[str], where: str) -> list[Any]:
     identities: list[Any] = []
     for number, line in enumerate(lines, start=1):
         line = line.strip()
@@ -105,12 +153,12 @@ def load_identities(path: Path) -> list[Any]:
             continue
         try:
             identities.append(pyrage.x25519.Identity.from_str(line))
-        except Exception as exc:
+        except Exception:
             raise ConfigError(
-                f"{path} line {number} is not an age identity (expected AGE-SECRET-KEY-1...)"
-            ) from exc
+                f"{where} line {number} is not an age identity (expected AGE-SECRET-KEY-1...)"
+            ) from None
     if not identities:
-        raise ConfigError(f"no age identity in {path} (expected AGE-SECRET-KEY-1... lines)")
+        raise ConfigError(f"no age identity in {where} (expected AGE-SECRET-KEY-1... lines)")
     return identities
 
 
@@ -248,14 +296,13 @@ def decrypt_and_inflate(
     Failures of the stored data become one line: a key that does not match is a ConfigError
     (exit 2), damage is a BackupError; what the sink raised is raised as it is.
     """
-    import pyrage
-
     what = inflater.what
     try:
         if encrypted:
             if not identities:
                 raise ConfigError(
-                    f"{what} is encrypted: set KOTOMI_BACKUP_AGE_IDENTITY to the age key file"
+                    f"{what} is encrypted: set KOTOMI_BACKUP_AGE_IDENTITY to the age key file "
+                    "(or the key itself)"
                 )
             pyrage.decrypt_io(reader, inflater, list(identities))
         else:
@@ -293,8 +340,6 @@ def write_archive(
     `durable=False` skips the fsyncs: only for an archive this same process uploads and
     deletes at once (the store's copy is the durable one).
     """
-    import pyrage
-
     started = time.monotonic()
     db_size = source.stat().st_size
     cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)

@@ -113,19 +113,6 @@ def already_published(store: BackupStore, manifest: Manifest) -> bool:
     return raw == manifest.to_json()
 
 
-def find_backup(store: BackupStore, name: str, which: str) -> Manifest:
-    """`latest` or an exact backup id."""
-    listing = list_backups(store, name)
-    if not listing.backups:
-        raise BackupError(f"no backups of {name!r} at {store.url}")
-    if which == "latest":
-        return listing.backups[0]
-    for manifest in listing.backups:
-        if manifest.backup_id == which:
-            return manifest
-    raise BackupError(f"backup {which!r} of {name!r} not found at {store.url}")
-
-
 # Drill records: one JSON object per drill, beside the backup it drilled.
 DRILLS = "drills"
 

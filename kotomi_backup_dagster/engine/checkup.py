@@ -11,8 +11,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .archive import extract_archive, load_identities
-from .errors import BackupError, ConfigError
+from .archive import AgeIdentity, extract_archive
+from .errors import BackupError, ConfigError, DiskFull
+from .fsutil import scratch_folder
 from .manifest import MANIFEST_NAME, Manifest
 from .paged import rebuild_database
 from .stores import LocalStore
@@ -63,7 +64,7 @@ def verify_path(
     path: Path,
     *,
     mode: VerifyMode = "quick",
-    identity: Path | None = None,
+    identity: AgeIdentity | None = None,
     profile: Profile = "kotomi",
     scratch_dir: Path | None = None,
 ) -> Checkup:
@@ -82,7 +83,7 @@ def verify_path(
 def _verify_backup_dir(
     directory: Path,
     mode: VerifyMode,
-    identity: Path | None,
+    identity: AgeIdentity | None,
     profile: Profile,
     scratch_dir: Path | None,
 ) -> Checkup:
@@ -104,21 +105,19 @@ def _verify_paged_dir(
     directory: Path,
     manifest: Manifest,
     mode: VerifyMode,
-    identity: Path | None,
+    identity: AgeIdentity | None,
     profile: Profile,
     scratch_dir: Path | None,
 ) -> Checkup:
     """A paged backup is rebuilt from the store it sits in (`<store>/<name>/<id>/`)."""
     check = Checkup(path=directory, kind="backup", manifest=manifest)
     store = LocalStore(directory.parent.parent)
-    identities = load_identities(identity) if manifest.encrypted and identity else []
-    if scratch_dir is not None:
-        scratch_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="kotomi-verify-", dir=scratch_dir) as tmp:
+    identities = identity.load() if manifest.encrypted and identity else []
+    with scratch_folder(scratch_dir or Path(tempfile.gettempdir()), "kotomi-verify-") as tmp:
         db = Path(tmp) / "restored.db"
         try:
             rebuild_database(store, manifest, db, identities=identities)
-        except ConfigError:
+        except (ConfigError, DiskFull):
             raise
         except BackupError as exc:
             check.problems.append(str(exc))
@@ -136,7 +135,7 @@ def _verify_archive(
     archive: Path,
     manifest: Manifest | None,
     mode: VerifyMode,
-    identity: Path | None,
+    identity: AgeIdentity | None,
     profile: Profile,
     scratch_dir: Path | None,
     shown: Path | None = None,
@@ -145,7 +144,7 @@ def _verify_archive(
         path=shown or archive, kind="backup" if manifest else "archive", manifest=manifest
     )
     encrypted = archive.name.endswith(".age")
-    identities = load_identities(identity) if encrypted and identity else []
+    identities = identity.load() if encrypted and identity else []
     if encrypted and not identities:
         raise ConfigError(
             f"{archive.name} is encrypted: set KOTOMI_BACKUP_AGE_IDENTITY to the age key file"
@@ -154,12 +153,16 @@ def _verify_archive(
         check.problems.append(
             f"archive is {archive.stat().st_size} bytes, manifest says {manifest.archive.size}"
         )
-    if scratch_dir is not None:
-        scratch_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="kotomi-verify-", dir=scratch_dir) as tmp:
+    with scratch_folder(scratch_dir or Path(tempfile.gettempdir()), "kotomi-verify-") as tmp:
         db = Path(tmp) / "restored.db"
         with archive.open("rb") as fh:
-            extracted = extract_archive(fh, db, identities=identities, encrypted=encrypted)
+            extracted = extract_archive(
+                fh,
+                db,
+                identities=identities,
+                encrypted=encrypted,
+                limit=manifest.db_size if manifest is not None else None,
+            )
         if manifest is not None:
             if extracted.archive_sha256 != manifest.archive.sha256:
                 check.problems.append("archive sha256 differs from the manifest (tampered or torn)")

@@ -17,7 +17,8 @@ from typing import Any
 
 from .. import __version__
 from .catalog import DrillRecord, list_backups, write_drill
-from .errors import BackupError, ConfigError
+from .errors import BackupError, ConfigError, DiskFull
+from .fsutil import scratch_folder
 from .kotomi import KOTOMI_READ_QUERIES, read_query_params
 from .manifest import Manifest, rfc3339
 from .restore import Chosen, fetch_backup
@@ -40,7 +41,8 @@ def drill_backup(
     """Drill one backup; every check runs and is reported, pass or fail.
 
     Raises only for what makes a drill impossible to run (no identity for an encrypted
-    backup); a backup that does not restore is a failed drill, recorded as such.
+    backup, no room in the scratch space); a backup that does not restore is a failed
+    drill, recorded as such.
     """
     if manifest.encrypted and not identities:
         raise ConfigError(
@@ -50,15 +52,14 @@ def drill_backup(
     started = time.monotonic()
     checks: dict[str, object] = {}
     problems: list[str] = []
-    if scratch_dir is not None:
-        scratch_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="kotomi-drill-", dir=scratch_dir) as tmp:
-        db = Path(tmp) / f"{manifest.name}.db"
+    parent = scratch_dir or Path(tempfile.gettempdir())
+    with scratch_folder(parent, "kotomi-drill-") as tmp:
+        db = tmp / f"{manifest.name}.db"
         try:
             fetch_backup(Chosen(store, manifest), db, identities=identities)
             checks["checksums"] = True
-        except ConfigError:
-            raise
+        except (ConfigError, DiskFull):
+            raise  # no evidence against the backup: nothing is recorded
         except BackupError as exc:
             checks["checksums"] = False
             problems.append(str(exc))

@@ -168,6 +168,17 @@ def no_space_is_disk_full(path: Path, needed: int | None = None) -> Iterator[Non
         raise
 
 
+def require_room(directory: Path, needed: int) -> None:
+    """Refuse at once, with one `DiskFull` line, work that cannot fit in `directory` (or,
+    while it does not exist yet, the folder it will be made in)."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise DiskFull(directory, needed, free)
+
+
 def pwrite_all(fd: int, data: memoryview | bytes, offset: int) -> None:
     """`os.pwrite` until every byte is written: a short write is retried, and a disk that
     cannot take the rest raises (ENOSPC) instead of leaving a hole."""
@@ -261,8 +272,16 @@ def sweep_abandoned(parent: Path, prefix: str) -> list[str]:
     return removed
 
 
+def sweep_scratch(parent: Path, prefix: str) -> list[str]:
+    """`sweep_abandoned` under the parent's mutex (a folder being made is not yet locked)."""
+    if not parent.is_dir():
+        return []
+    with dir_mutex(parent):
+        return sweep_abandoned(parent, prefix)
+
+
 @contextlib.contextmanager
-def scratch_dir(parent: Path, prefix: str) -> Iterator[Path]:
+def scratch_folder(parent: Path, prefix: str) -> Iterator[Path]:
     """A private folder under `parent`, locked while in use and removed after; folders of
     the same kind that killed runs left are removed first."""
     private_dir(parent, tighten=False)

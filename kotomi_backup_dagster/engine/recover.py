@@ -13,12 +13,11 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import BackupError, ConfigError
-from .fsutil import fsync_dir
+from .fsutil import PRIVATE_FILE, fsync_dir, open_private, scratch_folder
 from .verify import open_readonly
 
 BATCH = 256
@@ -54,8 +53,8 @@ def recover_database(broken: Path, out: Path, *, sqlite3_cli: str | None = None)
     if not out.parent.is_dir():
         raise ConfigError(f"directory {out.parent} does not exist")
     cli = sqlite3_cli if sqlite3_cli is not None else shutil.which("sqlite3")
-    with tempfile.TemporaryDirectory(prefix=".kotomi-recover-", dir=out.parent) as tmp:
-        staged = Path(tmp) / out.name
+    with scratch_folder(out.parent, ".kotomi-recover-") as tmp:
+        staged = tmp / out.name
         report = _with_recover_command(cli, broken, staged) if cli else None
         if report is None:
             staged.unlink(missing_ok=True)
@@ -69,6 +68,7 @@ def recover_database(broken: Path, out: Path, *, sqlite3_cli: str | None = None)
                 f"nothing could be salvaged from {broken} (no readable rows); "
                 "restore the newest backup instead: kotomi-backup restore latest --db ..."
             )
+        os.chmod(staged, PRIVATE_FILE)  # the salvage holds the users' data and secrets
         os.replace(staged, out)
         fsync_dir(out.parent)
     report.out = out
@@ -79,7 +79,7 @@ def _with_recover_command(cli: str, broken: Path, staged: Path) -> RecoverReport
     """`sqlite3 broken .recover | sqlite3 staged`, or None when that salvaged nothing."""
     sql = staged.with_suffix(".sql")
     try:
-        with sql.open("wb") as fh:
+        with open_private(sql) as fh:
             subprocess.run(
                 [cli, "-readonly", str(broken), ".recover"],
                 stdout=fh,

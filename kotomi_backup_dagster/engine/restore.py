@@ -15,19 +15,19 @@ import fcntl
 import os
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .archive import Progress, extract_archive
-from .catalog import find_backup, list_backups
+from .catalog import list_backups
 from .errors import BackupError, ConfigError
-from .fsutil import fsync_dir
-from .manifest import Manifest
+from .fsutil import PRIVATE_FILE, fsync_dir, require_room, try_lock_dir, unlock_dir
+from .manifest import Manifest, backup_id_time
 from .paged import rebuild_database
-from .stores import BackupStore, ObjectNotFound
+from .stores import BackupStore, ObjectNotFound, safe_url
 from .verify import Profile, VerifyReport, verify_database
 
 
@@ -35,6 +35,8 @@ from .verify import Profile, VerifyReport, verify_database
 class Chosen:
     store: BackupStore
     manifest: Manifest
+    # Newer entries passed over because their manifest is unreadable: "<id> (<why>)".
+    skipped: tuple[str, ...] = ()
 
 
 def parse_time(text: str) -> datetime:
@@ -52,21 +54,44 @@ def choose_backup(
     stores: Sequence[BackupStore], name: str, which: str = "latest", before: datetime | None = None
 ) -> Chosen:
     """`latest`, an id, or the newest backup created before `before`, from the first store
-    that has it (stores are tried in the order given)."""
+    that has it (stores are tried in the order given). Newer entries whose manifest is
+    unreadable are passed over and named in `Chosen.skipped`."""
     problems: list[str] = []
     for store in stores:
         try:
-            if before is not None:
-                older = [m for m in list_backups(store, name).backups if m.created < before]
-                if older:
-                    return Chosen(store, older[0])
+            listing = list_backups(store, name)
+        except BackupError as exc:
+            problems.append(str(exc))
+            continue
+        if before is not None:
+            candidates = [m for m in listing.backups if m.created < before]
+            if not candidates:
                 problems.append(
                     f"no backup of {name!r} before {before:%Y-%m-%dT%H:%M:%SZ} at {store.url}"
                 )
                 continue
-            return Chosen(store, find_backup(store, name, which))
-        except BackupError as exc:
-            problems.append(str(exc))
+        elif which == "latest":
+            candidates = listing.backups
+        else:
+            candidates = [m for m in listing.backups if m.backup_id == which]
+            if not candidates:
+                why = listing.problems.get(which)
+                problems.append(
+                    f"backup {which!r} of {name!r} at {store.url} has an unreadable manifest "
+                    f"({why})"
+                    if why
+                    else f"backup {which!r} of {name!r} not found at {store.url}"
+                )
+                continue
+        if not candidates:
+            problems.append(f"no backups of {name!r} at {store.url}")
+            continue
+        chosen = candidates[0]
+        newer = listing.unreadable_newer_than(chosen.backup_id)
+        if before is not None:
+            newer = [i for i in newer if backup_id_time(i) < before]
+        skipped = tuple(f"{safe_url(store.url)}: {i} ({listing.problems[i]})" for i in newer)
+        return Chosen(store, chosen, skipped if which in ("latest",) or before else ())
     raise BackupError("; ".join(problems) or f"no destination to restore {name!r} from")
 
 
@@ -86,6 +111,7 @@ def fetch_backup(
         return rebuild_database(
             chosen.store, manifest, dest, identities=identities, progress=progress
         )
+    require_room(dest.parent, manifest.db_size)  # a size from the store: checked before use
     try:
         stream = chosen.store.open_read(manifest.archive.key)
     except ObjectNotFound as exc:
@@ -95,7 +121,12 @@ def fetch_backup(
         ) from exc
     with contextlib.closing(stream):
         result = extract_archive(
-            stream, dest, identities=identities, encrypted=manifest.encrypted, progress=progress
+            stream,
+            dest,
+            identities=identities,
+            encrypted=manifest.encrypted,
+            progress=progress,
+            limit=manifest.db_size,
         )
     problems = []
     if result.archive_sha256 != manifest.archive.sha256:
@@ -136,10 +167,55 @@ _FLOCK = "hhqqixxxx"  # struct flock on Linux x86_64/aarch64
 def database_in_use(db: Path) -> bool:
     """True when another process has the database open (Kotomi running, a reader...).
 
-    Connections of this same process are not seen (POSIX locks never conflict within one
-    process); that is fine for its use: the CLI and Dagster never keep the live file open.
+    Two signs, either is enough: SQLite's locks (seen from any process or container on the
+    same kernel: a WAL connection always holds one, a rollback-journal connection only inside
+    a transaction), and, for an idle rollback-journal connection, a process of this machine
+    that holds the file open for writing (/proc; what this user may see of it).
+    Connections of this same process are not seen; the CLI and Dagster never keep the live
+    file open for writing.
     """
-    return _locked(db, _LOCK_BYTES, 512) or _locked(Path(f"{db}-shm"), _SHM_DMS, 1)
+    return (
+        _locked(db, _LOCK_BYTES, 512)
+        or _locked(Path(f"{db}-shm"), _SHM_DMS, 1)
+        or _open_for_writing_elsewhere(db)
+    )
+
+
+def _open_for_writing_elsewhere(db: Path) -> bool:
+    try:
+        st = os.stat(db)
+    except OSError:
+        return False
+    me = str(os.getpid())
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit() and p != me]
+    except OSError:
+        return False
+    for pid in pids:
+        fd_dir = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue  # gone, or not ours to see
+        for fd in fds:
+            try:
+                target = os.stat(f"{fd_dir}/{fd}")
+            except OSError:
+                continue
+            if (target.st_dev, target.st_ino) == (st.st_dev, st.st_ino) and _writable(pid, fd):
+                return True
+    return False
+
+
+def _writable(pid: str, fd: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+            for line in info:
+                if line.startswith("flags:"):
+                    return int(line.split()[1], 8) & os.O_ACCMODE != os.O_RDONLY
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
 
 
 def _locked(path: Path, start: int, length: int) -> bool:
@@ -226,13 +302,14 @@ def _free_name(path: Path) -> Path:
 
 def _take_owner_and_mode(restored: Path, target: Path) -> None:
     """Give the restored file the current file's owner and mode; for a new file, the
-    directory's owner (Kotomi's image runs as uid 1000 and must write it) and 0644."""
+    directory's owner (Kotomi's image runs as uid 1000 and must write it) and 0600 (it holds
+    the users' data and Kotomi's secrets)."""
     if target.exists():
         st = target.stat()
         uid, gid, mode = st.st_uid, st.st_gid, st.st_mode & 0o7777
     else:
         st = target.parent.stat()
-        uid, gid, mode = st.st_uid, st.st_gid, 0o644
+        uid, gid, mode = st.st_uid, st.st_gid, PRIVATE_FILE
     try:
         mine = restored.stat()
         if (mine.st_uid, mine.st_gid) != (uid, gid):
@@ -254,6 +331,7 @@ class RestoreResult:
     removed: list[str]
     seconds: float
     report: VerifyReport
+    skipped: tuple[str, ...] = ()  # newer entries passed over: their manifest is unreadable
 
 
 def restore_database(
@@ -274,20 +352,21 @@ def restore_database(
         raise ConfigError(f"cannot restore to {target}: directory {target.parent} does not exist")
     if target.exists() and not target.is_file():
         raise ConfigError(f"cannot restore to {target}: it is not a file (give the database path)")
-    if target.exists() and not force and database_in_use(target):
-        # Checked before the download too, so nobody waits for a restore that will refuse.
-        raise ConfigError(
-            f"{target} is in use (another process has it open): stop Kotomi first "
-            "(docker compose stop kotomi), or pass --force"
-        )
-    chosen = choose_backup(stores, name, which, before)
-    tmp = target.with_name(f".{target.name}.restore-{chosen.manifest.backup_id}")
-    try:
-        fetch_backup(chosen, tmp, identities=identities, progress=progress)
-        report = check_restored(tmp, chosen.manifest, profile)
-        swap = swap_in(tmp, target, keep_copy=keep_copy, force=force)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with restoring_into(target):
+        if target.exists() and not force and database_in_use(target):
+            # Checked before the download too, so nobody waits for a restore that will refuse.
+            raise ConfigError(
+                f"{target} is in use (another process has it open): stop Kotomi first "
+                "(docker compose stop kotomi), or pass --force"
+            )
+        chosen = choose_backup(stores, name, which, before)
+        tmp = staged_restore_path(target, chosen.manifest.backup_id)
+        try:
+            fetch_backup(chosen, tmp, identities=identities, progress=progress)
+            report = check_restored(tmp, chosen.manifest, profile)
+            swap = swap_in(tmp, target, keep_copy=keep_copy, force=force)
+        finally:
+            tmp.unlink(missing_ok=True)
     return RestoreResult(
         manifest=chosen.manifest,
         source_url=chosen.store.url,
@@ -296,4 +375,47 @@ def restore_database(
         removed=swap.removed,
         seconds=time.monotonic() - started,
         report=report,
+        skipped=chosen.skipped,
     )
+
+
+def staged_restore_path(target: Path, backup_id: str) -> Path:
+    """Where a restore writes and checks the backup, beside the target (same filesystem)."""
+    return target.with_name(f"{RESTORE_PREFIX.format(target.name)}{backup_id}")
+
+
+RESTORE_PREFIX = ".{}.restore-"
+
+
+@contextlib.contextmanager
+def restoring_into(target: Path, *, sweep: bool = True) -> Iterator[None]:
+    """Hold the restore lock of `target`'s folder (one restore there at a time: another is
+    refused at once with one line) and, with `sweep`, first remove what killed restores left
+    beside `target`: the staged file and the temp files of its writers
+    (`.<db>.restore-<id>`, `..<db>.restore-<id>.<random>.partial`). A later step of the same
+    restore (Dagster's restore_job) takes the lock without sweeping its own staged file."""
+    folder = target.parent
+    if not try_lock_dir(folder):
+        raise ConfigError(
+            f"another restore into {folder} is running; wait for it to end and try again"
+        )
+    try:
+        if sweep:
+            sweep_restore_leftovers(target)
+        yield
+    finally:
+        unlock_dir(folder)
+
+
+def sweep_restore_leftovers(target: Path) -> list[str]:
+    """Remove what killed restores of `target` left beside it (call holding the lock)."""
+    prefix = RESTORE_PREFIX.format(target.name)
+    removed = []
+    for entry in os.scandir(target.parent):
+        name = entry.name
+        if (name.startswith(prefix) or name.startswith(f".{prefix}")) and entry.is_file(
+            follow_symlinks=False
+        ):
+            Path(entry.path).unlink(missing_ok=True)
+            removed.append(name)
+    return removed

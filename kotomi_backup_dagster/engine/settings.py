@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .archive import AgeIdentity
 from .errors import ConfigError
 from .manifest import check_name
 from .stores import split_urls
@@ -30,7 +31,7 @@ class BackupSettings:
     urls: tuple[str, ...] = ()
     name: str = DEFAULT_NAME
     age_recipients: str | None = None  # public keys: not secret
-    age_identity: Path | None = None  # a path; the key itself is never read into settings
+    age_identity: AgeIdentity | None = None  # a key file, or the key itself (never shown)
     timezone: str = "UTC"
     verify_mode: VerifyMode = "quick"
     profile: Profile = "kotomi"
@@ -78,7 +79,7 @@ class BackupSettings:
             urls=tuple(split_urls(env.get("KOTOMI_BACKUP_URL"))),
             name=env.get("KOTOMI_BACKUP_NAME") or DEFAULT_NAME,
             age_recipients=env.get("KOTOMI_BACKUP_AGE_RECIPIENTS") or None,
-            age_identity=Path(identity).expanduser() if identity else None,
+            age_identity=AgeIdentity.from_setting(identity) if identity else None,
             timezone=env.get("KOTOMI_BACKUP_TIMEZONE") or "UTC",
             verify_mode=cast(VerifyMode, env.get("KOTOMI_BACKUP_VERIFY") or "quick"),
             profile=cast(Profile, env.get("KOTOMI_BACKUP_PROFILE") or "kotomi"),
@@ -102,10 +103,8 @@ class BackupSettings:
         return self.staging_dir / self.name / "page-hashes"
 
     def identities(self) -> list[Any]:
-        """The age identities for restores and drills (none when no key file is set)."""
-        from .archive import load_identities
-
-        return load_identities(self.age_identity) if self.age_identity else []
+        """The age identities for restores and drills (none when no key is set)."""
+        return self.age_identity.load() if self.age_identity else []
 
     def require_urls(self) -> tuple[str, ...]:
         if not self.urls:

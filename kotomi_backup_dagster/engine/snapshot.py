@@ -15,6 +15,7 @@ kernel writes it back, most of its disk writes (bench/README.md has the figures)
 from __future__ import annotations
 
 import os
+import resource
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -130,7 +131,7 @@ def take_snapshot(
         ) from exc
     except sqlite3.DatabaseError as exc:
         tmp.unlink(missing_ok=True)
-        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        if _no_room(exc, db_path.stat().st_size):
             raise DiskFull(dest.parent, db_path.stat().st_size) from None
         raise BackupError(f"snapshot of {db_path} failed: {exc}") from exc
     except BaseException:
@@ -153,6 +154,16 @@ def take_snapshot(
         busy_retries=busy_retries,
         steps=steps,
     )
+
+
+def _no_room(exc: sqlite3.DatabaseError, size: int) -> bool:
+    """SQLite says SQLITE_FULL for a full disk; a file-size limit (ulimit -f) below the size
+    shows only as an I/O error on write."""
+    code = getattr(exc, "sqlite_errorcode", 0)
+    if code == sqlite3.SQLITE_FULL:
+        return True
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return code & 0xFF == sqlite3.SQLITE_IOERR and limit != resource.RLIM_INFINITY and limit < size
 
 
 def sqlite_uri(path: Path, query: str) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .archive import archive_suffix
-from .errors import BackupError, DiskFull, is_no_space
+from .errors import BackupError, ConfigError, DiskFull, is_no_space
 from .fsutil import (
     dir_mutex,
     holds_lock,
@@ -173,8 +173,15 @@ class StagingArea:
 
     def prepare(self) -> Path:
         """The folder, 0700 (the root only when made here: it may be a shared disk)."""
-        private_dir(self.root, tighten=False)
-        return private_dir(self.folder)
+        try:
+            private_dir(self.root, tighten=False)
+            return private_dir(self.folder)
+        except DiskFull:
+            raise
+        except ConfigError as exc:
+            raise ConfigError(
+                f"KOTOMI_BACKUP_STAGING_DIR {self.root} is not usable: {exc}"
+            ) from None
 
     def create(
         self, backup_id: str, needed: int, *, now: datetime | None = None
@@ -189,7 +196,14 @@ class StagingArea:
             workdir = folder / backup_id
             try:
                 os.mkdir(workdir, 0o700)
+            except PermissionError:
+                raise ConfigError(
+                    f"KOTOMI_BACKUP_STAGING_DIR {self.root} is not usable: cannot create "
+                    f"{workdir}: permission denied"
+                ) from None
             except OSError as exc:
+                if is_no_space(exc):
+                    raise DiskFull(self.folder, needed) from None
                 raise BackupError(f"cannot create {workdir}: {exc.strerror or exc}") from None
             try_lock_dir(workdir)
         return StagedBackup(name=self.name, backup_id=backup_id, workdir=workdir), dropped

@@ -11,6 +11,7 @@ from dagster import (
     AssetCheckSpec,
     AssetKey,
     DagsterEventType,
+    DagsterInstance,
     DefaultSensorStatus,
     Definitions,
     JobDefinition,
@@ -32,6 +33,9 @@ from kotomi_backup_dagster.defs.alerts.run_failure import (
 )
 from kotomi_backup_dagster.defs.backup.definitions import build_backup_definitions
 from kotomi_backup_dagster.defs.databases import DatabaseSpec
+from kotomi_backup_dagster.defs.restore.definitions import build_restore_definitions
+from kotomi_backup_dagster.engine.backup import run_backup
+from kotomi_backup_dagster.engine.settings import BackupSettings
 from tests.conftest import AgeKey
 
 from .conftest import (
@@ -53,6 +57,76 @@ def code_location() -> Definitions:
 def kotomi_backup_job() -> JobDefinition:
     """Module-level, so Dagster can reconstruct the job."""
     return code_location().resolve_job_def("kotomi_backup")
+
+
+def drill_location() -> Definitions:
+    return Definitions.merge(
+        build_backup_definitions(SPEC),
+        build_restore_definitions([SPEC]),
+        build_alerts_definitions([SPEC]),
+    )
+
+
+def kotomi_restore_drill_job() -> JobDefinition:
+    return drill_location().resolve_job_def("kotomi_restore_drill")
+
+
+def run_failure_alert(instance: DagsterInstance, run_id: str, defs: Definitions) -> None:
+    """What the daemon does for a failed run: the run-failure sensor on its failure event."""
+    failure = instance.get_records_for_run(run_id, of_type=DagsterEventType.RUN_FAILURE).records[0]
+    event, run = failure.event_log_entry.dagster_event, instance.get_run_by_id(run_id)
+    assert event is not None and run is not None
+    with build_run_status_sensor_context(
+        sensor_name=RUN_FAILURE_SENSOR,
+        dagster_event=event,
+        dagster_instance=instance,
+        dagster_run=run,
+        resources=defs.resources,
+    ) as context:
+        defs.resolve_sensor_def(RUN_FAILURE_SENSOR)(context.for_run_failure())
+
+
+def test_an_inline_age_identity_drills_and_a_bad_one_never_reaches_logs_or_alerts(
+    monkeypatch: pytest.MonkeyPatch,
+    kotomi_db: Path,
+    tmp_path: Path,
+    webhook: WebhookReceiver,
+    age_key: AgeKey,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """KOTOMI_BACKUP_AGE_IDENTITY holding the key itself (as SOPS hands it over)."""
+    backup_env(monkeypatch, kotomi_db, tmp_path)
+    monkeypatch.setenv("KOTOMI_BACKUP_AGE_RECIPIENTS", age_key.recipient)
+    run_backup(BackupSettings.from_env())
+    key = age_key.identity_file.read_text().split()[-1]
+    alert_env(monkeypatch, webhook_url=webhook.url(), smtp_port=None)
+    caplog.set_level(logging.INFO)
+    with instance_for_test() as instance:
+        monkeypatch.setenv("KOTOMI_BACKUP_AGE_IDENTITY", key)
+        good = execute_job(reconstructable(kotomi_restore_drill_job), instance=instance)
+        assert good.success
+
+        typo = key[:-1] + ("q" if key[-1] != "q" else "p")
+        monkeypatch.setenv("KOTOMI_BACKUP_AGE_IDENTITY", typo)
+        bad = execute_job(
+            reconstructable(kotomi_restore_drill_job), instance=instance, raise_on_error=False
+        )
+        assert not bad.success
+        run_failure_alert(instance, bad.run_id, drill_location())
+        (post,) = webhook.posts
+        assert "not an age identity" in post.body["alert"]["error"]
+
+        event_log = [serialize_value(e) for e in instance.all_logs(bad.run_id)]
+        compute_logs = [
+            p.read_bytes().decode(errors="replace")
+            for p in Path(instance.root_directory).rglob("*")
+            if p.is_file() and p.suffix in (".err", ".out", ".complete", ".log", "")
+        ]
+        lines = [r.getMessage() for r in caplog.records] + capsys.readouterr().err.splitlines()
+        texts = [*event_log, *compute_logs, *lines, serialize_value(post.body)]
+        assert any(bad.run_id in t for t in texts)  # the run's texts are there to be searched
+        assert_no_secret(texts, typo, typo[20:40])
 
 
 def test_failed_upload_alerts_once_by_webhook_and_email_and_a_down_webhook_spares_email(

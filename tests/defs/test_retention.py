@@ -89,12 +89,13 @@ def test_backup_cadence_follows_the_policy(monkeypatch: pytest.MonkeyPatch) -> N
     assert d.resolve_schedule_def("kotomi_hourly_backup").default_status == (
         DefaultScheduleStatus.STOPPED
     )
-    monkeypatch.setenv("KOTOMI_BACKUP_KEEP_HOURLY", "24")
-    d = defs()
-    hourly = d.resolve_schedule_def("kotomi_hourly_backup")
-    assert hourly.default_status == DefaultScheduleStatus.RUNNING
-    assert hourly.cron_schedule == "0 * * * *"
-    assert d.resolve_schedule_def("kotomi_daily_backup").default_status == (
-        DefaultScheduleStatus.STOPPED
-    )
+    for keep in ("24", "-1"):  # -1: every hourly backup is kept (unlimited)
+        monkeypatch.setenv("KOTOMI_BACKUP_KEEP_HOURLY", keep)
+        d = defs()
+        hourly = d.resolve_schedule_def("kotomi_hourly_backup")
+        assert hourly.default_status == DefaultScheduleStatus.RUNNING
+        assert hourly.cron_schedule == "0 * * * *"
+        assert d.resolve_schedule_def("kotomi_daily_backup").default_status == (
+            DefaultScheduleStatus.STOPPED
+        )
     assert d.resolve_schedule_def("kotomi_daily_prune").cron_schedule == "0 3 * * *"

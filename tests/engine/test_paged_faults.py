@@ -1,6 +1,10 @@
-"""Faults against the paged format: random backups, prunes, restores and SIGKILLs in between;
-a repack killed at every one of its store changes; a flipped byte in a pack; what a pack
-upload killed half-way leaves behind.
+"""Faults against the paged format: random backups (both formats), prunes, restores, drills
+and SIGKILLs in between; a repack killed at every one of its store changes; a flipped byte in a
+pack; what a pack upload killed half-way leaves behind.
+
+The random run works under the most careless umask (0): every file it makes that holds
+database content or page hashes must still be 0600 in 0700 folders, and no leftover of a
+killed command may outlive the next command of its kind.
 
 What must hold whatever is killed when (the issue's words): a kept backup is never lost, a
 restore never yields a file whose sha256 differs from its manifest, and no kept backup ever
@@ -153,9 +157,27 @@ class Run:
         return self.returncode == -signal.SIGKILL
 
 
+def careless() -> None:
+    """The child's umask: none at all (files 0666, folders 0777 unless the tool says so)."""
+    os.umask(0)
+
+
 def cli(*args: str, env: dict[str, str]) -> Run:
-    proc = subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, env=env, timeout=120, preexec_fn=careless
+    )
     return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def popen_cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*CLI, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=careless,
+    )
 
 
 def kill_now(proc: subprocess.Popen[str]) -> Run:
@@ -187,22 +209,47 @@ def wait_for(
         pass
 
 
+def staging_root(env: dict[str, str]) -> Path:
+    return Path(env["XDG_CACHE_HOME"]) / "kotomi-backup" / "staging"
+
+
 def staged_backups(env: dict[str, str]) -> set[str]:
     """Backups begun on this machine (a staging dir each; a killed one leaves its own)."""
-    staging = Path(env["XDG_CACHE_HOME"]) / "kotomi-backup" / "staging" / NAME
+    staging = staging_root(env) / NAME
     return {n for n in os.listdir(staging) if is_backup_id(n)} if staging.is_dir() else set()
 
 
+def scratch_dirs(parent: Path, prefix: str) -> list[str]:
+    return sorted(n for n in os.listdir(parent) if n.startswith(prefix)) if parent.is_dir() else []
+
+
+def not_private(*roots: Path) -> list[str]:
+    """What under `roots` is not 0600 (a file) or 0700 (a folder)."""
+    wrong = []
+    for root in roots:
+        for directory, folders, files in os.walk(root):
+            for name, want in [(f, 0o700) for f in folders] + [(f, 0o600) for f in files]:
+                path = os.path.join(directory, name)
+                with contextlib.suppress(FileNotFoundError):
+                    mode = os.lstat(path).st_mode & 0o777
+                    if mode != want:
+                        wrong.append(f"{path} {mode:o}")
+    return wrong
+
+
 def backup_cli(
-    db: Path, store: Path, env: dict[str, str], kill: str | None, rng: random.Random
+    db: Path,
+    store: Path,
+    env: dict[str, str],
+    kill: str | None,
+    rng: random.Random,
+    backup_format: str = "paged",
 ) -> Run:
-    """`kotomi-backup backup --format paged`; with `kill`, SIGKILLed: `staging` soon after its
+    """`kotomi-backup backup --format ...`; with `kill`, SIGKILLed: `staging` soon after its
     snapshot began, `store` as soon as anything appeared on the store (a pack's temp file,
     usually), `delay` after a random time."""
-    args = ["backup", "--db", str(db), "--to", str(store), "--format", "paged", "--json"]
-    proc = subprocess.Popen(
-        [*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
+    args = ["backup", "--db", str(db), "--to", str(store), "--format", backup_format, "--json"]
+    proc = popen_cli(*args, env=env)
     if kill is None:
         out, err = proc.communicate(timeout=120)
         return Run(proc.returncode, out, err)
@@ -236,7 +283,12 @@ def prune_in_child(
     lands while the change is being made or just after."""
     cmd = [sys.executable, str(script), str(store), now.isoformat(), json.dumps(policy)]
     proc = subprocess.Popen(
-        [*cmd, str(die_at)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [*cmd, str(die_at)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=careless,
     )
     if kill_at_change is None:
         out, err = proc.communicate(timeout=120)
@@ -256,13 +308,7 @@ def prune_cli(
 ) -> Run:
     """`kotomi-backup prune` (the real clock: no pack is old enough to go, repacks happen);
     with `kill`, SIGKILLed as soon as the store changes."""
-    proc = subprocess.Popen(
-        [*CLI, "prune", "--to", str(store), "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**env, **policy_env(policy)},
-    )
+    proc = popen_cli("prune", "--to", str(store), "--json", env={**env, **policy_env(policy)})
     if not kill:
         out, err = proc.communicate(timeout=120)
         return Run(proc.returncode, out, err)
@@ -311,7 +357,7 @@ def mostly_dead(store: Path, manifests: list[Manifest]) -> list[str]:
     """Named packs of which the listed backups need less than REPACK_BELOW of the pages."""
     used: dict[str, set[int]] = {}
     pages: dict[str, int] = {}
-    for m in manifests:
+    for m in (m for m in manifests if m.is_paged):
         for pack, entries in load_page_map(LocalStore(store), m).entries_used().items():
             used.setdefault(pack, set()).update(entries)
         pages.update({f: int(info["pages"]) for f, info in m.pack_files().items()})
@@ -385,12 +431,12 @@ class Invariants:
         lost = self.must_keep - ids(listing.backups)
         assert not lost, f"{where}: kept backups are gone: {sorted(lost)}"
         for m in listing.backups:
-            assert m.is_paged, f"{where}: {m.backup_id} is not a paged backup"
             first = self.db_sha.setdefault(m.backup_id, m.db_sha256)
             assert m.db_sha256 == first, f"{where}: {m.backup_id}'s db_sha256 changed"
-            page_map = self.store / m.archive.key
-            assert page_map.is_file(), f"{where}: {m.backup_id}'s page map {page_map} is gone"
-            stamp: list[object] = [m.to_json(), page_map.stat().st_ino]
+            archive = self.store / m.archive.key  # a paged backup's page map, or the archive
+            assert archive.is_file(), f"{where}: {m.backup_id}'s {archive} is gone"
+            assert m.is_paged or archive.stat().st_size == m.archive.size, f"{where}: torn"
+            stamp: list[object] = [m.to_json(), archive.stat().st_ino]
             for pack, info in sorted(m.pack_files().items()):
                 path = self.store / NAME / "packs" / pack
                 assert path.is_file(), f"{where}: {m.backup_id} names pack {pack}, which is gone"
@@ -468,12 +514,14 @@ def schedule(rng: random.Random) -> list[str]:
     rng.shuffle(changes)
     ops = ["backup"]
     for change in changes:
-        ops += [change, "backup", "prune"] + ["restore"] * (rng.random() < 0.2)
-    return ops
+        ops += [change, "backup", "prune"] + ["restore"] * (rng.random() < 0.3)
+        ops += ["drill"] * (rng.random() < 0.3)
+    return [*ops, "drill", "restore"]  # at least one of each, at the end
 
 
+@pytest.mark.parametrize("backup_format", ["paged", "full"])
 def test_random_operations_never_lose_a_kept_backup_nor_restore_a_wrong_file(
-    kotomi_db: Path, tmp_path: Path, prune_child: Path
+    kotomi_db: Path, tmp_path: Path, prune_child: Path, backup_format: str
 ) -> None:
     rng = random.Random(20261127)
     store = tmp_path / "store"
@@ -509,14 +557,17 @@ def test_random_operations_never_lose_a_kept_backup_nor_restore_a_wrong_file(
                 digest = content_digest(conn)  # nothing writes while the backup runs
                 state = store_state(store)
                 staged = staged_backups(env)
-                run = backup_cli(kotomi_db, store, env, trigger, rng)
-                log.append(f"{step}: backup (kill {trigger}) -> {run.returncode}")
-                where += f" (kill {trigger})"
+                kind = backup_format
+                run = backup_cli(kotomi_db, store, env, trigger, rng, kind)
+                log.append(f"{step}: {kind} backup (kill {trigger}) -> {run.returncode}")
+                where += f" {kind} (kill {trigger})"
                 if not run.killed:
                     assert run.returncode == 0, f"{where}: {run.stderr}"
                     made = json.loads(run.stdout)
                     inv.db_sha[made["backup_id"]] = made["manifest"]["db_sha256"]
                     stats[f"backup by {made['snapshot_method']}"] += 1
+                    # What killed backups left went when this one began; its own after it.
+                    assert staged_backups(env) == set(), f"{where}: staging left behind"
                 after = ids(inv.check(where))
                 new = after - before
                 assert len(new) <= 1 and before <= after, f"{where}: {before} -> {after}"
@@ -592,6 +643,30 @@ def test_random_operations_never_lose_a_kept_backup_nor_restore_a_wrong_file(
                     1 for i, at in switched.items() if at and at != switched_before.get(i)
                 )
                 inv.must_keep = after
+            elif op == "drill":
+                if not listed:
+                    continue
+                chosen = rng.choice(listed)
+                drills = staging_root(env)
+                args = ["drill", chosen.backup_id, "--from", str(store), "--json"]
+                wanted = 0.9 if stats["drill killed"] < 1 else 0.3
+                if rng.random() < wanted:  # killed once its scratch copy is being written
+                    before = scratch_dirs(drills, "kotomi-drill-")
+                    proc = popen_cli(*args, env=env)
+                    wait_for(
+                        proc,
+                        lambda d=drills, b=before: scratch_dirs(d, "kotomi-drill-") != b,
+                    )
+                    run = kill_now(proc)
+                    stats["drill killed"] += run.killed
+                else:
+                    run = cli(*args, env=env)
+                    assert run.returncode == 0, f"{where}: {run.stderr}"
+                    (drilled,) = json.loads(run.stdout)["drills"]
+                    assert drilled["ok"] and drilled["backup_id"] == chosen.backup_id, where
+                    assert scratch_dirs(drills, "kotomi-drill-") == [], f"{where}: scratch left"
+                    stats["drill"] += 1
+                log.append(f"{step}: drill {chosen.backup_id} -> {run.returncode}")
             else:
                 if not listed:
                     continue
@@ -604,10 +679,21 @@ def test_random_operations_never_lose_a_kept_backup_nor_restore_a_wrong_file(
                     which = [chosen.backup_id]
                 target = tmp_path / "restores" / f"{step}" / "kotomi.db"
                 target.parent.mkdir(parents=True)
-                run = cli(
-                    "restore", *which, "--db", str(target), "--from", str(store), "--json", env=env
-                )
+                args = ["restore", *which, "--db", str(target), "--from", str(store), "--json"]
+                wanted = 0.9 if stats["restore killed"] < 1 else 0.3
+                if rng.random() < wanted:  # killed while it writes the restored copy beside it
+                    proc = popen_cli(*args, env=env)
+                    wait_for(
+                        proc,
+                        lambda t=target: any(".restore-" in n for n in os.listdir(t.parent)),
+                    )
+                    killed = kill_now(proc)
+                    stats["restore killed"] += killed.killed
+                    log.append(f"{step}: restore {' '.join(which)} killed -> {killed.returncode}")
+                run = cli(*args, env=env)  # the next restore: sweeps what a killed one left
                 log.append(f"{step}: restore {' '.join(which)} -> {run.returncode}")
+                assert os.listdir(target.parent) == ["kotomi.db"], f"{where}: left beside it"
+                assert os.stat(target).st_mode & 0o777 == 0o600, where
                 assert run.returncode == 0, f"{where}: {run.stderr}"
                 assert json.loads(run.stdout)["backup_id"] == chosen.backup_id, where
                 assert file_sha256(target) == inv.db_sha[chosen.backup_id], where
@@ -618,6 +704,10 @@ def test_random_operations_never_lose_a_kept_backup_nor_restore_a_wrong_file(
             if op in ("backup", "prune") and run.killed:
                 shown = cli_listing(store, env, where)
                 assert shown == ids(list_backups(LocalStore(store), NAME).backups), where
+            if op == "prune" and not run.killed:
+                repacks = scratch_dirs(Path(env["TMPDIR"]), "kotomi-repack-")
+                assert repacks == [], f"{where}: a killed repack's scratch outlived a prune"
+            assert not_private(staging_root(env), store) == [], where
             stats[op] += 1
     except BaseException:
         print("\n".join(log))
@@ -646,10 +736,15 @@ def test_random_operations_never_lose_a_kept_backup_nor_restore_a_wrong_file(
             assert file_content_digest(target) == rows[m.backup_id]
     print("\n".join(log), dict(stats), f"in-process restores: {inv.restores}")
     assert stats["backup interrupted"] >= 2, f"the backup kills never landed mid-backup: {stats}"
-    # Both ways to take a backup ran: a copy (no cached base) and a read in place.
-    assert stats["backup by copy"] >= 1 and stats["backup by live read"] >= 3, stats
+    assert stats["drill"] >= 1 and stats["drill killed"] >= 1, stats
+    assert stats["restore killed"] >= 1, stats
     assert stats["backup killed after writing to the store"] >= 1, stats
     assert stats["prune interrupted"] >= 2, f"the prune kills never landed mid-prune: {stats}"
+    if backup_format == "full":
+        assert stats["backup by copy"] >= 5, stats
+        return
+    # Both ways to take a backup ran: a copy (no cached base) and a read in place.
+    assert stats["backup by copy"] >= 1 and stats["backup by live read"] >= 3, stats
     assert stats["packs written by a repack"] >= 1, stats
     assert stats["manifests switched by a repack"] >= 1, stats
     assert stats["packs removed"] >= 1, stats

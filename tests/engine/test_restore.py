@@ -105,7 +105,9 @@ def test_restore_into_a_new_path_keeps_nothing_and_sets_the_mode(
     result = restore_database([LocalStore(dest)], "kotomi", target)
     assert result.kept_copy is None
     assert sha256(target) == manifest.db_sha256
-    assert target.stat().st_mode & 0o777 == 0o644
+    assert (
+        target.stat().st_mode & 0o777 == 0o600
+    )  # users' data and secrets: private (README, Security)
     assert [p.name for p in target.parent.iterdir()] == ["kotomi.db"]
 
 

@@ -14,11 +14,11 @@ from kotomi_backup_dagster.engine.backup import (
     stage_snapshot,
     verify_and_archive,
 )
-from kotomi_backup_dagster.engine.errors import BackupError
+from kotomi_backup_dagster.engine.errors import BackupError, DiskFull
 from kotomi_backup_dagster.engine.settings import BackupSettings
 from kotomi_backup_dagster.engine.snapshot import take_snapshot
 from kotomi_backup_dagster.engine.verify import verify_database
-from tests.conftest import flip_page_header
+from tests.conftest import SmallDisk, flip_page_header
 
 
 def _index_mismatch_db(path: Path) -> Path:
@@ -116,18 +116,16 @@ def test_threaded_extract_round_trips_and_refuses_a_truncated_archive(
     assert not (tmp_path / "cut.db").exists()
 
 
-def test_extract_reports_a_write_error_from_its_writer_thread(
-    kotomi_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_extract_reports_a_full_disk_from_its_writer_thread(
+    kotomi_db: Path, tmp_path: Path, small_disk: SmallDisk
 ) -> None:
-    from kotomi_backup_dagster.engine import archive
-
     snap = take_snapshot(kotomi_db, tmp_path / "snap.db").path
     made = write_archive(snap, tmp_path / "a.zst", durable=False)
-
-    def full_disk(self: object, data: object) -> int:
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(archive.HashingWriter, "write", full_disk)
-    with made.path.open("rb") as fh, pytest.raises(OSError, match="No space"):
-        extract_archive(fh, tmp_path / "out.db", encrypted=False)
-    assert not (tmp_path / "out.db").exists()
+    disk = small_disk(kib=256)  # the 2 MB database does not fit
+    with (
+        made.path.open("rb") as fh,
+        disk.limits(),
+        pytest.raises(DiskFull, match="disk full"),
+    ):
+        extract_archive(fh, disk.path / "out.db", encrypted=False)
+    assert list(disk.path.iterdir()) == []

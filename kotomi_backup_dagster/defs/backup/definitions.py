@@ -28,8 +28,9 @@ def build_backup_definitions(spec: DatabaseSpec) -> Definitions:
         tags=spec.tags,  # the run queue allows one run per database (dagster.yaml)
         description=f"Back up {spec.name}: snapshot, verify, compress (+encrypt), upload.",
     )
-    # The cadence follows the policy: hourly backups when hourly tiers are kept, else daily.
-    hourly_on = keep_hourly_from_env() > 0
+    # The cadence follows the policy: hourly backups when hourly tiers are kept (a count, or
+    # -1: unlimited), else daily.
+    hourly_on = keep_hourly_from_env() != 0
     schedules = [
         database_schedule(
             spec,
@@ -44,7 +45,7 @@ def build_backup_definitions(spec: DatabaseSpec) -> Definitions:
             job,
             name=f"{spec.key}_hourly_backup",
             cron=HOURLY,
-            description=f"Back up {spec.name} every hour (on when KOTOMI_BACKUP_KEEP_HOURLY > 0)",
+            description=f"Back up {spec.name} hourly (on unless KOTOMI_BACKUP_KEEP_HOURLY is 0)",
             running=hourly_on,
         ),
     ]

@@ -27,6 +27,7 @@ from typing import Any
 
 from ..catalog import backup_prefix, list_backups, manifest_key
 from ..errors import BackupError, ConfigError
+from ..fsutil import scratch_folder, sweep_scratch
 from ..manifest import Manifest
 from ..stores import BackupStore
 from .packs import (
@@ -44,6 +45,7 @@ ORPHAN_AGE = timedelta(days=1)
 # A pack whose pages are less than half needed by kept backups is rewritten with the live
 # ones (restic's default threshold for "prune --max-unused" is of the same order).
 REPACK_BELOW = 0.5
+REPACK_SCRATCH = "kotomi-repack-"
 
 
 @dataclass
@@ -72,6 +74,8 @@ def prune_packs(
     """`removing`: backups a dry run would have removed (their manifests are still there)."""
     moment = now or datetime.now(UTC)
     report = PackReport()
+    if not dry_run:  # what a killed repack left (decrypted pages): gone with the next prune
+        sweep_scratch(Path(tempfile.gettempdir()), REPACK_SCRATCH)
     present = store.list_children(packs_prefix(name))
     if not present:
         return report
@@ -176,9 +180,10 @@ def _repack(
             continue
         candidates.setdefault((manifest.page_size, fingerprint), []).append(pack)
     for (page_size, _), packs in candidates.items():
-        with tempfile.TemporaryDirectory(prefix="kotomi-repack-") as tmp:
+        # Decrypted pages pass through here: private, locked, swept if a prune was killed.
+        with scratch_folder(Path(tempfile.gettempdir()), REPACK_SCRATCH) as tmp:
             moved, written = _rewrite_packs(
-                store, name, packs, live, owner, page_size, Path(tmp), identities, recipients
+                store, name, packs, live, owner, page_size, tmp, identities, recipients
             )
             for staged in written:
                 landed = store.put_file(

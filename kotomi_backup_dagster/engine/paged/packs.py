@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
+import pyrage
 import zstandard
 
 from ..archive import HashingReader, HashingWriter, Inflater, Readable, decrypt_and_inflate
@@ -135,8 +136,6 @@ class PackWriter:
         hashed = self._hashed
         assert hashed is not None
         if self.recipients:
-            import pyrage
-
             with compressed.open("rb") as src, open_private(final) as out:
                 hashed = HashingWriter(out)
                 pyrage.encrypt_io(src, hashed, self.recipients)

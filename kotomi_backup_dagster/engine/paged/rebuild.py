@@ -4,6 +4,10 @@ Every pack the page map names is streamed once (two at a time: decompression and
 without the GIL) and its pages are written where the map puts them; each pack's size and
 sha256 are checked against the manifest, and the whole file's sha256 at the end. The result
 appears at `dest` only when all of that matched.
+
+The manifest is untrusted input: its size must be its page count times its page size, and
+fit the disk, before the file is made; a write that finds the disk full is a `DiskFull`
+(never reported as damage); an interrupt stops the workers and removes the partial file.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 
 from ..archive import Progress
 from ..errors import BackupError, ConfigError
-from ..fsutil import fsync_dir
+from ..fsutil import fsync_dir, no_space_is_disk_full, private_dir, pwrite_all, require_room
 from ..manifest import Manifest
 from ..stores import BackupStore
 from .packs import read_stored_pack
@@ -38,6 +42,13 @@ def rebuild_database(
     identities: Sequence[Any] = (),
     progress: Progress | None = None,
 ) -> Path:
+    if manifest.db_size != manifest.page_count * manifest.page_size:
+        raise BackupError(
+            f"backup {manifest.backup_id}: manifest size {manifest.db_size} is not its "
+            f"{manifest.page_count} pages of {manifest.page_size} bytes (damaged or tampered); "
+            "nothing restored"
+        )
+    require_room(dest.parent, manifest.db_size)
     page_map = load_page_map(store, manifest)
     infos = manifest.pack_files()
     segments: dict[str, list[Segment]] = {}
@@ -46,52 +57,78 @@ def rebuild_database(
             (run.first_entry, run.count, run.first_page)
         )
     lock = threading.Lock()
+    stop = threading.Event()  # set when the rebuild is abandoned: the workers end at once
 
     def report(n: int) -> None:
+        if stop.is_set():
+            raise _Stopped
         if progress:
             with lock:
                 progress(n)
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(dest.parent, tighten=False)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
     tmp = Path(tmp_name)
     try:
-        os.ftruncate(fd, manifest.db_size)
-        with ThreadPoolExecutor(WORKERS, thread_name_prefix="kotomi-rebuild") as pool:
+        with no_space_is_disk_full(dest.parent, manifest.db_size):
+            os.ftruncate(fd, manifest.db_size)
             jobs = [
-                pool.submit(
-                    _place_pack,
-                    store,
-                    manifest,
-                    pack,
-                    infos[pack],
-                    sorted(segs),
-                    fd,
-                    page_map.page_size,
-                    identities,
-                    report,
-                )
+                (pack, infos[pack], sorted(segs), page_map.page_size)
                 for pack, segs in segments.items()
             ]
-            for job in jobs:
-                job.result()
-        os.fsync(fd)
-        digest, size = _file_sha256(fd)
+            _place_packs(store, manifest, jobs, fd, identities, report, stop)
+            os.fsync(fd)
+            digest, size = _file_sha256(fd)
         if digest != manifest.db_sha256 or size != manifest.db_size:
             raise BackupError(
                 f"backup {manifest.backup_id}: rebuilt database sha256 differs from the "
                 "manifest; nothing restored"
             )
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, dest)
-        fsync_dir(dest.parent)
     except BaseException:
-        if fd >= 0:
-            os.close(fd)
+        os.close(fd)
         tmp.unlink(missing_ok=True)
         raise
+    os.close(fd)
+    try:
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(dest.parent)
     return dest
+
+
+class _Stopped(Exception):
+    """Raised in a worker once the rebuild is abandoned (an interrupt, another failure)."""
+
+
+PackJob = tuple[str, dict[str, Any], list[Segment], int]  # pack, its info, segments, page size
+
+
+def _place_packs(
+    store: BackupStore,
+    manifest: Manifest,
+    jobs: list[PackJob],
+    fd: int,
+    identities: Sequence[Any],
+    report: Progress,
+    stop: threading.Event,
+) -> None:
+    """Every pack placed, two at a time; on any failure (an interrupt included) the other
+    workers stop at their next block and are waited for before this returns."""
+    pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="kotomi-rebuild")
+    try:
+        futures = [
+            pool.submit(_place_pack, store, manifest, *job[:3], fd, job[3], identities, report)
+            for job in jobs
+        ]
+        for future in futures:
+            future.result()
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _place_pack(
@@ -121,7 +158,7 @@ def _place_pack(
             stop = start + count * page_size
             a, b = max(start, offset), min(stop, end)
             if a < b:
-                os.pwrite(fd, data[a - offset : b - offset], first_page * page_size + a - start)
+                pwrite_all(fd, data[a - offset : b - offset], first_page * page_size + a - start)
             if stop > end:
                 still.append((first_entry, count, first_page))
         active[:] = still

@@ -25,7 +25,11 @@ COPY_BLOCK = 1 << 20
 
 class LocalStore:
     def __init__(self, root: Path) -> None:
-        self.root = root.resolve() if root.is_absolute() else (Path.cwd() / root).resolve()
+        absolute = root if root.is_absolute() else Path.cwd() / root
+        try:
+            self.root = absolute.resolve()
+        except (OSError, RuntimeError):  # a symlink loop: every use says so in one line
+            self.root = absolute
 
     @property
     def url(self) -> str:
