@@ -393,6 +393,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
             force=args.force,
             profile=settings.profile,
             progress=progress,
+            force_full_check=args.verify == "full",
         )
     m = result.manifest
     for skipped in result.skipped:
@@ -410,12 +411,15 @@ def cmd_restore(args: argparse.Namespace) -> int:
                 "removed": result.removed,
                 "db_sha256": m.db_sha256,
                 "tables": result.report.tables,
+                "check": {"mode": result.check.mode, "why": result.check.why},
                 "seconds": round(result.seconds, 3),
             }
         )
         return EXIT_OK
+    pragma = "integrity_check" if result.check.mode == "full" else "quick_check"
     out.print(f"restored {m.backup_id} ({m.created_at}) from {safe_url(result.source_url)}")
-    out.print(f"  into {result.target}: integrity_check ok, row counts match the manifest")
+    out.print(f"  into {result.target}: sha256 matches the manifest, {pragma} ok, row counts match")
+    out.print(f"  {pragma}: {result.check.why}")
     if result.kept_copy:
         out.print(f"  the previous database is kept as {result.kept_copy}")
     if result.removed:
@@ -534,6 +538,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", metavar="PATH", help="database to replace (default: KOTOMI_DB_PATH)")
     p.add_argument("--before", metavar="RFC3339", help="the newest backup created before this")
     p.add_argument("--force", action="store_true", help="restore even if the database is open")
+    p.add_argument(
+        "--verify",
+        choices=("auto", "full"),
+        default="auto",
+        help="auto (default): a quick_check when these bytes passed a full integrity_check "
+        "before (backup with --verify full, or a passing drill), else integrity_check; "
+        "full: always integrity_check",
+    )
     p.add_argument(
         "--no-keep",
         action="store_true",

@@ -401,11 +401,14 @@ def extract_archive(
     encrypted: bool,
     progress: Progress | None = None,
     limit: int | None = None,
+    durable: bool = True,
 ) -> ExtractResult:
     """Decrypt and decompress a stream into `dest` (atomically), hashing both sides; at most
-    `limit` bytes are written (the manifest's size). A full disk is a `DiskFull`."""
+    `limit` bytes are written (the manifest's size). A full disk is a `DiskFull`.
+    `durable=False` leaves the fsync to the caller (a restore overlaps it with its check)."""
     reader = HashingReader(cast(Readable, archive), progress)
-    with no_space_is_disk_full(dest.parent, limit), atomic_writer(dest) as out:
+    opener = atomic_writer if durable else _renaming_writer
+    with no_space_is_disk_full(dest.parent, limit), opener(dest) as out:
         writer = HashingWriter(out, limit)
         background = _BackgroundWriter(writer)
         inflater = Inflater(background.write)

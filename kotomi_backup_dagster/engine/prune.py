@@ -2,15 +2,16 @@
 
 The plan (restic `forget` semantics) is `retention.plan_backups`: the newest backup is never
 removed, a backup whose latest drill failed fills no slot, a policy that keeps nothing is
-refused. Removal deletes the manifest first, so a half-deleted backup is never listed; the
-archive and drill records follow. Interrupted uploads (a folder without a manifest) older than
-a day are cleaned up too. Each store is pruned on its own.
+refused; and the newest full-format backup is kept in a store that mixes formats. Removal
+deletes the manifest first, so a half-deleted backup is never listed; the archive and drill
+records follow. Interrupted uploads (a folder without a manifest) older than a day are cleaned
+up too. Each store is pruned on its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,6 +24,7 @@ from .retention import BackupRef, RetentionDecision, RetentionPolicy, plan_backu
 from .stores import BackupStore, ObjectNotFound, safe_url
 
 ORPHAN_AGE = timedelta(days=1)
+REASON_NEWEST_FULL = "newest full archive"
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,18 @@ def plan_store(
     except ValueError as exc:
         raise ConfigError(f"refusing to prune {safe_url(store.url)}: {exc}") from exc
     plan = [PlannedBackup(by_id[d.backup_id], d) for d in decisions if d.backup_id]
-    return plan, listing.incomplete
+    return _keep_newest_full(plan), listing.incomplete
+
+
+def _keep_newest_full(plan: list[PlannedBackup]) -> list[PlannedBackup]:
+    """In a store that mixes formats (frequent paged backups, a daily full one), the newest
+    full backup stays whatever the tiers say: one archive that restores with `age | zstd`
+    alone, without this tool."""
+    full = next((p for p in plan if not p.manifest.is_paged), None)
+    if full is None or full.keep:
+        return plan
+    kept = replace(full.decision, keep=True, reasons=[REASON_NEWEST_FULL])
+    return [PlannedBackup(p.manifest, kept) if p is full else p for p in plan]
 
 
 def delete_backup(store: BackupStore, name: str, backup_id: str) -> None:

@@ -1,11 +1,15 @@
 """Restore a backup over (or beside) a database, in steps that each leave a checked result.
 
-    choose -> fetch (download, verify sha256 both sides, decrypt, decompress) -> swap in -> check
+    choose -> fetch (download, verify sha256 both sides, decrypt, decompress) -> check -> swap in
 
 The restored file is written whole and verified in the target's directory before anything
-is moved; the swap keeps the current database (and its -wal) as `<db>.before-restore-<ts>`,
-removes the stale -wal/-shm (a stale WAL beside a restored file corrupts it), renames, and
-fsyncs the directory. At every instant `<db>` is either the old file or the new one.
+is moved. The check is SQLite's `integrity_check`, or a `quick_check` when these very bytes
+(same sha256) already passed an `integrity_check` at backup time or in a recorded drill
+(`choose_check`); the row counts are compared in both cases, and the file is fsynced while the
+check runs. The swap keeps the current database (and its -wal) as
+`<db>.before-restore-<ts>`, removes the stale -wal/-shm (a stale WAL beside a restored file
+corrupts it), renames, and fsyncs the directory. At every instant `<db>` is either the old file
+or the new one.
 """
 
 from __future__ import annotations
@@ -16,19 +20,20 @@ import os
 import struct
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .archive import Progress, extract_archive
-from .catalog import list_backups
+from .catalog import list_backups, list_drills
 from .errors import BackupError, ConfigError
-from .fsutil import PRIVATE_FILE, fsync_dir, require_room, try_lock_dir, unlock_dir
+from .fsutil import PRIVATE_FILE, fsync_dir, fsync_file, require_room, try_lock_dir, unlock_dir
 from .manifest import Manifest, backup_id_time
 from .paged import rebuild_database
 from .stores import BackupStore, ObjectNotFound, safe_url
-from .verify import Profile, VerifyReport, verify_database
+from .verify import Profile, VerifyMode, VerifyReport, verify_database
 
 
 @dataclass(frozen=True)
@@ -101,15 +106,21 @@ def fetch_backup(
     *,
     identities: Sequence[Any] = (),
     progress: Progress | None = None,
+    durable: bool = True,
 ) -> Path:
     """Download, decrypt and decompress into `dest`, checking both sha256s against the manifest.
 
-    On any mismatch `dest` is not left behind.
+    On any mismatch `dest` is not left behind. `durable=False`: the caller fsyncs `dest`.
     """
     manifest = chosen.manifest
     if manifest.is_paged:
         return rebuild_database(
-            chosen.store, manifest, dest, identities=identities, progress=progress
+            chosen.store,
+            manifest,
+            dest,
+            identities=identities,
+            progress=progress,
+            durable=durable,
         )
     require_room(dest.parent, manifest.db_size)  # a size from the store: checked before use
     try:
@@ -127,6 +138,7 @@ def fetch_backup(
             encrypted=manifest.encrypted,
             progress=progress,
             limit=manifest.db_size,
+            durable=durable,
         )
     problems = []
     if result.archive_sha256 != manifest.archive.sha256:
@@ -139,9 +151,40 @@ def fetch_backup(
     return dest
 
 
-def check_restored(db: Path, manifest: Manifest, profile: Profile = "kotomi") -> VerifyReport:
-    """Full integrity_check and the manifest's row counts, on a file nothing else has open."""
-    report = verify_database(db, mode="full", profile=profile)
+@dataclass(frozen=True)
+class CheckChoice:
+    """Which check a restore runs on the restored bytes, and why (shown to the operator)."""
+
+    mode: VerifyMode
+    why: str
+
+
+def choose_check(
+    store: BackupStore, manifest: Manifest, *, force_full: bool = False
+) -> CheckChoice:
+    """The restored file's sha256 is checked against the manifest's in every case. When those
+    same bytes already passed a full integrity_check (at backup with verify=full, or in a
+    passing drill recorded beside the backup), a quick_check and the row counts are enough;
+    otherwise the full check runs."""
+    if force_full:
+        return CheckChoice("full", "a full check was asked for")
+    if manifest.verify.mode == "full" and manifest.verify.result == "ok":
+        return CheckChoice(
+            "quick", f"these bytes passed integrity_check when backed up ({manifest.created_at})"
+        )
+    for drill in list_drills(store, manifest.name, manifest.backup_id):
+        if drill.ok and drill.checks.get("integrity") is True:
+            return CheckChoice(
+                "quick", f"these bytes passed integrity_check in the drill of {drill.drilled_at}"
+            )
+    return CheckChoice("full", "no earlier integrity_check of these bytes")
+
+
+def check_restored(
+    db: Path, manifest: Manifest, profile: Profile = "kotomi", mode: VerifyMode = "full"
+) -> VerifyReport:
+    """SQLite's check (`mode`) and the manifest's row counts, on a file nothing else has open."""
+    report = verify_database(db, mode=mode, profile=profile)
     if not report.ok:
         raise BackupError(f"restored database fails its check: {report.summary()}")
     if report.tables != manifest.tables:
@@ -332,6 +375,7 @@ class RestoreResult:
     seconds: float
     report: VerifyReport
     skipped: tuple[str, ...] = ()  # newer entries passed over: their manifest is unreadable
+    check: CheckChoice = CheckChoice("full", "")
 
 
 def restore_database(
@@ -346,6 +390,7 @@ def restore_database(
     force: bool = False,
     profile: Profile = "kotomi",
     progress: Progress | None = None,
+    force_full_check: bool = False,
 ) -> RestoreResult:
     started = time.monotonic()
     if not target.parent.is_dir():
@@ -360,10 +405,11 @@ def restore_database(
                 "(docker compose stop kotomi), or pass --force"
             )
         chosen = choose_backup(stores, name, which, before)
+        check = choose_check(chosen.store, chosen.manifest, force_full=force_full_check)
         tmp = staged_restore_path(target, chosen.manifest.backup_id)
         try:
-            fetch_backup(chosen, tmp, identities=identities, progress=progress)
-            report = check_restored(tmp, chosen.manifest, profile)
+            fetch_backup(chosen, tmp, identities=identities, progress=progress, durable=False)
+            report = check_and_sync(tmp, chosen.manifest, profile, check.mode)
             swap = swap_in(tmp, target, keep_copy=keep_copy, force=force)
         finally:
             tmp.unlink(missing_ok=True)
@@ -376,7 +422,24 @@ def restore_database(
         seconds=time.monotonic() - started,
         report=report,
         skipped=chosen.skipped,
+        check=check,
     )
+
+
+def check_and_sync(
+    restored: Path, manifest: Manifest, profile: Profile, mode: VerifyMode
+) -> VerifyReport:
+    """`check_restored` while the restored file goes to disk: SQLite reads it from the page
+    cache as the kernel writes it back, so the check and the fsync share the wait."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kotomi-fsync") as pool:
+        synced = pool.submit(fsync_file, restored)
+        try:
+            report = check_restored(restored, manifest, profile, mode)
+        finally:
+            wait([synced])
+        synced.result()
+    fsync_dir(restored.parent)
+    return report
 
 
 def staged_restore_path(target: Path, backup_id: str) -> Path:

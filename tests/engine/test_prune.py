@@ -173,3 +173,22 @@ def test_manifest_roundtrip_keeps_unknown_fields_out(tmp_path: Path) -> None:
     raw = json.dumps({"format": 3}).encode()
     with pytest.raises(Exception, match="not supported"):
         Manifest.from_json(raw)
+
+
+def test_the_newest_full_backup_stays_in_a_store_that_mixes_formats(
+    kotomi_db: Path, tmp_path: Path
+) -> None:
+    """Frequent paged backups and a daily full one: whatever the tiers say, one archive that
+    restores without this tool (`zstd -d`) stays."""
+    dest = tmp_path / "backups"
+    full_settings = BackupSettings.from_env(db_path=kotomi_db, urls=(str(dest),))
+    older_full = run_backup(full_settings).manifest
+    newest_full = run_backup(full_settings).manifest
+    paged = BackupSettings.from_env(db_path=kotomi_db, urls=(str(dest),), backup_format="paged")
+    newest = [run_backup(paged).manifest for _ in range(2)][-1]
+    result = prune_store(LocalStore(dest), "kotomi", RetentionPolicy(keep_last=1))
+    by_id = {p.manifest.backup_id: p for p in result.plan}
+    assert by_id[newest.backup_id].keep
+    assert by_id[newest_full.backup_id].reasons == ["newest full archive"]
+    assert listed(dest) == {newest.backup_id, newest_full.backup_id}
+    assert older_full.backup_id in result.removed

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from kotomi_backup_dagster.engine.backup import run_backup
-from kotomi_backup_dagster.engine.catalog import list_backups, list_drills
+from kotomi_backup_dagster.engine.catalog import DrillRecord, list_backups, list_drills, write_drill
 from kotomi_backup_dagster.engine.demo import generate_demo_database
 from kotomi_backup_dagster.engine.drill import drill_backup
 from kotomi_backup_dagster.engine.errors import BackupError, ConfigError
@@ -317,3 +317,58 @@ def test_restore_onto_a_directory_is_refused_before_any_download(
     proc = cli("restore", "latest", "--db", str(tmp_path), "--from", str(dest))
     assert proc.returncode == 2
     assert "not a file" in one_line(proc)
+
+
+def test_restore_runs_the_full_check_only_on_bytes_never_fully_checked(
+    kotomi_db: Path, tmp_path: Path
+) -> None:
+    """A quick_check when these very bytes passed integrity_check before (a drill, or a backup
+    with --verify full); otherwise, or with --verify full, the full check. --json says which
+    and why."""
+    dest = tmp_path / "backups"
+    quick = backup(kotomi_db, dest)
+
+    def restored(*args: str) -> dict[str, str]:
+        target = tmp_path / "r" / "kotomi.db"
+        shutil.rmtree(target.parent, ignore_errors=True)
+        target.parent.mkdir()
+        proc = cli("restore", *args, "--db", str(target), "--from", str(dest), "--json")
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout)
+        assert sha256(target) == result["db_sha256"]
+        check: dict[str, str] = result["check"]
+        return check
+
+    assert restored(quick.backup_id) == {
+        "mode": "full",
+        "why": "no earlier integrity_check of these bytes",
+    }
+    drill_backup(LocalStore(dest), quick)
+    after_drill = restored(quick.backup_id)
+    assert (
+        after_drill["mode"] == "quick"
+        and "passed integrity_check in the drill" in after_drill["why"]
+    )
+    assert restored(quick.backup_id, "--verify", "full")["mode"] == "full"
+
+    full = backup(kotomi_db, dest, verify_mode="full")
+    checked = restored(full.backup_id)
+    assert checked["mode"] == "quick" and "when backed up" in checked["why"]
+
+    # A failed drill proves nothing: the next restore checks in full again.
+    failed = backup(kotomi_db, dest)
+    write_drill(
+        LocalStore(dest),
+        "kotomi",
+        DrillRecord(
+            backup_id=failed.backup_id,
+            drilled_at="2026-11-27T04:00:00Z",
+            ok=False,
+            problems=["integrity: page 7 never used"],
+            rto_seconds=1.0,
+            db_size=failed.db_size,
+            tool_version="test",
+            checks={"integrity": False},
+        ),
+    )
+    assert restored(failed.backup_id)["mode"] == "full"

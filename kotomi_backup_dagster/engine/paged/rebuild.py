@@ -41,7 +41,10 @@ def rebuild_database(
     *,
     identities: Sequence[Any] = (),
     progress: Progress | None = None,
+    durable: bool = True,
 ) -> Path:
+    """Rebuild `manifest`'s database at `dest`; `durable=False` leaves the fsync of the file
+    to the caller (a restore overlaps it with its check)."""
     if manifest.db_size != manifest.page_count * manifest.page_size:
         raise BackupError(
             f"backup {manifest.backup_id}: manifest size {manifest.db_size} is not its "
@@ -77,7 +80,8 @@ def rebuild_database(
                 for pack, segs in segments.items()
             ]
             _place_packs(store, manifest, jobs, fd, identities, report, stop)
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
             digest, size = _file_sha256(fd)
         if digest != manifest.db_sha256 or size != manifest.db_size:
             raise BackupError(
@@ -94,7 +98,8 @@ def rebuild_database(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(dest.parent)
+    if durable:
+        fsync_dir(dest.parent)
     return dest
 
 
