@@ -8,9 +8,10 @@ backup must restore bit-exact, with the rows it had when it was taken.
     .venv/bin/python bench/soak.py --quick      # 20 MB, 1 day (a few minutes, CI)
     .venv/bin/python bench/soak.py --size-mb 100 --days 2 --out /tmp/soak.md
 
-Time is moved forward, not waited for: every `kotomi-backup` command runs under libfaketime
-(Debian's `faketime`) at its simulated time, so backup ids, pack names, retention buckets and
-pack ages are those of the simulated week; only the wall clock of the machine is real. The
+Time is moved forward, not waited for: every `kotomi-backup` command starts at its simulated
+time with its wall clock moved forward (bench/fakeclock.c, preloaded: CLOCK_REALTIME only;
+sleeps and timed waits keep the real clocks), so backup ids, pack names, retention buckets
+and pack ages are those of the simulated week. The
 retention policy is the default one (no KOTOMI_BACKUP_KEEP_* set).
 
 What it writes (between `<!-- soak:start -->` and `<!-- soak:end -->` of docs/benchmarks.md):
@@ -75,9 +76,24 @@ class Ran:
         return data
 
 
+FAKECLOCK_SOURCE = Path(__file__).resolve().parent / "fakeclock.c"
+
+
+def fakeclock() -> Path:
+    """bench/fakeclock.c built once (gcc): a wall clock moved forward, nothing else."""
+    built = CACHE / "fakeclock.so"
+    if not built.exists() or built.stat().st_mtime < FAKECLOCK_SOURCE.stat().st_mtime:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        argv = ["gcc", "-shared", "-fPIC", "-O2", "-o", str(built), str(FAKECLOCK_SOURCE), "-ldl"]
+        subprocess.run(argv, check=True)
+    return built
+
+
 def at(moment: datetime) -> list[str]:
-    """The `faketime` prefix that starts a command's clock at `moment` (UTC)."""
-    return ["faketime", moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")]
+    """The prefix that starts a command's wall clock at `moment` and lets it run from there
+    (`env` execs it: the pid is the command's, so a SIGKILL kills the command itself)."""
+    offset = int((moment - datetime.now(UTC)).total_seconds() * 1e9)
+    return ["env", f"LD_PRELOAD={fakeclock()}", f"FAKECLOCK_OFFSET_NS={max(offset, 0)}"]
 
 
 def run(argv: list[str], env: dict[str, str], kill_after: float | None = None) -> Ran:
@@ -240,7 +256,6 @@ class Week:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("KOTOMI_")}
         self.env.update(
             {
-                "FAKETIME_DONT_FAKE_MONOTONIC": "1",
                 "XDG_CACHE_HOME": str(work / "cache"),
                 "RESTIC_PASSWORD": RESTIC_PASSWORD,
             }
@@ -551,7 +566,8 @@ def render(soak: Soak, command: str, info: dict[str, str]) -> str:
         f"a {soak.db_bytes / mb:.0f} MB database; a paged backup every {soak.every_minutes} "
         "minutes, a full one daily at 02:00, a prune after every backup, a drill on Sunday at "
         f"04:00, {soak.kill_rate:.0%} of backups and prunes SIGKILLed at random; the default "
-        "retention policy (daily 7, weekly 4, monthly 12, yearly 3). Time moved by libfaketime, "
+        "retention policy (daily 7, weekly 4, monthly 12, yearly 3). Time moved forward "
+        "(bench/fakeclock.c), "
         f"not waited for. Machine: {info.get('cpu')}; load {info.get('load')}; bench time "
         f"{info.get('bench time')}. Engine: {info.get('engine')}.",
         "",
@@ -673,9 +689,8 @@ def main(argv: list[str] | None = None) -> int:
         args.requests_per_day = min(args.requests_per_day, 2000)
         args.kill_rate = max(args.kill_rate, 0.1)  # a short run still meets kills
         args.out = args.out or CACHE / "quick" / "benchmarks.md"
-    for tool in ("faketime", "restic"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"bench: {tool} is not installed (scripts/install-system-deps.sh)")
+    if shutil.which("restic") is None or shutil.which("gcc") is None:
+        raise SystemExit("bench: needs restic and gcc (scripts/install-system-deps.sh)")
     out: Path = args.out or ROOT / "docs" / "benchmarks.md"
     command = "bench/soak.py " + " ".join(argv if argv is not None else sys.argv[1:])
     info = machine()

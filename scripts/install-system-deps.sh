@@ -2,12 +2,12 @@
 # Install the Debian packages the tests use, when missing: zstd, age, sqlite3 (archives are
 # checked with the standard tools), restic (the retention oracle), PostgreSQL (Dagster's
 # storage in the end-to-end test), Chromium + chromedriver (screenshots of the real UI),
-# time (/usr/bin/time), faketime (bench/soak.py moves time forward instead of waiting).
+# time (/usr/bin/time).
 set -euo pipefail
 declare -A package_of=(
   [zstd]=zstd [age]=age [sqlite3]=sqlite3 [restic]=restic
   [pg_ctlcluster]=postgresql [chromium]=chromium [chromedriver]=chromium-driver
-  [/usr/bin/time]=time [faketime]=faketime
+  [/usr/bin/time]=time
 )
 need=()
 for cmd in "${!package_of[@]}"; do

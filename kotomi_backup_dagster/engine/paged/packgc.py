@@ -7,6 +7,7 @@ when killed at any point:
   after every manifest change of this run, and only when it was written more than
   `ORPHAN_AGE` ago (a younger unnamed pack belongs to an upload or a repack in flight). If any
   manifest is unreadable, no pack is removed: its packs cannot be known.
+- Only packs older than `ORPHAN_AGE` are repacked: the old pack can then go in the same run.
 - Repacking writes the new pack first, then for each backup a new page map under a new key,
   then that backup's manifest (which switches it over atomically), then removes the old page
   map. Until the switch a backup names only the old packs, after it only packs that landed.
@@ -91,7 +92,7 @@ def prune_packs(
     for manifest in listing.backups:
         sizes.update({f: int(i["size"]) for f, i in manifest.pack_files().items()})
     if paged and not dry_run:
-        _repack(store, name, paged, report, identities, recipients, recipients_text)
+        _repack(store, name, paged, report, identities, recipients, recipients_text, moment)
         if report.rewritten_backups:
             listing = list_backups(store, name)
             if listing.unreadable:
@@ -158,12 +159,18 @@ def _repack(
     identities: Sequence[Any],
     recipients: Sequence[Any],
     recipients_text: str | None,
+    moment: datetime,
 ) -> None:
     maps, live, owner = _live_entries(store, paged)
     fingerprint = recipients_fingerprint(recipients_text)
     candidates: dict[tuple[int, str], list[str]] = {}
     for pack, used in live.items():
         if used.count(1) >= REPACK_BELOW * len(used):
+            continue
+        if not is_old_pack(pack, moment, ORPHAN_AGE):
+            # A young pack could not be removed after its repack (it may still be part of an
+            # upload in flight), so repacking now would store its live pages twice; and with
+            # frequent backups more of its pages die within the day.
             continue
         manifest = owner[pack]
         encrypted = pack.endswith(".age")
