@@ -1,9 +1,10 @@
-"""Restore drills as assets: the weekly `restore_drill` (latest backup, every destination) and
-the monthly `restore_test` (every retained backup, or a sample of the oldest). Each check is
-an asset check, so a backup that does not restore shows red and fails the run."""
+"""Restore drills as assets downstream of the upload: the weekly `restore_drill` (latest
+backup, every destination) and the monthly `restore_test` (every retained backup, or a sample
+of the oldest). Each check is an asset check; a backup that does not restore shows red checks
+and fails the asset itself (its step's headline says which backup and why)."""
 
-import os
 from datetime import UTC, datetime
+from typing import Any
 
 from dagster import (
     AssetCheckResult,
@@ -12,6 +13,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
+    FreshnessPolicy,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -21,8 +23,11 @@ from ...engine.catalog import DrillRecord
 from ...engine.drill import CHECKS, drill_store
 from ...engine.manifest import Manifest
 from ...engine.stores import safe_url
+from ..backup.assets import SETTINGS_KEY, group_of
 from ..backup.resources import KotomiBackupResource
 from ..databases import DatabaseSpec
+from ..failures import failure, one_line_failures
+from ..options import KotomiBackupOptions
 
 CHECK_DESCRIPTIONS = {
     "checksums": "Archive and database sha256 equal the manifest's.",
@@ -33,9 +38,9 @@ CHECK_DESCRIPTIONS = {
 
 
 def _drill_all(
-    context: AssetExecutionContext, res: KotomiBackupResource, which: str
+    context: AssetExecutionContext, res: KotomiBackupResource, spec: DatabaseSpec, which: str
 ) -> list[tuple[str, Manifest, DrillRecord]]:
-    settings = res.settings()
+    settings = res.settings(spec)
     results: list[tuple[str, Manifest, DrillRecord]] = []
     for store in res.stores():
         drilled = drill_store(
@@ -88,30 +93,71 @@ def _report(results: list[tuple[str, Manifest, DrillRecord]]) -> str:
 
 
 def _drill_checks(key: AssetKey) -> list[AssetCheckSpec]:
-    # Blocking: a backup that does not restore fails the run, so the failure alert fires.
+    # A backup that does not restore fails the step (and the run), so the failure alert fires.
     return [
-        AssetCheckSpec(name, asset=key, description=text, blocking=True)
+        AssetCheckSpec(name, asset=key, description=text)
         for name, text in CHECK_DESCRIPTIONS.items()
     ]
 
 
-def build_restore_assets(spec: DatabaseSpec) -> list[AssetsDefinition]:
-    group = f"{spec.key}_restore"
+def drill_freshness(options: KotomiBackupOptions) -> FreshnessPolicy | None:
+    """The drill is overdue after the health sensor's drill threshold (default 8 days)."""
+    overdue = options.health_thresholds().drill_overdue_after
+    if overdue.total_seconds() <= 0:
+        return None
+    return FreshnessPolicy.time_window(fail_window=overdue)
+
+
+def _verdict(which: str, results: list[tuple[str, Manifest, DrillRecord]]) -> str | None:
+    """One line when any drill failed: which backups, where, and the first problem."""
+    failed = [(url, m, r) for url, m, r in results if not r.ok]
+    if not failed:
+        return None
+    url, m, r = failed[0]
+    first = r.problems[0] if r.problems else "failed"
+    more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+    return f"{which} of backup {m.backup_id} at {url} failed{more}: {first}"
+
+
+def build_restore_assets(
+    spec: DatabaseSpec, options: KotomiBackupOptions, resource_key: str = SETTINGS_KEY
+) -> list[AssetsDefinition]:
     drill_key = AssetKey([spec.name, "restore_drill"])
     test_key = AssetKey([spec.name, "restore_test"])
+    group, keys, pool, owners = group_of(spec), {resource_key}, spec.pool, list(options.owners)
+    deps, kinds = [AssetKey([spec.name, "upload"])], {"sqlite", *options.destination_kinds}
+    sample = options.restore_test_sample
 
     @asset(
         key=drill_key,
-        group_name=group,
-        required_resource_keys={spec.resource_key},
         check_specs=_drill_checks(drill_key),
-        description="Restore the latest backup of each destination into scratch space; check it.",
+        freshness_policy=drill_freshness(options),
+        description=(
+            f"Weekly: restore the latest backup of {spec.name} from each destination into "
+            "scratch space and check it (sha256, integrity_check, row counts, Kotomi's "
+            "queries). Fails when any of them does not restore."
+        ),
+        group_name=group,
+        required_resource_keys=keys,
+        deps=deps,
+        pool=pool,
+        owners=owners,
+        kinds=kinds,
     )
-    def restore_drill(context: AssetExecutionContext) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation
-        res: KotomiBackupResource = getattr(context.resources, spec.resource_key)
-        results = _drill_all(context, res, "latest")
+    def restore_drill(context: AssetExecutionContext):  # type: ignore[no-untyped-def]  # a generator Dagster reads
+        res: KotomiBackupResource = getattr(context.resources, resource_key)
+        with one_line_failures(f"drill of {spec.name}"):
+            results = _drill_all(context, res, spec, "latest")
+        if not results:
+            raise failure(
+                f"{spec.name} has no backup to drill: materialize {spec.name}/upload first"
+            )
+        verdict = _verdict("drill", results)
+        if verdict:  # red checks, and the asset fails with the cause as the step's headline
+            yield from _check_results(drill_key, results)
+            raise failure(verdict)
         newest = max(m.created for _, m, _ in results)
-        return MaterializeResult(
+        yield MaterializeResult(
             metadata={
                 "backup_id": results[0][1].backup_id,
                 "rto_seconds": max(r.rto_seconds for _, _, r in results),
@@ -122,33 +168,45 @@ def build_restore_assets(spec: DatabaseSpec) -> list[AssetsDefinition]:
                 "failed": sum(not r.ok for _, _, r in results),
                 "report": MetadataValue.md(_report(results)),
             },
-            check_results=_check_results(drill_key, results),
         )
+        yield from _check_results(drill_key, results)
 
     @asset(
         key=test_key,
-        group_name=group,
-        required_resource_keys={spec.resource_key},
         check_specs=_drill_checks(test_key),
         description=(
-            "Drill every retained backup in every destination (KOTOMI_BACKUP_RESTORE_TEST_SAMPLE"
-            " = N drills only the N oldest per destination)."
+            f"Monthly: drill every retained backup of {spec.name} in every destination"
+            + (f" (the {sample} oldest of each)" if sample else "")
+            + ". Fails when any of them does not restore."
         ),
+        group_name=group,
+        required_resource_keys=keys,
+        deps=deps,
+        pool=pool,
+        owners=owners,
+        kinds=kinds,
     )
-    def restore_test(context: AssetExecutionContext) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation
-        res: KotomiBackupResource = getattr(context.resources, spec.resource_key)
-        sample = int(os.environ.get("KOTOMI_BACKUP_RESTORE_TEST_SAMPLE") or 0)
-        results = _drill_all(context, res, f"oldest:{sample}" if sample > 0 else "all")
-        return MaterializeResult(
-            metadata={
-                "drilled": len(results),
-                "passed": sum(r.ok for _, _, r in results),
-                "failed": sum(not r.ok for _, _, r in results),
-                "total_rto_seconds": round(sum(r.rto_seconds for _, _, r in results), 3),
-                "max_rto_seconds": max(r.rto_seconds for _, _, r in results),
-                "report": MetadataValue.md(_report(results)),
-            },
-            check_results=_check_results(test_key, results),
-        )
+    def restore_test(context: AssetExecutionContext):  # type: ignore[no-untyped-def]  # a generator Dagster reads
+        res: KotomiBackupResource = getattr(context.resources, resource_key)
+        with one_line_failures(f"restore test of {spec.name}"):
+            results = _drill_all(context, res, spec, f"oldest:{sample}" if sample > 0 else "all")
+        if not results:
+            raise failure(
+                f"{spec.name} has no backup to test: materialize {spec.name}/upload first"
+            )
+        metadata: dict[str, Any] = {
+            "drilled": len(results),
+            "passed": sum(r.ok for _, _, r in results),
+            "failed": sum(not r.ok for _, _, r in results),
+            "total_rto_seconds": round(sum(r.rto_seconds for _, _, r in results), 3),
+            "max_rto_seconds": max(r.rto_seconds for _, _, r in results),
+            "report": MetadataValue.md(_report(results)),
+        }
+        verdict = _verdict("restore test", results)
+        if verdict:
+            yield from _check_results(test_key, results)
+            raise failure(verdict, metadata=metadata)
+        yield MaterializeResult(metadata=metadata)
+        yield from _check_results(test_key, results)
 
     return [restore_drill, restore_test]
