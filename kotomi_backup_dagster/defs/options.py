@@ -75,7 +75,10 @@ class KotomiBackupOptions:
         return HOURLY if self.hourly else DAILY_AT_2
 
     def retention_policy(self) -> RetentionPolicy:
-        return self.retention.policy()
+        """The policy as a run would read it (environment variables resolved now)."""
+        resource = self.retention
+        fields = {name: _value(getattr(resource, name)) for name in type(resource).model_fields}
+        return RetentionPolicyResource.model_construct(**fields).policy()
 
     def health_thresholds(self) -> Thresholds:
         from .alerts.monitor import cron_interval
@@ -136,7 +139,8 @@ class KotomiBackupOptions:
 
 def _value(value: Any) -> Any:
     """A resource field's value now (an EnvVar is read from the environment)."""
-    return value.get_value() if isinstance(value, EnvVar) else value
+    # EnvVar (a str) and EnvVar.int (an int) both name their variable.
+    return value.get_value() if hasattr(value, "env_var_name") else value
 
 
 def _resolved_settings(resource: KotomiBackupResource, spec: DatabaseSpec) -> BackupSettings:

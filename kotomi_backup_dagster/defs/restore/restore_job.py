@@ -7,6 +7,7 @@ Config picks the database, the backup (`latest`, an id, or the newest before a t
 target file (default: the database's own path), whether to keep a copy, and `force`.
 """
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,9 +47,11 @@ from ..scheduling import busy_databases
 
 def restore_config_schema(names: list[str]) -> dict[str, Field]:
     """The Launchpad's form: the configured databases as choices, the rest as before."""
+    # Dagster keeps config types by name: one name per set of databases.
+    digest = hashlib.sha256("\0".join(names).encode()).hexdigest()[:8]
     return {
         "database": Field(
-            Enum("KotomiDatabase", [EnumValue(n) for n in names]),
+            Enum(f"KotomiDatabase_{digest}", [EnumValue(n) for n in names]),
             default_value=names[0],
             description="Which configured database to restore.",
         ),
