@@ -88,6 +88,25 @@ class Alerts(dg.Model):
     size_drop_ratio: float = 0.5
 
 
+# What `dg scaffold defs` writes: a working start, secrets by variable name.
+EXAMPLE_ATTRIBUTES: dict[str, Any] = {
+    "databases": [{"name": "kotomi", "path": {"env": "KOTOMI_DB_PATH"}}],
+    "destinations": ["/var/backups/kotomi"],
+    "age_recipients": {"env": "KOTOMI_BACKUP_AGE_RECIPIENTS"},
+    "age_identity": {"env": "KOTOMI_BACKUP_AGE_IDENTITY"},
+    "timezone": "UTC",
+    "retention": {"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 12, "keep_yearly": 3},
+    "schedules": {"backup": "0 2 * * *"},
+    "alerts": {"webhook_url": {"env": "KOTOMI_BACKUP_ALERT_WEBHOOK_URL"}},
+}
+
+
+class KotomiBackupScaffolder(dg.Scaffolder):
+    def scaffold(self, request: dg.ScaffoldRequest) -> None:
+        dg.scaffold_component(request, EXAMPLE_ATTRIBUTES)
+
+
+@dg.scaffold_with(KotomiBackupScaffolder)
 class KotomiBackupComponent(dg.Component, dg.Model, dg.Resolvable):
     """Verified backups of Kotomi's SQLite databases (or any SQLite database): snapshot,
     verify, compress (+age), upload to local/S3/GCS destinations, prune by retention tiers,

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from dagster import Backoff, EnvVar, Jitter, RetryPolicy
+from dagster import Backoff, Jitter, RetryPolicy
 
 from ..engine.errors import ConfigError
 from ..engine.health import Thresholds
 from ..engine.retention import RetentionPolicy
 from ..engine.settings import BackupSettings
-from ..engine.stores import url_scheme
+from ..engine.stores import safe_url, url_scheme
 from .alerts.resources import AlertNotifier, alert_notifier_from_env
 from .backup.resources import KotomiBackupResource, backup_resource_from_env
 from .databases import DatabaseSpec, databases_from_env
@@ -108,6 +108,12 @@ class KotomiBackupOptions:
         keys = [d.key for d in self.databases]
         if len(set(keys)) != len(keys):
             raise ConfigError("two databases share a name")
+        for url in self.destination_urls:
+            if url_scheme(url) not in SCHEME_KINDS:
+                raise ConfigError(
+                    f"destination {safe_url(url)!r}: use a directory, file:///abs/dir, "
+                    "s3://bucket/prefix or gs://bucket/prefix"
+                )
         _resolved_settings(self.backup, self.databases[0])
         try:
             self.retention_policy()

@@ -41,6 +41,7 @@ from .conftest import (
     free_port,
 )
 
+
 def code_location() -> Definitions:
     return definitions_from_env()
 

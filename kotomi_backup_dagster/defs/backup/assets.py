@@ -109,6 +109,7 @@ def build_backup_assets(
         name="verify",
         blocking=True,
         required_resource_keys={resource_key},
+        pool=pool,
         description=(
             "SQLite quick_check (or integrity_check), Kotomi's tables, row counts. Run alone, "
             "it checks the newest staged snapshot."
