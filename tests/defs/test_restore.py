@@ -91,7 +91,7 @@ def test_restore_launchpad_offers_the_configured_databases(
     assert [v.config_value for v in database.config_type.enum_values] == ["blog", "kotomi"]
     assert database.default_value == "blog"
     # Anything else is refused before a run starts, naming the value.
-    with pytest.raises(DagsterInvalidConfigError, match="not in enum type .* got docs"):
+    with pytest.raises(DagsterInvalidConfigError, match=r"not in enum type .* got docs"):
         job.execute_in_process(
             run_config={"ops": {"choose_backup_to_restore": {"config": {"database": "docs"}}}},
             instance=DagsterInstance.ephemeral(),
