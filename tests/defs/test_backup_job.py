@@ -215,3 +215,27 @@ def test_a_permanent_upload_failure_is_not_retried(
     assert not result.success
     assert step_keys(result, "STEP_FAILURE") == {"kotomi__upload"}
     assert not step_keys(result, "STEP_UP_FOR_RETRY"), "a configuration error was retried"
+
+
+def test_a_second_database_backs_up_and_drills_on_its_own(
+    env: Path, kotomi_db: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The second database's stages are copies of the first's: they work on its own file."""
+    import shutil
+
+    blog = tmp_path / "blog.db"
+    shutil.copyfile(kotomi_db, blog)
+    monkeypatch.setenv("KOTOMI_BACKUP_DATABASES", f"kotomi={kotomi_db},blog={blog}")
+    everything = definitions_from_env().resolve_implicit_global_asset_job_def()
+    keys = {AssetKey(["blog", s]) for s in ("snapshot", "archive", "upload", "restore_drill")}
+    result = everything.get_subset(asset_selection=keys).execute_in_process(
+        instance=DagsterInstance.ephemeral()
+    )
+    assert result.success
+    [backup] = list_backups(LocalStore(env), "blog").backups
+    assert list_backups(LocalStore(env), "kotomi").backups == []
+    snap = result.asset_materializations_for_node("blog__snapshot")[0].metadata
+    assert backup.backup_id == snap["backup_id"].value
+    drill = result.asset_materializations_for_node("blog__restore_drill")[0].metadata
+    assert drill["backup_id"].value == backup.backup_id
+    assert {e.check_name for e in result.get_asset_check_evaluations()} >= {"verify", "integrity"}

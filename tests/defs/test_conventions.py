@@ -148,3 +148,28 @@ def test_dg_check_defs_passes_and_refuses_a_bad_setting_with_its_line() -> None:
     assert (
         "ConfigError: KOTOMI_BACKUP_KEEP_DAILY: expected a whole number" in bad.stdout + bad.stderr
     )
+
+
+def test_a_copied_database_is_defined_exactly_as_if_it_were_built_by_the_decorators() -> None:
+    """Databases after the first are copies of its stages (replicate.py, for load time): the
+    snapshot Dagster serves for them equals the one of the same database built first."""
+    import json
+
+    from dagster._core.remote_representation.external_data import RepositorySnap
+    from dagster._serdes import serialize_value
+
+    from kotomi_backup_dagster import build_kotomi_backup_defs
+
+    def served(databases: dict[str, str | None]) -> dict[str, object]:
+        defs = build_kotomi_backup_defs(databases, destinations=["/b", "s3://b/k"])
+        snap = RepositorySnap.from_def(defs.get_repository_def())
+        nodes = [*snap.asset_nodes, *(snap.asset_check_nodes or [])]
+        return {
+            serialize_value(getattr(n, "key", None) or n.asset_key): json.loads(serialize_value(n))
+            for n in nodes
+            if (getattr(n, "asset_key", None) or n.key.asset_key).path[0] == "docs-site"
+        }
+
+    alone = served({"docs-site": "/x/docs.db"})
+    copied = served({"kotomi": "/x/kotomi.db", "docs-site": "/x/docs.db"})
+    assert len(alone) == 7 + 9 and copied == alone

@@ -28,6 +28,7 @@ from ...engine import backup as engine
 from ..databases import DatabaseSpec
 from ..failures import failure, one_line_failures, retries_left
 from ..options import KotomiBackupOptions
+from ..replicate import replicate_asset, replicate_check
 from .resources import KotomiBackupResource
 from .staged import staged_backup_for
 
@@ -53,37 +54,71 @@ def upload_freshness(options: KotomiBackupOptions) -> FreshnessPolicy | None:
     return FreshnessPolicy.time_window(fail_window=stale)
 
 
+def describe_snapshot(spec: DatabaseSpec) -> str:
+    return (
+        f"A consistent online copy of {spec.name}'s live database in the staging directory "
+        "(one read transaction; committed WAL frames included). Checked by `verify`."
+    )
+
+
+def describe_archive(spec: DatabaseSpec) -> str:
+    return (
+        f"{spec.name}'s verified snapshot, zstd-compressed (and age-encrypted when configured). "
+        "Run alone, it archives the newest verified snapshot not archived yet."
+    )
+
+
+def describe_upload(spec: DatabaseSpec) -> str:
+    return (
+        f"{spec.name}'s archive on every destination, manifest last: the backup exists. Run "
+        "alone, it uploads the newest archived backup not yet on every destination."
+    )
+
+
+def build_all_backup_assets(
+    options: KotomiBackupOptions,
+) -> tuple[list[AssetsDefinition], list[AssetChecksDefinition]]:
+    """Every database's stages: built for the first, copied for the others (replicate.py)."""
+    first, *others = options.databases
+    assets, checks = build_backup_assets(first, options)
+    all_assets, all_checks = list(assets), list(checks)
+    describe = [describe_snapshot, describe_archive, describe_upload]
+    for spec in others:
+        all_assets += [
+            replicate_asset(a, first, spec, d, group_of(spec))
+            for a, d in zip(assets, describe, strict=True)
+        ]
+        all_checks += [replicate_check(c, first, spec) for c in checks]
+    return all_assets, all_checks
+
+
 def build_backup_assets(
     spec: DatabaseSpec,
     options: KotomiBackupOptions,
     resource_key: str = SETTINGS_KEY,
 ) -> tuple[list[AssetsDefinition], list[AssetChecksDefinition]]:
-    prefix = [spec.name]
+    """`spec`'s stages; their functions serve any configured database (by asset key)."""
     group, keys, pool, owners = group_of(spec), {resource_key}, spec.pool, list(options.owners)
-    snapshot_key = AssetKey([*prefix, "snapshot"])
-    archive_key = AssetKey([*prefix, "archive"])
     upload_policy = options.upload_retry_policy()
     encrypted = bool(options.backup.age_recipients)
+    by_name = {s.name: s for s in options.databases} | {spec.name: spec}
 
-    def settings_of(context: Any) -> Any:
+    def settings_of(context: Any, key: AssetKey) -> Any:
         res: KotomiBackupResource = getattr(context.resources, resource_key)
-        return res, res.settings(spec)
+        return by_name[key.path[0]], res, res.settings(by_name[key.path[0]])
 
     @asset(
-        key=snapshot_key,
+        key=AssetKey([spec.name, "snapshot"]),
         kinds={"sqlite"},
-        description=(
-            f"A consistent online copy of {spec.name}'s live database in the staging directory "
-            "(one read transaction; committed WAL frames included). Checked by `verify`."
-        ),
+        description=describe_snapshot(spec),
         group_name=group,
         required_resource_keys=keys,
         pool=pool,
         owners=owners,
     )
     def snapshot(context: AssetExecutionContext) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation
-        _, settings = settings_of(context)
-        with one_line_failures(f"snapshot of {spec.name}"):
+        db, _, settings = settings_of(context, context.asset_key)
+        with one_line_failures(f"snapshot of {db.name}"):
             stores = engine.preflight(settings, contact_stores=False)
             staged, snap = engine.stage_snapshot(settings, stores=stores)
         context.log.info(
@@ -116,10 +151,11 @@ def build_backup_assets(
         ),
     )
     def verify(context: AssetCheckExecutionContext):  # type: ignore[no-untyped-def]  # a generator Dagster reads
-        _, settings = settings_of(context)
+        snapshot_key = context.check_specs[0].asset_key
+        db, _, settings = settings_of(context, snapshot_key)
         op = context.op_execution_context
         staged, _ = staged_backup_for(op.instance, op.run, snapshot_key, settings, "verify")
-        with one_line_failures(f"verify of {spec.name}"):
+        with one_line_failures(f"verify of {db.name}"):
             report = engine.stage_verify(staged, settings)
         metadata: dict[str, Any] = {
             "backup_id": staged.backup_id,
@@ -141,29 +177,27 @@ def build_backup_assets(
         if not report.ok:
             # The step fails with the cause as its headline; nothing is archived.
             raise failure(
-                f"snapshot {staged.backup_id} of {spec.name} failed verification, nothing is "
+                f"snapshot {staged.backup_id} of {db.name} failed verification, nothing is "
                 f"uploaded: {report.summary()}"
             )
 
     @asset(
-        key=archive_key,
+        key=AssetKey([spec.name, "archive"]),
         deps=[snapshot],
         kinds={"zstd", "age"} if encrypted else {"zstd"},
-        description=(
-            "The verified snapshot, zstd-compressed (and age-encrypted when configured). Run "
-            "alone, it archives the newest verified snapshot not archived yet."
-        ),
+        description=describe_archive(spec),
         group_name=group,
         required_resource_keys=keys,
         pool=pool,
         owners=owners,
     )
     def archive(context: AssetExecutionContext) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation
-        _, settings = settings_of(context)
+        db, _, settings = settings_of(context, context.asset_key)
+        snapshot_key = AssetKey([db.name, "snapshot"])
         staged, _ = staged_backup_for(
             context.instance, context.run, snapshot_key, settings, "archive"
         )
-        with one_line_failures(f"archive of {spec.name}"):
+        with one_line_failures(f"archive of {db.name}"):
             manifest, seconds = engine.stage_archive(staged, settings)
         metadata: dict[str, Any] = {
             "backup_id": manifest.backup_id,
@@ -181,27 +215,25 @@ def build_backup_assets(
         return MaterializeResult(metadata=metadata)
 
     @asset(
-        key=AssetKey([*prefix, "upload"]),
+        key=AssetKey([spec.name, "upload"]),
         deps=[archive],
         kinds=options.destination_kinds,
         retry_policy=upload_policy,
         freshness_policy=upload_freshness(options),
-        description=(
-            "The archive on every destination, manifest last: the backup exists. Run alone, "
-            "it uploads the newest archived backup not yet on every destination."
-        ),
+        description=describe_upload(spec),
         group_name=group,
         required_resource_keys=keys,
         pool=pool,
         owners=owners,
     )
     def upload(context: AssetExecutionContext) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation
-        res, settings = settings_of(context)
+        db, res, settings = settings_of(context, context.asset_key)
+        archive_key = AssetKey([db.name, "archive"])
         staged, _ = staged_backup_for(
             context.instance, context.run, archive_key, settings, "upload"
         )
         retry = retries_left(context.retry_number, upload_policy.max_retries)
-        with one_line_failures(f"upload of {spec.name}", retry=retry):
+        with one_line_failures(f"upload of {db.name}", retry=retry):
             manifest = engine.load_staged_manifest(staged)
             outcomes = engine.stage_upload(staged, res.stores(), settings=settings)
         rows = ["| destination | result | bytes | seconds |", "|---|---|---:|---:|"]

@@ -8,7 +8,7 @@ from dagster import AssetKey, AssetSelection, Definitions, define_asset_job
 from ..databases import DatabaseSpec
 from ..options import HOURLY, KotomiBackupOptions
 from ..scheduling import per_database_schedule
-from .assets import SETTINGS_KEY, build_backup_assets
+from .assets import SETTINGS_KEY, build_all_backup_assets
 
 BACKUP_JOB = "kotomi_backup"
 
@@ -18,11 +18,7 @@ def backup_keys(spec: DatabaseSpec) -> list[AssetKey]:
 
 
 def build_backup_definitions(options: KotomiBackupOptions) -> Definitions:
-    assets, checks = [], []
-    for spec in options.databases:
-        made, made_checks = build_backup_assets(spec, options)
-        assets += made
-        checks += made_checks
+    assets, checks = build_all_backup_assets(options)
     job = define_asset_job(
         BACKUP_JOB,
         selection=AssetSelection.assets(*assets),

@@ -28,6 +28,7 @@ from ..backup.resources import KotomiBackupResource
 from ..databases import DatabaseSpec
 from ..failures import failure, one_line_failures
 from ..options import KotomiBackupOptions
+from ..replicate import replicate_asset
 
 CHECK_DESCRIPTIONS = {
     "checksums": "Archive and database sha256 equal the manifest's.",
@@ -119,11 +120,44 @@ def _verdict(which: str, results: list[tuple[str, Manifest, DrillRecord]]) -> st
     return f"{which} of backup {m.backup_id} at {url} failed{more}: {first}"
 
 
+def describe_drill(spec: DatabaseSpec) -> str:
+    return (
+        f"Weekly: restore the latest backup of {spec.name} from each destination into scratch "
+        "space and check it (sha256, integrity_check, row counts, Kotomi's queries). Fails "
+        "when any of them does not restore."
+    )
+
+
+def describe_test(spec: DatabaseSpec, sample: int = 0) -> str:
+    return (
+        f"Monthly: drill every retained backup of {spec.name} in every destination"
+        + (f" (the {sample} oldest of each)" if sample else "")
+        + ". Fails when any of them does not restore."
+    )
+
+
+def build_all_restore_assets(
+    options: KotomiBackupOptions,
+) -> tuple[list[AssetsDefinition], list[AssetsDefinition]]:
+    """(drills, tests) of every database: built for the first, copied for the others."""
+    first, *others = options.databases
+    drill, test = build_restore_assets(first, options)
+    sample = options.restore_test_sample
+    drills, tests = [drill], [test]
+    for spec in others:
+        drills.append(replicate_asset(drill, first, spec, describe_drill, group_of(spec)))
+        tests.append(
+            replicate_asset(test, first, spec, lambda s: describe_test(s, sample), group_of(spec))
+        )
+    return drills, tests
+
+
 def build_restore_assets(
     spec: DatabaseSpec, options: KotomiBackupOptions, resource_key: str = SETTINGS_KEY
 ) -> list[AssetsDefinition]:
     drill_key = AssetKey([spec.name, "restore_drill"])
     test_key = AssetKey([spec.name, "restore_test"])
+    by_name = {s.name: s for s in options.databases} | {spec.name: spec}
     group, keys, pool, owners = group_of(spec), {resource_key}, spec.pool, list(options.owners)
     deps, kinds = [AssetKey([spec.name, "upload"])], {"sqlite", *options.destination_kinds}
     sample = options.restore_test_sample
@@ -132,11 +166,7 @@ def build_restore_assets(
         key=drill_key,
         check_specs=_drill_checks(drill_key),
         freshness_policy=drill_freshness(options),
-        description=(
-            f"Weekly: restore the latest backup of {spec.name} from each destination into "
-            "scratch space and check it (sha256, integrity_check, row counts, Kotomi's "
-            "queries). Fails when any of them does not restore."
-        ),
+        description=describe_drill(spec),
         group_name=group,
         required_resource_keys=keys,
         deps=deps,
@@ -146,15 +176,14 @@ def build_restore_assets(
     )
     def restore_drill(context: AssetExecutionContext):  # type: ignore[no-untyped-def]  # a generator Dagster reads
         res: KotomiBackupResource = getattr(context.resources, resource_key)
-        with one_line_failures(f"drill of {spec.name}"):
-            results = _drill_all(context, res, spec, "latest")
+        db = by_name[context.asset_key.path[0]]
+        with one_line_failures(f"drill of {db.name}"):
+            results = _drill_all(context, res, db, "latest")
         if not results:
-            raise failure(
-                f"{spec.name} has no backup to drill: materialize {spec.name}/upload first"
-            )
+            raise failure(f"{db.name} has no backup to drill: materialize {db.name}/upload first")
         verdict = _verdict("drill", results)
         if verdict:  # red checks, and the asset fails with the cause as the step's headline
-            yield from _check_results(drill_key, results)
+            yield from _check_results(context.asset_key, results)
             raise failure(verdict)
         newest = max(m.created for _, m, _ in results)
         yield MaterializeResult(
@@ -169,16 +198,12 @@ def build_restore_assets(
                 "report": MetadataValue.md(_report(results)),
             },
         )
-        yield from _check_results(drill_key, results)
+        yield from _check_results(context.asset_key, results)
 
     @asset(
         key=test_key,
         check_specs=_drill_checks(test_key),
-        description=(
-            f"Monthly: drill every retained backup of {spec.name} in every destination"
-            + (f" (the {sample} oldest of each)" if sample else "")
-            + ". Fails when any of them does not restore."
-        ),
+        description=describe_test(spec, sample),
         group_name=group,
         required_resource_keys=keys,
         deps=deps,
@@ -188,12 +213,11 @@ def build_restore_assets(
     )
     def restore_test(context: AssetExecutionContext):  # type: ignore[no-untyped-def]  # a generator Dagster reads
         res: KotomiBackupResource = getattr(context.resources, resource_key)
-        with one_line_failures(f"restore test of {spec.name}"):
-            results = _drill_all(context, res, spec, f"oldest:{sample}" if sample > 0 else "all")
+        db = by_name[context.asset_key.path[0]]
+        with one_line_failures(f"restore test of {db.name}"):
+            results = _drill_all(context, res, db, f"oldest:{sample}" if sample > 0 else "all")
         if not results:
-            raise failure(
-                f"{spec.name} has no backup to test: materialize {spec.name}/upload first"
-            )
+            raise failure(f"{db.name} has no backup to test: materialize {db.name}/upload first")
         metadata: dict[str, Any] = {
             "drilled": len(results),
             "passed": sum(r.ok for _, _, r in results),
@@ -204,9 +228,9 @@ def build_restore_assets(
         }
         verdict = _verdict("restore test", results)
         if verdict:
-            yield from _check_results(test_key, results)
+            yield from _check_results(context.asset_key, results)
             raise failure(verdict, metadata=metadata)
         yield MaterializeResult(metadata=metadata)
-        yield from _check_results(test_key, results)
+        yield from _check_results(context.asset_key, results)
 
     return [restore_drill, restore_test]

@@ -8,7 +8,7 @@ from dagster import AssetKey, AssetSelection, Definitions, define_asset_job
 from ..databases import DatabaseSpec
 from ..options import KotomiBackupOptions
 from ..scheduling import per_database_schedule
-from .assets import build_restore_assets
+from .assets import build_all_restore_assets
 from .restore_job import build_restore_job
 
 DRILL_JOB = "kotomi_restore_drill"
@@ -16,11 +16,7 @@ TEST_JOB = "kotomi_restore_test"
 
 
 def build_restore_definitions(options: KotomiBackupOptions) -> Definitions:
-    drills, tests = [], []
-    for spec in options.databases:
-        drill, test = build_restore_assets(spec, options)
-        drills.append(drill)
-        tests.append(test)
+    drills, tests = build_all_restore_assets(options)
     drill_job = define_asset_job(
         DRILL_JOB,
         selection=AssetSelection.assets(*drills),

@@ -19,6 +19,7 @@ from ..backup.resources import KotomiBackupResource
 from ..databases import DatabaseSpec
 from ..failures import failure, one_line_failures
 from ..options import KotomiBackupOptions
+from ..replicate import replicate_asset
 from .resources import RetentionPolicyResource
 
 RETENTION_KEY = "retention_policy"
@@ -35,9 +36,26 @@ def _kept_table(results: list[PruneResult]) -> str:
     return "\n".join(lines)
 
 
+def describe_prune(spec: DatabaseSpec) -> str:
+    return (
+        f"Remove {spec.name}'s backups outside the retention tiers (manifest first), per "
+        "destination; run after every upload, in its own run, and daily."
+    )
+
+
+def build_prune_assets(options: KotomiBackupOptions) -> list[AssetsDefinition]:
+    first, *others = options.databases
+    template = build_prune_asset(first, options)
+    return [template] + [
+        replicate_asset(template, first, spec, describe_prune, group_of(spec)) for spec in others
+    ]
+
+
 def build_prune_asset(
     spec: DatabaseSpec, options: KotomiBackupOptions, resource_key: str = SETTINGS_KEY
 ) -> AssetsDefinition:
+    by_name = {s.name: s for s in options.databases} | {spec.name: spec}
+
     @asset(
         key=AssetKey([spec.name, "prune"]),
         deps=[AssetKey([spec.name, "upload"])],
@@ -46,20 +64,18 @@ def build_prune_asset(
         pool=spec.pool,
         owners=list(options.owners),
         kinds=options.destination_kinds,
-        description=(
-            "Remove backups outside the retention tiers (manifest first), per destination; "
-            "run after every upload, in its own run, and daily."
-        ),
+        description=describe_prune(spec),
     )
     def prune(context: AssetExecutionContext) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation
+        db = by_name[context.asset_key.path[0]]
         res: KotomiBackupResource = getattr(context.resources, resource_key)
         retention: RetentionPolicyResource = getattr(context.resources, RETENTION_KEY)
-        with one_line_failures(f"prune of {spec.name}"):
+        with one_line_failures(f"prune of {db.name}"):
             try:
                 policy = retention.policy()
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
-            settings = res.settings(spec)
+            settings = res.settings(db)
             stores = res.stores()
         results: list[PruneResult] = []
         failures: list[str] = []
@@ -67,7 +83,7 @@ def build_prune_asset(
             try:
                 result = prune_store(
                     store,
-                    spec.name,
+                    db.name,
                     policy,
                     identities=settings.identities(),
                     recipients_text=settings.age_recipients,

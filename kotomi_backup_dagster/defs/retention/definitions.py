@@ -23,7 +23,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 from ..databases import DatabaseSpec
 from ..options import KotomiBackupOptions
 from ..scheduling import per_database_schedule
-from .assets import RETENTION_KEY, build_prune_asset
+from .assets import RETENTION_KEY, build_prune_assets
 
 PRUNE_JOB = "kotomi_prune"
 PRUNE_SENSOR = "kotomi_prune_after_upload"
@@ -73,7 +73,7 @@ def _prune_after_upload(
 
 
 def build_retention_definitions(options: KotomiBackupOptions) -> Definitions:
-    assets = [build_prune_asset(spec, options) for spec in options.databases]
+    assets = build_prune_assets(options)
     job = define_asset_job(
         PRUNE_JOB,
         selection=AssetSelection.assets(*assets),
