@@ -129,7 +129,7 @@ def main() -> None:
         for count in sizes:
             for version, root in versions.items():
                 defined[version, count] = counts(environment(count, root))
-            for rep in range(reps):
+            for _ in range(reps):
                 for version, root in versions.items():
                     env = environment(count, root)
                     for name, command in COMMANDS.items():
@@ -166,8 +166,9 @@ def render(
     ]
     big = max(sizes)
     this = results["this", big, "snapshot"].median
+    loads = results["this", big, "import"].median
     lines += [
-        f"**{big} databases: the code location loads in {results['this', big, 'import'].median:.2f} s "
+        f"**{big} databases: the code location loads in {loads:.2f} s "
         f"(module import), {this:.2f} s with the snapshot the UI waits for**; before: "
         f"{results['before', big, 'import'].median:.2f} s and "
         f"{results['before', big, 'snapshot'].median:.2f} s "
