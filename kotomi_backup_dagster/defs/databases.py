@@ -30,11 +30,6 @@ class DatabaseSpec:
         return re.sub(r"[^A-Za-z0-9_]", "_", self.name)
 
     @property
-    def resource_key(self) -> str:
-        """The key of this database's KotomiBackupResource, shared by every area."""
-        return f"{self.key}_backup_settings"
-
-    @property
     def tags(self) -> dict[str, str]:
         """Every run about this database carries it; the run queue allows one at a time."""
         return {DATABASE_TAG: self.name}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -227,13 +227,7 @@ def options_from_env(environ: Mapping[str, str] | None = None) -> KotomiBackupOp
             "(e.g. '0 2 * * *')"
         ) from None
     thresholds = Thresholds.from_env(env, backup_interval=interval)
-    return _with(options, thresholds=thresholds).check()
-
-
-def _with(options: KotomiBackupOptions, **changes: Any) -> KotomiBackupOptions:
-    from dataclasses import replace
-
-    return replace(options, **changes)
+    return replace(options, thresholds=thresholds).check()
 
 
 def interval_of(options: KotomiBackupOptions) -> timedelta:

@@ -10,7 +10,6 @@ asset key it runs for (`DatabaseSpec` lookup by the key's first part).
 from collections.abc import Callable
 
 from dagster import (
-    AssetCheckKey,
     AssetChecksDefinition,
     AssetCheckSpec,
     AssetKey,
@@ -122,7 +121,3 @@ def replicate_check(
         can_subset=False,
     )
     return checks
-
-
-def check_key_of(spec: DatabaseSpec, asset: str, name: str) -> AssetCheckKey:
-    return AssetCheckKey(AssetKey([spec.name, asset]), name)

@@ -154,7 +154,9 @@ def build_backup_assets(
         snapshot_key = context.check_specs[0].asset_key
         db, _, settings = settings_of(context, snapshot_key)
         op = context.op_execution_context
-        staged, _ = staged_backup_for(op.instance, op.run, snapshot_key, settings, "verify")
+        staged = staged_backup_for(
+            op.instance, op.run, snapshot_key, settings, "verify", context.log
+        )
         with one_line_failures(f"verify of {db.name}"):
             report = engine.stage_verify(staged, settings)
         metadata: dict[str, Any] = {
@@ -194,8 +196,8 @@ def build_backup_assets(
     def archive(context: AssetExecutionContext) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation
         db, _, settings = settings_of(context, context.asset_key)
         snapshot_key = AssetKey([db.name, "snapshot"])
-        staged, _ = staged_backup_for(
-            context.instance, context.run, snapshot_key, settings, "archive"
+        staged = staged_backup_for(
+            context.instance, context.run, snapshot_key, settings, "archive", context.log
         )
         with one_line_failures(f"archive of {db.name}"):
             manifest, seconds = engine.stage_archive(staged, settings)
@@ -229,8 +231,8 @@ def build_backup_assets(
     def upload(context: AssetExecutionContext) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation
         db, res, settings = settings_of(context, context.asset_key)
         archive_key = AssetKey([db.name, "archive"])
-        staged, _ = staged_backup_for(
-            context.instance, context.run, archive_key, settings, "upload"
+        staged = staged_backup_for(
+            context.instance, context.run, archive_key, settings, "upload", context.log
         )
         retry = retries_left(context.retry_number, upload_policy.max_retries)
         with one_line_failures(f"upload of {db.name}", retry=retry):

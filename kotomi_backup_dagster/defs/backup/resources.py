@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
-from dagster import Backoff, ConfigurableResource, EnvVar, Jitter, RetryPolicy
+from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
 from ...engine import stores as engine_stores
@@ -135,16 +135,6 @@ def _env_or(name: str, default: Any) -> Any:
     return EnvVar(name) if os.environ.get(name) else default
 
 
-def _env_int(name: str, default: int) -> int:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        return int(text)
-    except ValueError as exc:
-        raise ConfigError(f"{name} {text!r} is not a whole number") from exc
-
-
 def _s3_resource_from_env() -> ConfigurableResource:  # type: ignore[type-arg]
     from dagster_aws.s3 import S3Resource
 
@@ -192,24 +182,4 @@ def backup_resource_from_env(spec: DatabaseSpec | None = None) -> KotomiBackupRe
         client_retries=EnvVar.int("KOTOMI_BACKUP_RETRIES")
         if os.environ.get("KOTOMI_BACKUP_RETRIES")
         else 5,
-    )
-
-
-def upload_retry_policy() -> RetryPolicy:
-    """Step-level retries of the upload, on top of the stores' per-request retries: they
-    ride out outages of minutes. Delays grow 1x, 3x, 7x the base, each +- the base.
-    `KOTOMI_BACKUP_UPLOAD_RETRIES` (default 2) and `KOTOMI_BACKUP_UPLOAD_RETRY_DELAY`
-    (seconds, default 10), read when the code location loads."""
-    retries = _env_int("KOTOMI_BACKUP_UPLOAD_RETRIES", 2)
-    delay_text = os.environ.get("KOTOMI_BACKUP_UPLOAD_RETRY_DELAY", "").strip() or "10"
-    try:
-        delay = float(delay_text)
-    except ValueError as exc:
-        raise ConfigError(
-            f"KOTOMI_BACKUP_UPLOAD_RETRY_DELAY {delay_text!r} is not a number of seconds"
-        ) from exc
-    if retries < 0 or delay < 0:
-        raise ConfigError("KOTOMI_BACKUP_UPLOAD_RETRIES and _RETRY_DELAY cannot be negative")
-    return RetryPolicy(
-        max_retries=retries, delay=delay, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
     )

@@ -15,6 +15,7 @@ from dagster import (
     AssetKey,
     DagsterEventType,
     DagsterInstance,
+    DagsterLogManager,
     DagsterRun,
     Failure,
 )
@@ -52,12 +53,13 @@ def staged_backup_for(
     upstream: AssetKey,
     settings: BackupSettings,
     stage: Stage,
-) -> tuple[StagedBackup, bool]:
-    """(the staged backup `stage` works on, whether it came from this run's lineage)."""
+    log: DagsterLogManager | None = None,
+) -> StagedBackup:
+    """The staged backup `stage` works on (see the module's docstring)."""
     backup_id = upstream_backup_id(instance, run, upstream)
     if backup_id is not None:
         try:
-            return StagedBackup.open(settings.staging_dir, settings.name, backup_id), True
+            return StagedBackup.open(settings.staging_dir, settings.name, backup_id)
         except BackupError as exc:
             raise Failure(description=str(exc), allow_retries=False) from None
     staged = newest_needing(settings.staging_dir, settings.name, stage)
@@ -66,4 +68,9 @@ def staged_backup_for(
             description=nothing_to_do(settings.staging_dir, settings.name, stage),
             allow_retries=False,
         )
-    return staged, False
+    if log is not None:
+        log.info(
+            f"{upstream.to_user_string()} did not run in this run: {stage} of the newest staged "
+            f"backup that needs it, {staged.backup_id}"
+        )
+    return staged
