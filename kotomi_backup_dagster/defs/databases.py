@@ -17,6 +17,7 @@ from ..engine.manifest import check_name
 from ..engine.settings import DEFAULT_NAME
 
 DATABASE_TAG = "kotomi_backup/database"
+POOL_PREFIX = "kotomi_backup_"  # + the database's name: its Dagster pool
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class DatabaseSpec:
         """Every step about this database is in this Dagster pool; with the instance's
         `pools: granularity: run` and a limit of 1, one run holds it at a time, whoever
         launched the run (UI, schedule, sensor, re-execution)."""
-        return f"kotomi_backup_{self.key}"
+        return f"{POOL_PREFIX}{self.name}"
 
 
 def databases_from_env(environ: Mapping[str, str] | None = None) -> list[DatabaseSpec]:
@@ -74,12 +75,16 @@ def databases_of_run(
     job_name: str,
     asset_keys: Iterable[Sequence[str]],
     run_config: Mapping[str, Any] | None = None,
+    pools: Iterable[str] = (),
 ) -> set[str]:
     """The databases a run works on: its tag, else the names its asset keys start with, else
-    (a restore) the database of its config."""
+    its steps' pools (a whole job launched), else (a restore) the database of its config."""
     if tags.get(DATABASE_TAG):
         return {tags[DATABASE_TAG]}
     names = {path[0] for path in asset_keys if len(path) == 2 and path[1] in STAGES}
+    if names:
+        return names
+    names = {p[len(POOL_PREFIX) :] for p in pools if p.startswith(POOL_PREFIX)}
     if names:
         return names
     if job_name == RESTORE_JOB:

@@ -2,7 +2,7 @@
 
 Runs launched from the UI ("Materialize", "Materialize all", the restore Launchpad) carry
 no tag of ours by themselves. `DatabaseRunCoordinator` adds `kotomi_backup/database` before
-the run is queued (from its assets, or a restore's config), so the instance's
+the run is queued (from its assets, its steps' pools, or a restore's config), so the instance's
 `tag_concurrency_limits` hold one run per database whoever launched it. Runs over several
 databases stay untagged: the per-database pools (`pools: granularity: run`) hold those.
 
@@ -23,7 +23,8 @@ def database_tag_for(run: DagsterRun) -> dict[str, str]:
         return {}
     keys = [k.path for k in run.asset_selection or ()]
     keys += [k.asset_key.path for k in run.asset_check_selection or ()]
-    names = databases_of_run(run.tags, run.job_name, keys, run.run_config)
+    pools = run.run_op_concurrency.all_pools if run.run_op_concurrency else None
+    names = databases_of_run(run.tags, run.job_name, keys, run.run_config, pools or ())
     return {DATABASE_TAG: next(iter(names))} if len(names) == 1 else {}
 
 

@@ -40,7 +40,8 @@ def busy_databases(instance: DagsterInstance, exclude_run: str | None = None) ->
             continue
         keys = [k.path for k in run.asset_selection or ()]
         keys += [k.asset_key.path for k in run.asset_check_selection or ()]
-        for name in databases_of_run(run.tags, run.job_name, keys, run.run_config):
+        pools = run.run_op_concurrency.all_pools if run.run_op_concurrency else None
+        for name in databases_of_run(run.tags, run.job_name, keys, run.run_config, pools or ()):
             busy.setdefault(name, f"run {run.run_id} ({run.job_name})")
     return busy
 

@@ -89,6 +89,10 @@ def test_every_run_holds_its_databases_pool_and_gets_its_database_tag_at_launch(
         assert both.run_op_concurrency is not None
         assert both.run_op_concurrency.all_pools == {"kotomi_backup_blog", "kotomi_backup_kotomi"}
         assert database_tag_for(both) == {}
+        # A job launched whole from the Launchpad: its steps' pools name the database.
+        monkeypatch.setenv("KOTOMI_BACKUP_DATABASES", "docs-site=/data/docs.db")
+        whole = instance.create_run_for_job(definitions_from_env().resolve_job_def("kotomi_prune"))
+        assert database_tag_for(whole) == {DATABASE_TAG: "docs-site"}
         # The restore Launchpad: the database of its config.
         restore = instance.create_run_for_job(
             defs.resolve_job_def("restore_job"),
@@ -98,8 +102,7 @@ def test_every_run_holds_its_databases_pool_and_gets_its_database_tag_at_launch(
         assert database_tag_for(restore) == {DATABASE_TAG: "kotomi"}
     for job in ("kotomi_backup", "kotomi_prune", "kotomi_restore_drill", "kotomi_restore_test"):
         for node in defs.resolve_job_def(job).nodes_in_topological_order:
-            pool = node.definition.pool
-            assert pool == f"kotomi_backup_{node.name.split('__')[0]}", node.name
+            assert node.definition.pool == f"kotomi_backup_{node.name.split('__')[0]}", node.name
 
 
 @pytest.mark.parametrize(

@@ -73,6 +73,7 @@ def test_the_user_journey(deployment: Deployment, tmp_path: Path) -> None:
     # 1. A backup through the UI's API.
     first = d.wait_run(d.launch("kotomi_backup"))
     assert first["status"] == "SUCCESS", first
+    assert tags(first)[DATABASE_TAG] == KOTOMI  # added at launch (the job's pools name it)
     assert len(list_backups(LocalStore(d.backups), KOTOMI).backups) >= 1
 
     # 2. The daemon fires the schedule and the prune sensor on its own; then the schedule
