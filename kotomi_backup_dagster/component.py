@@ -8,6 +8,7 @@ variable name, `{env: NAME}`, and read when a run needs them. Every value is che
 the project loads (`dg check defs`), with one line saying what is wrong.
 """
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,8 +36,10 @@ Text = str | Env
 
 
 def _text(value: Text | None) -> Any:
+    """An optional value: a variable unset where the code location loads means not set (a
+    run would otherwise fail resolving it)."""
     if isinstance(value, Env):
-        return EnvVar(value.env)
+        return EnvVar(value.env) if os.environ.get(value.env) else None
     return value
 
 

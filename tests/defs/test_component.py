@@ -106,7 +106,11 @@ def component(**changes: Any) -> KotomiBackupComponent:
     return KotomiBackupComponent.model_validate(attributes)
 
 
-def test_component_values_reach_the_definitions_and_secrets_stay_env_references() -> None:
+def test_component_values_reach_the_definitions_and_secrets_stay_env_references(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert component().options().notifier.webhook_url is None  # unset: no webhook
+    monkeypatch.setenv("HOOK_URL", "http://127.0.0.1:9/hook")
     options = component().options()
     assert options.notifier.webhook_url == EnvVar("HOOK_URL")  # read at run time, never shown
     assert options.retention_policy().keep_daily == 14
