@@ -62,19 +62,24 @@ def _drill_all(
 def _check_results(
     key: AssetKey, results: list[tuple[str, Manifest, DrillRecord]]
 ) -> list[AssetCheckResult]:
+    """One result per check that ran on some backup; a check that never got to run (an
+    earlier one failed on every backup) gets none rather than a false "passed"."""
     out = []
     for check in CHECKS:
-        failed = [
-            f"{r.backup_id} at {url}" for url, _, r in results if r.checks.get(check) is False
-        ]
+        ran = [(url, r) for url, _, r in results if r.checks.get(check) is not None]
+        if not ran:
+            continue
+        failed = [(url, r) for url, r in ran if r.checks.get(check) is False]
+        where = ", ".join(f"{r.backup_id} at {url}" for url, r in failed[:5])
+        first = failed[0][1].problems[0] if failed and failed[0][1].problems else ""
         out.append(
             AssetCheckResult(
                 asset_key=key,
                 check_name=check,
                 passed=not failed,
                 severity=AssetCheckSeverity.ERROR,
-                description="failed on " + ", ".join(failed[:5]) if failed else "passed",
-                metadata={"failed": len(failed), "drilled": len(results)},
+                description=f"failed on {where}: {first}" if failed else f"passed on {len(ran)}",
+                metadata={"failed": len(failed), "checked": len(ran), "drilled": len(results)},
             )
         )
     return out
