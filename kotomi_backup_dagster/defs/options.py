@@ -8,13 +8,15 @@ documented KOTOMI_* variables) or from a `defs.yaml` (component.py), and handed 
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dagster import Backoff, Jitter, RetryPolicy
+from dagster._utils.schedules import cron_string_iterator
 
 from ..engine.errors import ConfigError
 from ..engine.health import Thresholds
@@ -32,6 +34,14 @@ DAILY_AT_3 = "0 3 * * *"
 WEEKLY_SUNDAY_4 = "0 4 * * 0"
 MONTHLY_FIRST_5 = "0 5 1 * *"
 DEFAULT_OWNERS = ("team:kotomi-ops",)
+
+
+def cron_interval(cron: str, timezone: str = "UTC", samples: int = 8) -> timedelta:
+    """The longest gap between consecutive ticks of a cron schedule (daily: 24 h)."""
+    ticks = cron_string_iterator(datetime(2026, 1, 5, tzinfo=UTC).timestamp(), cron, timezone)
+    times = [next(ticks) for _ in range(samples + 1)]
+    return max(b - a for a, b in itertools.pairwise(times))
+
 
 # Where each destination scheme shows in the UI (asset kinds).
 SCHEME_KINDS = {"s3": "s3", "gs": "gcs", "file": "file", "": "file"}
@@ -81,8 +91,6 @@ class KotomiBackupOptions:
         return RetentionPolicyResource.model_construct(**fields).policy()
 
     def health_thresholds(self) -> Thresholds:
-        from .alerts.monitor import cron_interval
-
         if self.thresholds is not None:
             return self.thresholds
         return Thresholds.from_env({}, backup_interval=cron_interval(self.backup_cron))
@@ -119,8 +127,6 @@ class KotomiBackupOptions:
             self.retention_policy()
         except ValueError as exc:
             raise ConfigError(str(exc).splitlines()[0]) from None
-        from .alerts.monitor import cron_interval
-
         for what, cron in (
             ("backup", self.backup_cron),
             ("prune", self.cadence.prune),
@@ -217,8 +223,6 @@ def options_from_env(environ: Mapping[str, str] | None = None) -> KotomiBackupOp
             u.strip() for u in (env.get("KOTOMI_BACKUP_URL") or "").split(",") if u.strip()
         ),
     )
-    from .alerts.monitor import cron_interval
-
     try:
         interval = cron_interval(options.backup_cron, cadence.timezone)
     except Exception:
@@ -231,6 +235,4 @@ def options_from_env(environ: Mapping[str, str] | None = None) -> KotomiBackupOp
 
 
 def interval_of(options: KotomiBackupOptions) -> timedelta:
-    from .alerts.monitor import cron_interval
-
     return cron_interval(options.backup_cron, options.cadence.timezone)

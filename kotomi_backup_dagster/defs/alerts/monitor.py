@@ -6,7 +6,6 @@ when the backup catalog was last observed. Dagster stores it with each tick, so 
 restart neither repeats an alert nor loses one.
 """
 
-import itertools
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -19,7 +18,6 @@ from dagster import (
     SensorResult,
     sensor,
 )
-from dagster._utils.schedules import cron_string_iterator
 
 from ...engine.health import (
     Finding,
@@ -45,13 +43,6 @@ CATALOG_EVERY = timedelta(hours=1)  # observe at least this often; at once on an
 
 
 HEALTH_SENSOR = "kotomi_backup_health"
-
-
-def cron_interval(cron: str, timezone: str = "UTC", samples: int = 8) -> timedelta:
-    """The longest gap between consecutive ticks of a cron schedule (daily: 24 h)."""
-    ticks = cron_string_iterator(datetime(2026, 1, 5, tzinfo=UTC).timestamp(), cron, timezone)
-    times = [next(ticks) for _ in range(samples + 1)]
-    return max(b - a for a, b in itertools.pairwise(times))
 
 
 def alert_for(name: str, item: Finding | Recovery) -> Alert:
