@@ -4,12 +4,14 @@ PYTHON    ?= python3
 BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.installed
 DEMO      ?= $(CURDIR)/.demo
+# dg finds the project's virtualenv through VIRTUAL_ENV (no warning, no activation needed).
+DG        := VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg
 DEMO_ENV  := DAGSTER_HOME=$(DEMO)/dagster_home \
              KOTOMI_DB_PATH=$(DEMO)/kotomi.db \
              KOTOMI_BACKUP_URL=$(DEMO)/backups \
              KOTOMI_BACKUP_STAGING_DIR=$(DEMO)/staging
 
-.PHONY: setup system-deps demo dev test lint typecheck clean
+.PHONY: setup system-deps demo dev check test lint typecheck clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +34,7 @@ $(DEMO)/dagster_home/dagster.yaml: dagster_home/dagster.yaml
 # Make a demo Kotomi database, run the backup job once on local disk, show the result.
 demo: $(STAMP) $(DEMO)/dagster_home/dagster.yaml
 	$(BIN)/kotomi-backup demo --dir $(DEMO) --db-only
-	$(DEMO_ENV) $(BIN)/dagster job execute -m kotomi_backup_dagster.definitions -j kotomi_backup
+	$(DEMO_ENV) $(DG) launch --job kotomi_backup
 	$(DEMO_ENV) $(BIN)/kotomi-backup list
 	@echo
 	@echo "Backups are in $(DEMO)/backups/kotomi/<backup_id>/ (manifest.json + kotomi.db.zst)."
@@ -40,7 +42,11 @@ demo: $(STAMP) $(DEMO)/dagster_home/dagster.yaml
 
 # The Dagster UI and the daemon (schedules, sensors, run queue), on the demo setup.
 dev: $(STAMP) $(DEMO)/dagster_home/dagster.yaml
-	$(DEMO_ENV) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(DEMO_ENV) $(DG) dev -h 127.0.0.1 -p 3000
+
+# Load the code location as Dagster does and check every definition (bad settings fail here).
+check: $(STAMP)
+	$(DG) check defs
 
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .

@@ -625,6 +625,9 @@ MEMORY_HEADING = "## Memory does not grow with the database"
 # bench/paged.py writes its section between these markers; render() keeps it.
 PAGED_START = "<!-- paged:start -->"
 PAGED_END = "<!-- paged:end -->"
+# bench/load.py's section (code location load time with many databases), kept the same way.
+LOAD_START = "<!-- load:start -->"
+LOAD_END = "<!-- load:end -->"
 
 
 def keep_memory_section(previous: Path) -> str:
@@ -640,15 +643,18 @@ def keep_memory_section(previous: Path) -> str:
     return text[start:] if end < 0 else text[start : end + 1]
 
 
-def keep_paged_section(previous: Path) -> str:
-    """The section of an earlier docs/benchmarks.md written by bench/paged.py, markers included."""
+def keep_paged_section(
+    previous: Path, start_marker: str = PAGED_START, end_marker: str = PAGED_END
+) -> str:
+    """The section of an earlier docs/benchmarks.md written by bench/paged.py (or another
+    script's, by its markers), markers included."""
     if not previous.exists():
         return ""
     text = previous.read_text()
-    start, end = text.find(PAGED_START), text.find(PAGED_END)
+    start, end = text.find(start_marker), text.find(end_marker)
     if start < 0 or end < start:
         return ""
-    return text[start : end + len(PAGED_END)]
+    return text[start : end + len(end_marker)]
 
 
 def chart(res: Results, sizes: list[int], path: Path) -> bool:
@@ -756,7 +762,14 @@ def main(argv: list[str] | None = None) -> int:
         png_name,
         keep_memory_section(previous),
         order,
-        keep_paged_section(previous),
+        "\n\n".join(
+            part
+            for part in (
+                keep_paged_section(previous),
+                keep_paged_section(previous, LOAD_START, LOAD_END),
+            )
+            if part
+        ),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

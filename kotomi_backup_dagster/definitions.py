@@ -1,17 +1,6 @@
-"""The code location: every area's definitions, for every configured database."""
+"""The code location configured by the environment (KOTOMI_* variables): every area, for
+every configured database. A bad value fails here, at load, with one line."""
 
-from dagster import Definitions
+from .defs.factory import definitions_from_env
 
-from .defs.alerts import build_alerts_definitions
-from .defs.backup.definitions import build_backup_definitions
-from .defs.databases import databases_from_env
-from .defs.restore.definitions import build_restore_definitions
-from .defs.retention.definitions import build_retention_definitions
-
-databases = databases_from_env()
-defs = Definitions.merge(
-    *(build_backup_definitions(db) for db in databases),
-    build_restore_definitions(databases),
-    build_retention_definitions(databases),
-    build_alerts_definitions(databases),
-)
+defs = definitions_from_env()

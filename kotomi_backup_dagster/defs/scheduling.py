@@ -1,10 +1,15 @@
-"""Schedules shared by every area: one run per database at a time, in the configured zone."""
+"""Schedules shared by every database: each tick asks for one run per database, skipping a
+database while a run about it is in progress (backup, prune, drill or restore: they would
+compete for the same files and disk). Their number does not grow with the databases."""
 
-import os
+from collections.abc import Callable, Sequence
 
 from dagster import (
+    AssetKey,
+    DagsterInstance,
     DagsterRunStatus,
     DefaultScheduleStatus,
+    JobDefinition,
     RunRequest,
     RunsFilter,
     ScheduleDefinition,
@@ -14,7 +19,8 @@ from dagster import (
 )
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from .databases import DatabaseSpec
+from .databases import DatabaseSpec, databases_of_run
+from .options import KotomiBackupOptions
 
 IN_PROGRESS = [
     DagsterRunStatus.QUEUED,
@@ -25,22 +31,33 @@ IN_PROGRESS = [
 ]
 
 
-def configured_timezone() -> str:
-    return os.environ.get("KOTOMI_BACKUP_TIMEZONE") or "UTC"
+def busy_databases(instance: DagsterInstance, exclude_run: str | None = None) -> dict[str, str]:
+    """{database: "run <id> (<job>)"} for every run in progress, whoever launched it."""
+    busy: dict[str, str] = {}
+    for record in instance.get_run_records(RunsFilter(statuses=IN_PROGRESS)):
+        run = record.dagster_run
+        if run.run_id == exclude_run:
+            continue
+        keys = [k.path for k in run.asset_selection or ()]
+        keys += [k.asset_key.path for k in run.asset_check_selection or ()]
+        pools = run.run_op_concurrency.all_pools if run.run_op_concurrency else None
+        for name in databases_of_run(run.tags, run.job_name, keys, run.run_config, pools or ()):
+            busy.setdefault(name, f"run {run.run_id} ({run.job_name})")
+    return busy
 
 
-def database_schedule(
-    spec: DatabaseSpec,
-    job: UnresolvedAssetJobDefinition,
+def per_database_schedule(
+    options: KotomiBackupOptions,
+    job: UnresolvedAssetJobDefinition | JobDefinition,
     *,
     name: str,
     cron: str,
     description: str,
+    keys_of: Callable[[DatabaseSpec], Sequence[AssetKey]],
     running: bool = True,
 ) -> ScheduleDefinition:
-    """A schedule that skips its tick while any run about the same database is in progress
-    (backup, prune, drill or restore: they would compete for the same files and disk)."""
-    timezone = configured_timezone()
+    timezone = options.cadence.timezone
+    specs = options.databases
 
     @schedule(
         name=name,
@@ -48,15 +65,21 @@ def database_schedule(
         job=job,
         execution_timezone=timezone,
         default_status=DefaultScheduleStatus.RUNNING if running else DefaultScheduleStatus.STOPPED,
-        description=f"{description} ({cron} in {timezone}).",
+        description=f"{description} ({cron} in {timezone}); one run per database.",
     )
-    def _schedule(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
-        busy = context.instance.get_run_records(
-            RunsFilter(tags=spec.tags, statuses=IN_PROGRESS), limit=1
-        )
-        if busy:
-            run = busy[0].dagster_run
-            return SkipReason(f"{spec.name} is busy: run {run.run_id} ({run.job_name}) in progress")
-        return RunRequest(tags=spec.tags)
+    def _schedule(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
+        busy = busy_databases(context.instance)
+        requests = []
+        for spec in specs:
+            if spec.name in busy:
+                context.log.info(f"{spec.name} is busy: {busy[spec.name]} in progress; skipped")
+                continue
+            requests.append(
+                RunRequest(run_key=spec.name, asset_selection=list(keys_of(spec)), tags=spec.tags)
+            )
+        if not requests:
+            detail = "; ".join(f"{n}: {what}" for n, what in sorted(busy.items())[:5])
+            return SkipReason(f"every database is busy ({detail})")
+        return requests
 
     return _schedule

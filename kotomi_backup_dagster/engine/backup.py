@@ -193,6 +193,7 @@ def _take(
     )
     info = asdict(snap)
     info["created_at"] = rfc3339(moment)
+    info["format"] = settings.backup_format  # decided here, once: later stages read it
     if fallback:
         info["live_read_unavailable"] = fallback  # why the database was copied instead
     staged.write_json(SNAPSHOT_INFO, info)
@@ -262,6 +263,7 @@ def _stage_live(
     )
     info = asdict(snap)
     info["created_at"] = rfc3339(moment)
+    info["format"] = "paged"
     info["live_read"] = {
         "bases": read.bases,
         "staged_pages": read.staged_pages,
@@ -304,7 +306,7 @@ def stage_archive(
             f"backup {staged.backup_id}: snapshot failed verification ({verify.get('problems')}); "
             "nothing is archived"
         )
-    if settings.backup_format == "paged":
+    if staged.backup_format(settings.backup_format) == "paged":
         return _stage_pages(staged, settings, verify, progress)
     recipients = parse_recipients(settings.age_recipients)
     result = write_archive(
@@ -437,7 +439,7 @@ def verify_and_archive(
     """`stage_verify` and the archive stage at once: the check runs in a thread while this
     one compresses. The archive is kept only if the check passed; on failure it is deleted
     and the manifest is None (the caller must not upload)."""
-    if settings.backup_format == "paged":
+    if staged.backup_format(settings.backup_format) == "paged":
         return _verify_and_hash(staged, settings, progress)
     recipients = parse_recipients(settings.age_recipients)
     archive_path = staged.archive_path(bool(recipients))

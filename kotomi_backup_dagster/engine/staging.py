@@ -83,6 +83,15 @@ class StagedBackup:
                 raise DiskFull(self.workdir, self.database_size()) from None
             raise
 
+    def backup_format(self, default: str) -> str:
+        """The format its snapshot stage chose (`default` for a folder staged before the
+        choice was recorded)."""
+        try:
+            chosen = json.loads((self.workdir / SNAPSHOT_INFO).read_text()).get("format")
+        except (OSError, ValueError, AttributeError):
+            return default
+        return chosen if chosen in ("full", "paged") else default
+
     def database_size(self) -> int | None:
         """The snapshot's size, once the snapshot stage recorded it."""
         try:

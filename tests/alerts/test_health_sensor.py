@@ -22,11 +22,8 @@ from dagster import (
     build_sensor_context,
     instance_for_test,
 )
-from dagster._core.definitions.observe import observe
 
-from kotomi_backup_dagster.defs.alerts import build_alerts_definitions
-from kotomi_backup_dagster.defs.backup.definitions import build_backup_definitions
-from kotomi_backup_dagster.defs.databases import DatabaseSpec
+from kotomi_backup_dagster.defs.factory import definitions_from_env
 from kotomi_backup_dagster.engine.backup import run_backup
 from kotomi_backup_dagster.engine.catalog import DrillRecord, write_drill
 from kotomi_backup_dagster.engine.manifest import Manifest, new_backup_id, rfc3339
@@ -35,13 +32,12 @@ from kotomi_backup_dagster.engine.stores import LocalStore
 
 from .conftest import SmtpServer, WebhookReceiver, alert_env, assert_no_secret, backup_env
 
-SPEC = DatabaseSpec("kotomi")
 SENSOR = "kotomi_backup_health"
 CATALOG = AssetKey(["kotomi", "backup_catalog"])
 
 
 def code_location() -> Definitions:
-    return Definitions.merge(build_backup_definitions(SPEC), build_alerts_definitions([SPEC]))
+    return definitions_from_env()
 
 
 def backup(dest: Path | None = None) -> Manifest:
@@ -239,9 +235,17 @@ def test_unlistable_destination_and_failed_drill_alert_once_and_recover(
 def test_backup_catalog_asset_observes_with_metadata_that_plots(env: Path) -> None:
     made = backup()
     defs = code_location()
-    catalog = next(a for a in defs.assets or [] if getattr(a, "key", None) == CATALOG)
+    graph = defs.resolve_asset_graph()
+    # The catalog observes the stores, downstream of everything that changes them.
+    assert graph.get(CATALOG).is_observable
+    assert graph.get(CATALOG).parent_keys == {
+        AssetKey(["kotomi", s]) for s in ("upload", "prune", "restore_drill", "restore_test")
+    }
     with instance_for_test() as instance:
-        result = observe([catalog], instance=instance, resources=defs.resources)  # type: ignore[list-item]
+        # What the UI's "Observe" button runs.
+        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            asset_selection=[CATALOG], instance=instance
+        )
         assert result.success
         record = instance.fetch_observations(CATALOG, limit=1).records[0]
         observation = record.asset_observation

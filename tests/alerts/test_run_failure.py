@@ -25,15 +25,12 @@ from dagster import (
 )
 from dagster._serdes import serialize_value
 
-from kotomi_backup_dagster.defs.alerts import build_alerts_definitions
 from kotomi_backup_dagster.defs.alerts.run_failure import (
     RUN_FAILURE_SENSOR,
     advice_for,
     error_first_line,
 )
-from kotomi_backup_dagster.defs.backup.definitions import build_backup_definitions
-from kotomi_backup_dagster.defs.databases import DatabaseSpec
-from kotomi_backup_dagster.defs.restore.definitions import build_restore_definitions
+from kotomi_backup_dagster.defs.factory import definitions_from_env
 from kotomi_backup_dagster.engine.backup import run_backup
 from kotomi_backup_dagster.engine.settings import BackupSettings
 from tests.conftest import AgeKey
@@ -47,11 +44,9 @@ from .conftest import (
     free_port,
 )
 
-SPEC = DatabaseSpec("kotomi")
-
 
 def code_location() -> Definitions:
-    return Definitions.merge(build_backup_definitions(SPEC), build_alerts_definitions([SPEC]))
+    return definitions_from_env()
 
 
 def kotomi_backup_job() -> JobDefinition:
@@ -60,11 +55,7 @@ def kotomi_backup_job() -> JobDefinition:
 
 
 def drill_location() -> Definitions:
-    return Definitions.merge(
-        build_backup_definitions(SPEC),
-        build_restore_definitions([SPEC]),
-        build_alerts_definitions([SPEC]),
-    )
+    return definitions_from_env()
 
 
 def kotomi_restore_drill_job() -> JobDefinition:
@@ -278,7 +269,7 @@ def test_a_failed_drill_check_is_named_with_its_description(
         )
 
     alert_env(monkeypatch, webhook_url=webhook.url(), smtp_port=None)
-    alerts = build_alerts_definitions([SPEC])
+    alerts = code_location()
     job = Definitions(assets=[restore_drill]).resolve_implicit_global_asset_job_def()
     with instance_for_test() as instance:
         result = job.execute_in_process(

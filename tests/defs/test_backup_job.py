@@ -22,8 +22,8 @@ from dagster import (
 )
 from dagster._core.storage.dagster_run import DagsterRunStatus
 
-from kotomi_backup_dagster.defs.backup.definitions import build_backup_definitions
-from kotomi_backup_dagster.defs.databases import DatabaseSpec, databases_from_env
+from kotomi_backup_dagster.defs.databases import databases_from_env
+from kotomi_backup_dagster.defs.factory import definitions_from_env
 from kotomi_backup_dagster.engine.catalog import list_backups
 from kotomi_backup_dagster.engine.stores import LocalStore
 from tests.conftest import corrupt_table
@@ -31,7 +31,7 @@ from tests.conftest import corrupt_table
 
 def kotomi_backup_job() -> JobDefinition:
     """Module-level, so Dagster can reconstruct the job for re-execution."""
-    return build_backup_definitions(DatabaseSpec("kotomi")).resolve_job_def("kotomi_backup")
+    return definitions_from_env().resolve_job_def("kotomi_backup")
 
 
 @pytest.fixture
@@ -143,7 +143,7 @@ def test_daily_schedule_is_on_at_two_in_the_configured_zone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("KOTOMI_BACKUP_TIMEZONE", "Europe/Berlin")
-    defs = build_backup_definitions(DatabaseSpec("kotomi"))
+    defs = definitions_from_env()
     schedule = defs.resolve_schedule_def("kotomi_daily_backup")
     assert schedule.cron_schedule == "0 2 * * *"
     assert schedule.execution_timezone == "Europe/Berlin"
@@ -152,7 +152,7 @@ def test_daily_schedule_is_on_at_two_in_the_configured_zone(
 
 
 def test_schedule_skips_while_a_backup_of_the_same_database_runs(env: Path) -> None:
-    defs = build_backup_definitions(DatabaseSpec("kotomi"))
+    defs = definitions_from_env()
     schedule = defs.resolve_schedule_def("kotomi_daily_backup")
     job = defs.resolve_job_def("kotomi_backup")
     with instance_for_test() as instance:
@@ -175,15 +175,26 @@ def test_each_configured_database_gets_its_own_pipeline(monkeypatch: pytest.Monk
     monkeypatch.setenv("KOTOMI_BACKUP_DATABASES", "blog=/data/blog.db,docs-site=/data/docs.db")
     specs = databases_from_env()
     assert [s.name for s in specs] == ["blog", "docs-site"]
-    from dagster import Definitions
-
-    defs = Definitions.merge(*(build_backup_definitions(s) for s in specs))
-    keys = defs.resolve_asset_graph().get_all_asset_keys()
+    defs = definitions_from_env()
+    graph = defs.resolve_asset_graph()
+    keys = graph.get_all_asset_keys()
     assert AssetKey(["blog", "upload"]) in keys
     assert AssetKey(["docs-site", "snapshot"]) in keys
-    assert {j.name for j in defs.resolve_all_job_defs()} >= {"blog_backup", "docs_site_backup"}
-    job = defs.resolve_job_def("docs_site_backup")
-    assert json.loads(json.dumps(job.tags))["kotomi_backup/database"] == "docs-site"
+    # One lineage per database: the upload feeds its own prune and drills, never the other's.
+    assert graph.get(AssetKey(["docs-site", "prune"])).parent_keys == {
+        AssetKey(["docs-site", "upload"])
+    }
+    # One job and one schedule for both; each tick asks for one run per database.
+    schedule = defs.resolve_schedule_def("kotomi_daily_backup")
+    with instance_for_test() as instance:
+        tick = schedule.evaluate_tick(build_schedule_context(instance=instance))
+    requests = {r.tags["kotomi_backup/database"]: r for r in tick.run_requests or []}
+    assert set(requests) == {"blog", "docs-site"}
+    assert set(requests["docs-site"].asset_selection or []) == {
+        AssetKey(["docs-site", stage]) for stage in ("snapshot", "archive", "upload")
+    }
+    job = defs.resolve_job_def("kotomi_backup")
+    assert json.loads(json.dumps(job.tags))["kotomi_backup/area"] == "backup"
 
 
 def test_code_location_loads() -> None:
@@ -204,3 +215,27 @@ def test_a_permanent_upload_failure_is_not_retried(
     assert not result.success
     assert step_keys(result, "STEP_FAILURE") == {"kotomi__upload"}
     assert not step_keys(result, "STEP_UP_FOR_RETRY"), "a configuration error was retried"
+
+
+def test_a_second_database_backs_up_and_drills_on_its_own(
+    env: Path, kotomi_db: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The second database's stages are copies of the first's: they work on its own file."""
+    import shutil
+
+    blog = tmp_path / "blog.db"
+    shutil.copyfile(kotomi_db, blog)
+    monkeypatch.setenv("KOTOMI_BACKUP_DATABASES", f"kotomi={kotomi_db},blog={blog}")
+    everything = definitions_from_env().resolve_implicit_global_asset_job_def()
+    keys = {AssetKey(["blog", s]) for s in ("snapshot", "archive", "upload", "restore_drill")}
+    result = everything.get_subset(asset_selection=keys).execute_in_process(
+        instance=DagsterInstance.ephemeral()
+    )
+    assert result.success
+    [backup] = list_backups(LocalStore(env), "blog").backups
+    assert list_backups(LocalStore(env), "kotomi").backups == []
+    snap = result.asset_materializations_for_node("blog__snapshot")[0].metadata
+    assert backup.backup_id == snap["backup_id"].value
+    drill = result.asset_materializations_for_node("blog__restore_drill")[0].metadata
+    assert drill["backup_id"].value == backup.backup_id
+    assert {e.check_name for e in result.get_asset_check_evaluations()} >= {"verify", "integrity"}

@@ -16,8 +16,7 @@ from dagster import (
     reconstructable,
 )
 
-from kotomi_backup_dagster.defs.backup.definitions import build_backup_definitions
-from kotomi_backup_dagster.defs.databases import DatabaseSpec
+from kotomi_backup_dagster.defs.factory import definitions_from_env
 from kotomi_backup_dagster.engine.catalog import list_backups
 from kotomi_backup_dagster.engine.manifest import PAGED_FORMAT, Manifest
 from kotomi_backup_dagster.engine.restore import choose_backup, fetch_backup
@@ -29,7 +28,7 @@ STEPS = {"kotomi__snapshot", "kotomi__snapshot_verify", "kotomi__archive", "koto
 
 def paged_backup_job() -> JobDefinition:
     """Module-level, so Dagster can reconstruct the job for re-execution."""
-    return build_backup_definitions(DatabaseSpec("kotomi")).resolve_job_def("kotomi_backup")
+    return definitions_from_env().resolve_job_def("kotomi_backup")
 
 
 @pytest.fixture

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, Definitions
+from dagster._core.errors import DagsterInvalidConfigError
 
-from kotomi_backup_dagster.defs.backup.definitions import build_backup_definitions
-from kotomi_backup_dagster.defs.databases import DatabaseSpec
-from kotomi_backup_dagster.defs.restore.definitions import build_restore_definitions
+from kotomi_backup_dagster.defs.factory import definitions_from_env
 from kotomi_backup_dagster.engine.backup import run_backup
 from kotomi_backup_dagster.engine.catalog import list_backups, list_drills
 from kotomi_backup_dagster.engine.settings import BackupSettings
@@ -27,8 +26,7 @@ def dest(dagster_env: Path) -> Path:
 
 
 def defs() -> Definitions:
-    spec = DatabaseSpec("kotomi")
-    return Definitions.merge(build_backup_definitions(spec), build_restore_definitions([spec]))
+    return definitions_from_env()
 
 
 def make_backups(db: Path, dest: Path, count: int) -> list[str]:
@@ -81,18 +79,23 @@ def test_restore_job_from_config_gives_the_same_file_as_the_cli(
     assert sha256(target) == manifest.db_sha256
 
 
-def test_restore_job_refuses_an_unknown_database(dest: Path, kotomi_db: Path) -> None:
-    make_backups(kotomi_db, dest, 1)
-    result = (
-        defs()
-        .resolve_job_def("restore_job")
-        .execute_in_process(
-            run_config={"ops": {"choose_backup_to_restore": {"config": {"database": "blog"}}}},
+def test_restore_launchpad_offers_the_configured_databases(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KOTOMI_BACKUP_DATABASES", "blog=/data/blog.db,kotomi=/data/kotomi.db")
+    job = defs().resolve_job_def("restore_job")
+    field = job.run_config_schema.config_type.fields["ops"].config_type.fields[
+        "choose_backup_to_restore"
+    ]
+    database = field.config_type.fields["config"].config_type.fields["database"]
+    assert [v.config_value for v in database.config_type.enum_values] == ["blog", "kotomi"]
+    assert database.default_value == "blog"
+    # Anything else is refused before a run starts, naming the value.
+    with pytest.raises(DagsterInvalidConfigError, match=r"not in enum type .* got docs"):
+        job.execute_in_process(
+            run_config={"ops": {"choose_backup_to_restore": {"config": {"database": "docs"}}}},
             instance=DagsterInstance.ephemeral(),
-            raise_on_error=False,
         )
-    )
-    assert not result.success
 
 
 def test_weekly_drill_checks_the_latest_backup_and_records_it(dest: Path, kotomi_db: Path) -> None:
@@ -133,12 +136,17 @@ def test_monthly_test_drills_every_one_of_30_backups_and_reports_the_bad_one(
         .execute_in_process(instance=DagsterInstance.ephemeral(), raise_on_error=False)
     )
     assert not result.success  # a failed drill fails the run, so the failure alert fires
-    mat = result.asset_materializations_for_node("kotomi__restore_test")[0]
-    assert mat.metadata["drilled"].value == 30
-    assert mat.metadata["passed"].value == 29
-    assert mat.metadata["failed"].value == 1
-    report = mat.metadata["report"].value
-    assert f"| {bad} |" in report and "**FAILED**" in report
+    # The asset itself failed (no green materialization beside red checks) ...
+    assert not result.asset_materializations_for_node("kotomi__restore_test")
+    [failure] = result.get_step_failure_events()
+    # ... and the step's headline is the cause, with the figures in its metadata.
+    data = failure.step_failure_data.user_failure_data
+    assert data is not None and data.description is not None
+    assert data.description.startswith(f"restore test of backup {bad} at file://{dest} failed: ")
+    assert "\n" not in data.description
+    meta = {k: v.value for k, v in data.metadata.items()}
+    assert (meta["drilled"], meta["passed"], meta["failed"]) == (30, 29, 1)
+    assert f"| {bad} |" in meta["report"] and "**FAILED**" in meta["report"]
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["checksums"] is False
     for backup_id in ids:

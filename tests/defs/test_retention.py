@@ -10,16 +10,13 @@ from dagster import (
     instance_for_test,
 )
 
-from kotomi_backup_dagster.defs.backup.definitions import build_backup_definitions
-from kotomi_backup_dagster.defs.databases import DatabaseSpec
-from kotomi_backup_dagster.defs.retention.definitions import build_retention_definitions
+from kotomi_backup_dagster.defs.factory import definitions_from_env
 from kotomi_backup_dagster.engine.catalog import list_backups
 from kotomi_backup_dagster.engine.stores import LocalStore
 
 
 def defs() -> Definitions:
-    spec = DatabaseSpec("kotomi")
-    return Definitions.merge(build_backup_definitions(spec), build_retention_definitions([spec]))
+    return definitions_from_env()
 
 
 @pytest.fixture

@@ -136,6 +136,97 @@ class Deployment:
         run_id: str = data["run"]["runId"]
         return run_id
 
+    def materialize(
+        self, assets: list[list[str]], checks: list[tuple[list[str], str]] | None = None
+    ) -> str:
+        """What the UI's "Materialize" (and "Execute" on a check) launches: the implicit asset
+        job with the selected assets and checks (by default every check of those assets)."""
+        selector: dict[str, Any] = {
+            "repositoryLocationName": "kotomi_backup",
+            "repositoryName": "__repository__",
+            "jobName": "__ASSET_JOB",
+            "assetSelection": [{"path": path} for path in assets],
+        }
+        if checks is not None:
+            selector["assetCheckSelection"] = [
+                {"assetKey": {"path": path}, "name": name} for path, name in checks
+            ]
+        data = self.graphql(
+            """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
+                __typename ... on LaunchRunSuccess { run { runId } }
+                ... on PythonError { message }
+                ... on InvalidSubsetError { message }
+            } }""",
+            params={"selector": selector, "runConfigData": {}},
+        )["launchRun"]
+        assert data["__typename"] == "LaunchRunSuccess", data
+        run_id: str = data["run"]["runId"]
+        return run_id
+
+    def step_failures(self, run_id: str) -> dict[str, dict[str, str]]:
+        """{step key: {"className", "message"}} of the run's failed steps, as the UI shows."""
+        data = self.graphql(
+            """query($id: ID!) { logsForRun(runId: $id) { __typename ... on EventConnection {
+                events { __typename ... on ExecutionStepFailureEvent {
+                    stepKey error { message className } } } } } }""",
+            id=run_id,
+        )["logsForRun"]
+        return {
+            e["stepKey"]: e["error"]
+            for e in data["events"]
+            if e["__typename"] == "ExecutionStepFailureEvent" and e.get("error")
+        }
+
+    def asset(self, path: list[str]) -> dict[str, Any]:
+        """An asset's latest run and materialization, and its freshness status."""
+        data = self.graphql(
+            """query($key: AssetKeyInput!) {
+                assetsLatestInfo(assetKeys: [$key]) {
+                    latestRun { runId status } latestMaterialization { runId } }
+                assetNodeOrError(assetKey: $key) { ... on AssetNode {
+                    freshnessStatusInfo { freshnessStatus } } } }""",
+            key={"path": path},
+        )
+        latest: dict[str, Any] = data["assetsLatestInfo"][0]
+        node = data["assetNodeOrError"] or {}
+        latest["freshness"] = (node.get("freshnessStatusInfo") or {}).get("freshnessStatus")
+        return latest
+
+    def stop_schedule(self, name: str) -> None:
+        data = self.graphql(
+            """query($s: ScheduleSelector!) { scheduleOrError(scheduleSelector: $s) {
+                ... on Schedule { scheduleState { id } } } }""",
+            s={
+                "repositoryLocationName": "kotomi_backup",
+                "repositoryName": "__repository__",
+                "scheduleName": name,
+            },
+        )
+        state_id = data["scheduleOrError"]["scheduleState"]["id"]
+        stopped = self.graphql(
+            """mutation($id: String!) { stopRunningSchedule(id: $id) { __typename } }""",
+            id=state_id,
+        )["stopRunningSchedule"]
+        assert stopped["__typename"] == "ScheduleStateResult", stopped
+
+    def enum_choices(self, job: str) -> dict[str, list[str]]:
+        """{enum config type: its values} of a job's Launchpad form."""
+        data = self.graphql(
+            """query($s: PipelineSelector!) { runConfigSchemaOrError(selector: $s) {
+                ... on RunConfigSchema { allConfigTypes {
+                    __typename key ... on EnumConfigType { values { value } } } } } }""",
+            s={
+                "repositoryLocationName": "kotomi_backup",
+                "repositoryName": "__repository__",
+                "pipelineName": job,
+            },
+        )["runConfigSchemaOrError"]
+        return {
+            t["key"]: [v["value"] for v in t["values"]]
+            for t in data["allConfigTypes"]
+            if t["__typename"] == "EnumConfigType"
+        }
+
     def reexecute_from_failure(self, parent: str) -> str:
         data = self.graphql(
             """mutation($p: ReexecutionParams!) { launchRunReexecution(reexecutionParams: $p) {
@@ -150,7 +241,7 @@ class Deployment:
     def run(self, run_id: str) -> dict[str, Any]:
         data = self.graphql(
             """query($id: ID!) { runOrError(runId: $id) { __typename ... on Run {
-                runId status jobName tags { key value } stepStats { stepKey status }
+                runId status jobName tags { key value } stepStats { stepKey status startTime }
             } } }""",
             id=run_id,
         )["runOrError"]

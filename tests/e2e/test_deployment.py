@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from kotomi_backup_dagster.defs.databases import DATABASE_TAG
 from kotomi_backup_dagster.engine.catalog import list_backups
 from kotomi_backup_dagster.engine.stores import LocalStore
 from tests.e2e.deployment import (
@@ -57,15 +58,67 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+KOTOMI = "kotomi"
+SNAPSHOT, ARCHIVE, UPLOAD = ([KOTOMI, s] for s in ("snapshot", "archive", "upload"))
+PRUNE, DRILL, TEST = ([KOTOMI, s] for s in ("prune", "restore_drill", "restore_test"))
+CATALOG = [KOTOMI, "backup_catalog"]
+
+
+def tags(run: dict) -> dict[str, str]:  # type: ignore[type-arg]
+    return {t["key"]: t["value"] for t in run["tags"]}
+
+
 def test_the_user_journey(deployment: Deployment, tmp_path: Path) -> None:
     d = deployment
     # 1. A backup through the UI's API.
     first = d.wait_run(d.launch("kotomi_backup"))
     assert first["status"] == "SUCCESS", first
-    assert len(list_backups(LocalStore(d.backups), "kotomi").backups) >= 1
+    assert tags(first)[DATABASE_TAG] == KOTOMI  # added at launch (the job's pools name it)
+    assert len(list_backups(LocalStore(d.backups), KOTOMI).backups) >= 1
 
-    # 2. The destination becomes unusable: the upload stage fails, the run fails, an alert.
-    folder = d.backups / "kotomi"
+    # 2. The daemon fires the schedule and the prune sensor on its own; then the schedule
+    #    is switched off so that the rest of the journey decides which backup is newest.
+    def by(tag: str) -> list[dict]:  # type: ignore[type-arg]
+        return [r for r in d.runs() if any(t["key"] == tag for t in r["tags"])]
+
+    scheduled = _wait_for(lambda: by("dagster/schedule_name"), 150)
+    assert tags(scheduled[0])[DATABASE_TAG] == KOTOMI
+    sensor_runs = _wait_for(lambda: by("dagster/sensor_name"), 120)
+    assert sensor_runs[0]["jobName"] == "kotomi_prune"
+    d.stop_schedule("kotomi_daily_backup")
+    for run in d.runs():
+        d.wait_run(run["runId"])
+
+    # 3. "Materialize" on each single asset and "Execute" on the single check, in lineage
+    #    order; each run is tagged with its database when launched (one run per database).
+    ui_runs = {
+        "snapshot": d.materialize([SNAPSHOT]),
+        "verify": d.materialize([], [(SNAPSHOT, "verify")]),
+        "archive": d.materialize([ARCHIVE]),
+        "upload": d.materialize([UPLOAD]),
+        "prune": d.materialize([PRUNE]),
+        "restore_drill": d.materialize([DRILL]),
+        "restore_test": d.materialize([TEST]),
+        "backup_catalog": d.materialize([CATALOG]),  # "Observe"
+    }
+    for action, run_id in ui_runs.items():
+        run = d.wait_run(run_id)
+        assert run["status"] == "SUCCESS", (action, run, d.step_failures(run_id))
+        assert tags(run)[DATABASE_TAG] == KOTOMI, action
+    staged = d.asset(SNAPSHOT)["latestMaterialization"]["runId"]
+    assert staged == ui_runs["snapshot"]
+    assert d.asset(UPLOAD)["latestMaterialization"]["runId"] == ui_runs["upload"]
+
+    # 4. "Materialize all": every asset of the lineage in one run, drills after the upload.
+    everything = d.wait_run(d.materialize([SNAPSHOT, ARCHIVE, UPLOAD, PRUNE, DRILL, TEST]))
+    assert everything["status"] == "SUCCESS", d.step_failures(everything["runId"])
+    started = {s["stepKey"]: s["startTime"] for s in everything["stepStats"]}
+    assert started["kotomi__upload"] < started["kotomi__restore_drill"]
+    assert started["kotomi__upload"] < started["kotomi__prune"]
+
+    # 5. The destination becomes unusable: the upload stage fails, its headline is the
+    #    cause (not Dagster's retry wrapper), the run fails, an alert goes out.
+    folder = d.backups / KOTOMI
     moved = d.backups / "kotomi.moved"
     folder.rename(moved)
     folder.write_text("not a directory")
@@ -74,32 +127,60 @@ def test_the_user_journey(deployment: Deployment, tmp_path: Path) -> None:
     steps = {s["stepKey"]: s["status"] for s in failed["stepStats"]}
     assert steps["kotomi__upload"] == "FAILURE"
     assert steps["kotomi__snapshot"] == "SUCCESS" and steps["kotomi__archive"] == "SUCCESS"
+    error = d.step_failures(failed["runId"])["kotomi__upload"]
+    headline = error["message"].splitlines()[0]
+    assert error["className"] == "Failure"
+    assert f"upload to file://{d.backups} failed: " in headline, headline
+    assert "max_retries" not in headline
     alert = _wait_for(
         lambda: [p for p in d.receiver.posts if failed["runId"] in json.dumps(p)], 120
     )
     text = json.dumps(alert[0])
     assert "upload" in text and f"/runs/{failed['runId']}" in text
 
-    # 3. The destination is back: re-execute from failure runs the upload alone.
+    # 6. The destination is back: re-execute from failure runs the upload alone.
     folder.unlink()
     moved.rename(folder)
     again = d.wait_run(d.reexecute_from_failure(failed["runId"]))
     assert again["status"] == "SUCCESS", again
     ran = {s["stepKey"] for s in again["stepStats"] if s["status"] == "SUCCESS"}
     assert ran == {"kotomi__upload"}
-    listed = {m.backup_id for m in list_backups(LocalStore(d.backups), "kotomi").backups}
+    backups = list_backups(LocalStore(d.backups), KOTOMI).backups
+    listed = {m.backup_id for m in backups}
     assert len(listed) >= 2
 
-    # 4. The daemon fires the schedule and the prune sensor on its own.
-    def by(tag: str) -> list[dict]:  # type: ignore[type-arg]
-        return [r for r in d.runs() if any(t["key"] == tag for t in r["tags"])]
+    # 7. A damaged archive: the drill fails, with the cause as its headline, and the drill
+    #    asset shows as failed (its latest run failed; no new materialization).
+    newest = backups[0]
+    archive = d.backups / newest.archive.key
+    intact = archive.read_bytes()
+    damaged = bytearray(intact)
+    damaged[len(damaged) // 2] ^= 0x10
+    archive.write_bytes(bytes(damaged))
+    drill = d.wait_run(d.materialize([DRILL]))
+    assert drill["status"] == "FAILURE"
+    drill_error = d.step_failures(drill["runId"])["kotomi__restore_drill"]
+    assert (
+        drill_error["message"]
+        .splitlines()[0]
+        .startswith(
+            f"dagster._core.definitions.events.Failure: drill of backup {newest.backup_id} at "
+        )
+    ), drill_error
+    drilled = d.asset(DRILL)
+    assert drilled["latestRun"] == {"runId": drill["runId"], "status": "FAILURE"}
+    assert drilled["latestMaterialization"]["runId"] != drill["runId"]
+    archive.write_bytes(intact)
+    repaired = d.wait_run(d.materialize([DRILL]))  # the archive is intact again: green
+    assert repaired["status"] == "SUCCESS", d.step_failures(repaired["runId"])
 
-    assert _wait_for(lambda: by("dagster/schedule_name"), 150)
-    sensor_runs = _wait_for(lambda: by("dagster/sensor_name"), 120)
-    assert sensor_runs[0]["jobName"] == "kotomi_prune"
+    # 8. Dagster's own freshness: the upload is fresh.
+    assert _wait_for(lambda: d.asset(UPLOAD)["freshness"] == "HEALTHY", 120)
 
-    # 5. A restore launched with config, as from the Launchpad.
-    backup_id = sorted(listed)[-1]
+    # 9. The restore Launchpad: the configured databases are choices; a restore with config.
+    choices = d.enum_choices("restore_job")
+    assert [v for k, v in choices.items() if k.startswith("KotomiDatabase")] == [[KOTOMI]]
+    backup_id = newest.backup_id
     target = tmp_path / "restored.db"
     restored = d.wait_run(
         d.launch(
@@ -108,7 +189,7 @@ def test_the_user_journey(deployment: Deployment, tmp_path: Path) -> None:
                 "ops": {
                     "choose_backup_to_restore": {
                         "config": {
-                            "database": "kotomi",
+                            "database": KOTOMI,
                             "backup": backup_id,
                             "target_path": str(target),
                         }
@@ -118,18 +199,21 @@ def test_the_user_journey(deployment: Deployment, tmp_path: Path) -> None:
         )
     )
     assert restored["status"] == "SUCCESS", restored
-    manifest = next(
-        m for m in list_backups(LocalStore(d.backups), "kotomi").backups if m.backup_id == backup_id
-    )
-    assert sha256(target) == manifest.db_sha256
+    assert tags(restored)[DATABASE_TAG] == KOTOMI
+    assert sha256(target) == newest.db_sha256
 
-    # 6. The real UI, rendered by headless Chromium: the pipeline and the re-executed run.
+    # 10. The real UI, rendered by headless Chromium.
     shots = Path(os.environ.get("E2E_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
     pages = {
         shots
         / "asset-graph.png": f"{d.web_url}/locations/kotomi_backup/asset-groups/kotomi_backup",
         shots / "reexecuted-run.png": f"{d.web_url}/runs/{again['runId']}",
+        shots / "freshness.png": f"{d.web_url}/assets/kotomi/upload",
+        shots / "failed-drill.png": f"{d.web_url}/runs/{drill['runId']}",
+        shots / "restore-launchpad.png": (
+            f"{d.web_url}/locations/kotomi_backup/jobs/restore_job/playground"
+        ),
     }
     screenshot(pages, tmp_path / "chromium-profile")
     for path in pages:

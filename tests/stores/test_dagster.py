@@ -16,14 +16,14 @@ from dagster import (
     reconstructable,
 )
 
-from kotomi_backup_dagster.defs.backup.assets import build_backup_assets, staged_io_key
-from kotomi_backup_dagster.defs.backup.definitions import build_backup_definitions
+from kotomi_backup_dagster.defs.backup.assets import build_backup_assets
 from kotomi_backup_dagster.defs.backup.resources import (
     KotomiBackupResource,
     backup_resource_from_env,
 )
-from kotomi_backup_dagster.defs.backup.staged_io import RunScopedIOManager
 from kotomi_backup_dagster.defs.databases import DatabaseSpec
+from kotomi_backup_dagster.defs.factory import definitions_from_env
+from kotomi_backup_dagster.defs.options import KotomiBackupOptions
 from kotomi_backup_dagster.engine.catalog import list_backups
 from kotomi_backup_dagster.engine.stores import LocalStore, open_store
 from kotomi_backup_dagster.engine.stores.gcs import GCSStore
@@ -36,7 +36,7 @@ KEY = "kotomi_backup_settings"
 
 def kotomi_backup_job() -> JobDefinition:
     """Module-level, so Dagster can reconstruct the job for re-execution."""
-    return build_backup_definitions(DatabaseSpec("kotomi")).resolve_job_def("kotomi_backup")
+    return definitions_from_env().resolve_job_def("kotomi_backup")
 
 
 def step_keys(result: Any, kind: str) -> list[str]:
@@ -70,10 +70,12 @@ def test_materialize_with_the_s3_and_gcs_resources(
     assert [type(s) for s in stores] == [S3Store, GCSStore, LocalStore]
     assert stores[0].client.meta.endpoint_url == aws_env.url  # type: ignore[attr-defined]
 
-    assets, checks = build_backup_assets(DatabaseSpec("kotomi"), KEY)
+    spec = DatabaseSpec("kotomi")
+    options = KotomiBackupOptions(databases=(spec,), backup=resource, destination_urls=tuple(urls))
+    assets, checks = build_backup_assets(spec, options, KEY)
     result = materialize(
         [*assets, *checks],
-        resources={KEY: resource, staged_io_key(KEY): RunScopedIOManager()},
+        resources={KEY: resource},
         instance=DagsterInstance.ephemeral(),
     )
     assert result.success

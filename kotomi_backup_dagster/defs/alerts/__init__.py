@@ -1,7 +1,7 @@
 """Alerts and monitoring: run failures, stale backups, overdue or failed drills, size drops,
-unlistable destinations, and the `backup_catalog` asset of every database."""
+unlistable destinations, and the `backup_catalog` asset of every database
+(`build_alerts_definitions` in definitions.py)."""
 
-from .definitions import build_alerts_definitions
 from .resources import AlertNotifier, alert_notifier_from_env
 
-__all__ = ["AlertNotifier", "alert_notifier_from_env", "build_alerts_definitions"]
+__all__ = ["AlertNotifier", "alert_notifier_from_env"]

@@ -8,7 +8,7 @@ and whenever a backup or a drill result appears), with the same metadata: a Mark
 import hashlib
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,19 +17,22 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetObservation,
+    AssetsDefinition,
+    AssetSpec,
     BetaWarning,
     DataVersion,
     MetadataValue,
     ObserveResult,
-    SourceAsset,
-    observable_source_asset,
+    multi_observable_source_asset,
 )
 
 from ...engine.health import DestinationState, inspect_destination, unlistable_destination, utcnow
 from ...engine.stores import open_store
 from ...retention import RetentionPolicy, plan_retention
+from ..backup.assets import SETTINGS_KEY, group_of
 from ..backup.resources import KotomiBackupResource
 from ..databases import DatabaseSpec
+from ..options import KotomiBackupOptions
 
 DATA_VERSION_TAG = "dagster/data_version"
 
@@ -38,11 +41,12 @@ def catalog_key(spec: DatabaseSpec) -> AssetKey:
     return AssetKey([spec.name, "backup_catalog"])
 
 
-def read_destinations(resource: KotomiBackupResource, name: str) -> list[DestinationState]:
+def read_destinations(resource: KotomiBackupResource, spec: DatabaseSpec) -> list[DestinationState]:
     """Every configured destination of one database, through the backup resource's stores
     (its S3/GCS clients and retries). When the stores cannot all be opened, each URL is
     opened alone, so the one that fails is reported and the others are still listed."""
-    urls = resource.settings().require_urls()
+    name = spec.name
+    urls = resource.settings(spec).require_urls()
     try:
         stores = resource.stores()
     except Exception:
@@ -164,26 +168,52 @@ def catalog_observation(spec: DatabaseSpec, view: CatalogView) -> AssetObservati
     )
 
 
-def build_catalog_asset(spec: DatabaseSpec, settings_key: str) -> SourceAsset:
+def build_catalog_asset(
+    specs: Sequence[DatabaseSpec], options: KotomiBackupOptions, settings_key: str = SETTINGS_KEY
+) -> AssetsDefinition:
+    """One observable asset definition for every database's catalog (each its own key, in
+    its database's group, downstream of what changes the stores)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", BetaWarning)  # observable source assets are "beta"
-        return _catalog_asset(spec, settings_key)
+        warnings.simplefilter("ignore", BetaWarning)  # observable assets are "beta"
+        return _catalog_asset(specs, options, settings_key)
 
 
-def _catalog_asset(spec: DatabaseSpec, settings_key: str) -> SourceAsset:
-    @observable_source_asset(
-        key=catalog_key(spec),
-        group_name=f"{spec.key}_backup",
-        required_resource_keys={settings_key},
+def _catalog_spec(spec: DatabaseSpec, options: KotomiBackupOptions) -> AssetSpec:
+    return AssetSpec(
+        catalog_key(spec),
+        deps=[
+            AssetKey([spec.name, s]) for s in ("upload", "prune", "restore_drill", "restore_test")
+        ],
+        group_name=group_of(spec),
+        owners=list(options.owners),
+        kinds=options.destination_kinds,
         description=(
-            f"Every backup of {spec.name} in every destination: id, time, size, retention "
-            "tiers and last drill, with counts, newest age and bytes that plot. Observed by "
-            f"the {spec.key}_backup_health sensor."
+            f"Every backup of {spec.name} in every destination, as the stores list them: id, "
+            "time, size, retention tiers and last drill, with counts, newest age and bytes that "
+            "plot. Observed by the kotomi_backup_health sensor (and the Observe button)."
         ),
     )
-    def backup_catalog(context: AssetExecutionContext) -> ObserveResult:
-        resource: KotomiBackupResource = getattr(context.resources, settings_key)
-        view = catalog_view(spec.name, read_destinations(resource, spec.name), utcnow())
-        return ObserveResult(data_version=DataVersion(view.version), metadata=view.metadata)
 
-    return backup_catalog
+
+def _catalog_asset(
+    specs: Sequence[DatabaseSpec], options: KotomiBackupOptions, settings_key: str
+) -> AssetsDefinition:
+    by_key = {catalog_key(spec): spec for spec in specs}
+
+    def backup_catalog(context: AssetExecutionContext) -> Iterator[ObserveResult]:
+        resource: KotomiBackupResource = getattr(context.resources, settings_key)
+        for key in sorted(context.selected_asset_keys):
+            spec = by_key[key]
+            view = catalog_view(spec.name, read_destinations(resource, spec), utcnow())
+            yield ObserveResult(
+                asset_key=key, data_version=DataVersion(view.version), metadata=view.metadata
+            )
+
+    observable = multi_observable_source_asset(
+        name="kotomi_backup_catalog",
+        specs=[_catalog_spec(spec, options) for spec in specs],
+        can_subset=True,
+        required_resource_keys={settings_key},
+    )
+    assets: AssetsDefinition = observable(backup_catalog)
+    return assets

@@ -1,4 +1,4 @@
-"""The health sensor of one database: stale backup, overdue or failed drill, size drop and
+"""The health sensor (one for every database): stale backup, overdue or failed drill, size drop and
 unlistable destination, each alerted once and "recovered" once (see engine/health.py).
 
 The sensor's cursor is the JSON state of `engine.health.dump_state`: the open alerts and
@@ -6,17 +6,18 @@ when the backup catalog was last observed. Dagster stores it with each tick, so 
 restart neither repeats an alert nor loses one.
 """
 
-import itertools
+import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from dagster import (
+    AssetObservation,
     DefaultSensorStatus,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     sensor,
 )
-from dagster._utils.schedules import cron_string_iterator
 
 from ...engine.health import (
     Finding,
@@ -31,6 +32,7 @@ from ...engine.health import (
 )
 from ...engine.manifest import rfc3339
 from ...engine.notify import Alert
+from ..backup.assets import SETTINGS_KEY
 from ..backup.resources import KotomiBackupResource
 from ..databases import DatabaseSpec
 from .catalog import catalog_observation, catalog_view, read_destinations
@@ -40,15 +42,7 @@ HEALTH_INTERVAL_SECONDS = 300
 CATALOG_EVERY = timedelta(hours=1)  # observe at least this often; at once on any change
 
 
-def health_sensor_name(spec: DatabaseSpec) -> str:
-    return f"{spec.key}_backup_health"
-
-
-def cron_interval(cron: str, timezone: str = "UTC", samples: int = 8) -> timedelta:
-    """The longest gap between consecutive ticks of a cron schedule (daily: 24 h)."""
-    ticks = cron_string_iterator(datetime(2026, 1, 5, tzinfo=UTC).timestamp(), cron, timezone)
-    times = [next(ticks) for _ in range(samples + 1)]
-    return max(b - a for a, b in itertools.pairwise(times))
+HEALTH_SENSOR = "kotomi_backup_health"
 
 
 def alert_for(name: str, item: Finding | Recovery) -> Alert:
@@ -75,55 +69,92 @@ def alert_for(name: str, item: Finding | Recovery) -> Alert:
     )
 
 
+def _database_cursor(cursor: str | None, name: str, single: bool) -> str | None:
+    """One database's part of the sensor's cursor; a cursor of the former one-database
+    sensor (same name for the default database) is read as that database's."""
+    if not cursor:
+        return None
+    try:
+        data = json.loads(cursor)
+    except ValueError:
+        return None
+    if isinstance(data, dict) and isinstance(data.get("databases"), dict):
+        part = data["databases"].get(name)
+        return part if isinstance(part, str) else None
+    return cursor if single else None
+
+
+def check_database(
+    context: SensorEvaluationContext,
+    spec: DatabaseSpec,
+    resource: KotomiBackupResource,
+    notifier: AlertNotifier,
+    thresholds: Thresholds,
+    cursor: str | None,
+) -> tuple[str, list[AssetObservation]]:
+    """One database's tick: alerts sent and closed, the catalog observed when due."""
+    now = utcnow()
+    states = read_destinations(resource, spec)
+    report = evaluate(spec.name, states, thresholds, now)
+    open_alerts, saved = load_state(cursor)
+    transition = reconcile(open_alerts, report, now)
+
+    def deliver(item: Finding | Recovery) -> bool:
+        delivery = notifier.send(alert_for(spec.name, item), context.log)
+        return delivery.delivered or delivery.no_channel
+
+    state = advance(open_alerts, transition, now, deliver)
+    for dropped in transition.dropped:
+        context.log.info(f"closed without a message: {dropped.what} ({dropped.key})")
+
+    view = catalog_view(spec.name, states, now)
+    previous = saved.get("catalog")
+    last = previous if isinstance(previous, dict) else {}
+    events = []
+    observed_at = last.get("observed_at")
+    due = not isinstance(observed_at, str) or now - _parse(observed_at) >= CATALOG_EVERY
+    if due or last.get("version") != view.version:
+        events.append(catalog_observation(spec, view))
+        last = {"version": view.version, "observed_at": rfc3339(now)}
+    context.log.info(
+        f"{spec.name}: {len(report.findings)} finding(s), {len(state)} open alert(s); "
+        f"{thresholds.describe()}"
+    )
+    return dump_state(state, catalog=last), events
+
+
 def build_health_sensor(
-    spec: DatabaseSpec, settings_key: str, backup_interval: timedelta
+    specs: Sequence[DatabaseSpec],
+    thresholds: Thresholds,
+    settings_key: str = SETTINGS_KEY,
 ) -> SensorDefinition:
-    name = health_sensor_name(spec)
+    names = ", ".join(s.name for s in specs[:3]) + (" ..." if len(specs) > 3 else "")
 
     @sensor(
-        name=name,
+        name=HEALTH_SENSOR,
         minimum_interval_seconds=HEALTH_INTERVAL_SECONDS,
         default_status=DefaultSensorStatus.RUNNING,
         required_resource_keys={settings_key, NOTIFIER_KEY},
         description=(
-            f"Every {HEALTH_INTERVAL_SECONDS // 60} min: is the newest backup of {spec.name} "
-            "fresh at every destination, has a drill passed lately, did the database shrink, "
-            "does every destination list? Alerts once, says when it recovers, and observes "
-            f"{spec.name}/backup_catalog."
+            f"Every {HEALTH_INTERVAL_SECONDS // 60} min, for every database ({names}): is the "
+            "newest backup fresh at every destination, has a drill passed lately, did the "
+            "database shrink, does every destination list? Alerts once, says when it "
+            "recovers, and observes each <name>/backup_catalog."
         ),
     )
     def backup_health(context: SensorEvaluationContext) -> SensorResult:
         resource: KotomiBackupResource = getattr(context.resources, settings_key)
         notifier: AlertNotifier = getattr(context.resources, NOTIFIER_KEY)
-        now = utcnow()
-        thresholds = Thresholds.from_env(backup_interval=backup_interval)
-        states = read_destinations(resource, spec.name)
-        report = evaluate(spec.name, states, thresholds, now)
-        open_alerts, saved = load_state(context.cursor)
-        transition = reconcile(open_alerts, report, now)
-
-        def deliver(item: Finding | Recovery) -> bool:
-            delivery = notifier.send(alert_for(spec.name, item), context.log)
-            return delivery.delivered or delivery.no_channel
-
-        state = advance(open_alerts, transition, now, deliver)
-        for dropped in transition.dropped:
-            context.log.info(f"closed without a message: {dropped.what} ({dropped.key})")
-
-        view = catalog_view(spec.name, states, now)
-        previous = saved.get("catalog")
-        last = previous if isinstance(previous, dict) else {}
-        events = []
-        observed_at = last.get("observed_at")
-        due = not isinstance(observed_at, str) or now - _parse(observed_at) >= CATALOG_EVERY
-        if due or last.get("version") != view.version:
-            events.append(catalog_observation(spec, view))
-            last = {"version": view.version, "observed_at": rfc3339(now)}
-        context.log.info(
-            f"{spec.name}: {len(report.findings)} finding(s), {len(state)} open alert(s); "
-            f"{thresholds.describe()}"
-        )
-        return SensorResult(asset_events=events, cursor=dump_state(state, catalog=last))
+        cursors: dict[str, str] = {}
+        events: list[AssetObservation] = []
+        for spec in specs:
+            part = _database_cursor(context.cursor, spec.name, single=len(specs) == 1)
+            cursors[spec.name], observed = check_database(
+                context, spec, resource, notifier, thresholds, part
+            )
+            events += observed
+        cursor = json.dumps({"databases": cursors}, sort_keys=True, separators=(",", ":"))
+        return SensorResult(asset_events=events, cursor=cursor)
 
     return backup_health
 

@@ -148,11 +148,13 @@ def run_failure_alert(
         labels.append(f"{check.check_name} check on {asset}")
         errors.append(first_line(check.description) or "the check failed")
     check_names = {c.check_name for c in failed_checks}
+    checked_assets = {c.asset_key.path[-1] for c in failed_checks}
     stages = [stage_of(k) for k in step_keys]
     for step_key, stage, event in zip(step_keys, stages, step_failures, strict=False):
         error = event.step_failure_data.error
         if check_names and (
             any(step_key.endswith(f"_{name}") for name in check_names)
+            or stage in checked_assets  # a drill: its red checks name the failure
             or (error is not None and error.cls_name == "DagsterAssetCheckFailedError")
         ):
             continue  # the step failed because of a check above, which says it better

@@ -1,9 +1,10 @@
 """The backup pipeline of one database as assets: snapshot -> archive -> upload.
 
 Verification is a blocking check on the snapshot, so a corrupt database never reaches a
-store and the run fails where it happened. Stages hand over a `StagedBackup` (a backup id
-and a staging directory); the files stay on disk until every store has them, so
-"re-execute from failure" after a failed upload re-runs only the upload.
+store and the run fails where it happened. Stages hand nothing over in memory: each
+materialization records its `backup_id`, and the next stage opens that backup's staging
+directory (staged.py), so any stage can run alone, and "re-execute from failure" after a
+failed upload re-runs only the upload, on the failed run's own backup.
 """
 
 from typing import Any
@@ -16,23 +17,22 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
-    Failure,
+    FreshnessPolicy,
     MaterializeResult,
     MetadataValue,
-    Output,
     asset,
     asset_check,
 )
 
 from ...engine import backup as engine
-from ...engine.backup import StagedBackup
 from ..databases import DatabaseSpec
-from .resources import KotomiBackupResource, upload_retry_policy
+from ..failures import failure, one_line_failures, retries_left
+from ..options import KotomiBackupOptions
+from ..replicate import replicate_asset, replicate_check
+from .resources import KotomiBackupResource
+from .staged import staged_backup_for
 
-
-def staged_io_key(resource_key: str) -> str:
-    """The IO manager that hands a database's `StagedBackup` between stages (staged_io.py)."""
-    return f"{resource_key}_staged_io"
+SETTINGS_KEY = "kotomi_backup_settings"
 
 
 def _table(rows: dict[str, int]) -> str:
@@ -41,34 +41,96 @@ def _table(rows: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
-def build_backup_assets(
-    spec: DatabaseSpec, resource_key: str
+def group_of(spec: DatabaseSpec) -> str:
+    """One asset group per database: its whole lineage in one graph."""
+    return f"{spec.key}_backup"
+
+
+def upload_freshness(options: KotomiBackupOptions) -> FreshnessPolicy | None:
+    """The newest upload is overdue after the health sensor's stale threshold."""
+    stale = options.health_thresholds().stale_after
+    if stale.total_seconds() <= 0:
+        return None
+    return FreshnessPolicy.time_window(fail_window=stale)
+
+
+def describe_snapshot(spec: DatabaseSpec) -> str:
+    return (
+        f"A consistent online copy of {spec.name}'s live database in the staging directory "
+        "(one read transaction; committed WAL frames included). Checked by `verify`."
+    )
+
+
+def describe_archive(spec: DatabaseSpec) -> str:
+    return (
+        f"{spec.name}'s verified snapshot, zstd-compressed (and age-encrypted when configured). "
+        "Run alone, it archives the newest verified snapshot not archived yet."
+    )
+
+
+def describe_upload(spec: DatabaseSpec) -> str:
+    return (
+        f"{spec.name}'s archive on every destination, manifest last: the backup exists. Run "
+        "alone, it uploads the newest archived backup not yet on every destination."
+    )
+
+
+def build_all_backup_assets(
+    options: KotomiBackupOptions,
 ) -> tuple[list[AssetsDefinition], list[AssetChecksDefinition]]:
-    prefix = [spec.name]
-    group = f"{spec.key}_backup"
-    pool = f"kotomi_backup_{spec.key}"
-    kinds = {"sqlite"}
+    """Every database's stages: built for the first, copied for the others (replicate.py)."""
+    first, *others = options.databases
+    assets, checks = build_backup_assets(first, options)
+    all_assets, all_checks = list(assets), list(checks)
+    describe = [describe_snapshot, describe_archive, describe_upload]
+    for spec in others:
+        all_assets += [
+            replicate_asset(a, first, spec, d, group_of(spec))
+            for a, d in zip(assets, describe, strict=True)
+        ]
+        all_checks += [replicate_check(c, first, spec) for c in checks]
+    return all_assets, all_checks
+
+
+def build_backup_assets(
+    spec: DatabaseSpec,
+    options: KotomiBackupOptions,
+    resource_key: str = SETTINGS_KEY,
+) -> tuple[list[AssetsDefinition], list[AssetChecksDefinition]]:
+    """`spec`'s stages; their functions serve any configured database (by asset key)."""
+    group, keys, pool, owners = group_of(spec), {resource_key}, spec.pool, list(options.owners)
+    upload_policy = options.upload_retry_policy()
+    encrypted = bool(options.backup.age_recipients)
+    by_name = {s.name: s for s in options.databases} | {spec.name: spec}
+
+    def settings_of(context: Any, key: AssetKey) -> Any:
+        res: KotomiBackupResource = getattr(context.resources, resource_key)
+        return by_name[key.path[0]], res, res.settings(by_name[key.path[0]])
 
     @asset(
-        key=AssetKey([*prefix, "snapshot"]),
-        io_manager_key=staged_io_key(resource_key),
+        key=AssetKey([spec.name, "snapshot"]),
+        kinds={"sqlite"},
+        description=describe_snapshot(spec),
         group_name=group,
-        required_resource_keys={resource_key},
+        required_resource_keys=keys,
         pool=pool,
-        kinds=kinds,
-        description="A consistent online copy of the live database, in the staging directory.",
+        owners=owners,
     )
-    def snapshot(context: AssetExecutionContext) -> Output[StagedBackup]:
-        res: KotomiBackupResource = getattr(context.resources, resource_key)
-        settings = res.settings()
-        stores = engine.preflight(settings, contact_stores=False)
-        staged, snap = engine.stage_snapshot(settings, stores=stores)
+    def snapshot(context: AssetExecutionContext) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation
+        db, _, settings = settings_of(context, context.asset_key)
+        with one_line_failures(f"snapshot of {db.name}"):
+            stores = engine.preflight(settings, contact_stores=False)
+            staged, snap = engine.stage_snapshot(settings, stores=stores)
         context.log.info(
             f"snapshot {staged.backup_id} ({snap.method}): {snap.size} bytes in "
             f"{snap.seconds:.2f} s"
         )
-        return Output(
-            staged,
+        if snap.dropped_staging:
+            context.log.warning(
+                f"staged backups kept for re-execution were dropped to make room: "
+                f"{', '.join(snap.dropped_staging)} (re-executing their runs will say so)"
+            )
+        return MaterializeResult(
             metadata={
                 "backup_id": staged.backup_id,
                 "db_bytes": snap.size,
@@ -87,13 +149,23 @@ def build_backup_assets(
         name="verify",
         blocking=True,
         required_resource_keys={resource_key},
-        description="SQLite quick_check (or integrity_check), Kotomi's tables, row counts.",
+        pool=pool,
+        description=(
+            "SQLite quick_check (or integrity_check), Kotomi's tables, row counts. Run alone, "
+            "it checks the newest staged snapshot."
+        ),
     )
-    def verify(context: AssetCheckExecutionContext, snapshot: StagedBackup) -> AssetCheckResult:
-        res: KotomiBackupResource = getattr(context.resources, resource_key)
-        report = engine.stage_verify(snapshot, res.settings())
+    def verify(context: AssetCheckExecutionContext):  # type: ignore[no-untyped-def]  # a generator Dagster reads
+        snapshot_key = context.check_specs[0].asset_key
+        db, _, settings = settings_of(context, snapshot_key)
+        op = context.op_execution_context
+        staged = staged_backup_for(
+            op.instance, op.run, snapshot_key, settings, "verify", context.log
+        )
+        with one_line_failures(f"verify of {db.name}"):
+            report = engine.stage_verify(staged, settings)
         metadata: dict[str, Any] = {
-            "backup_id": snapshot.backup_id,
+            "backup_id": staged.backup_id,
             "mode": report.mode,
             "seconds": round(report.seconds, 3),
             "tables": len(report.tables),
@@ -103,26 +175,37 @@ def build_backup_assets(
         metadata.update({f"rows_{name}": count for name, count in report.tables.items()})
         if not report.ok:
             metadata["problems"] = MetadataValue.md("\n".join(f"- {p}" for p in report.problems))
-            context.log.error(report.summary())
-        return AssetCheckResult(
+        yield AssetCheckResult(
             passed=report.ok,
             severity=AssetCheckSeverity.ERROR,
             description=report.summary(),
             metadata=metadata,
         )
+        if not report.ok:
+            # The step fails with the cause as its headline; nothing is archived.
+            raise failure(
+                f"snapshot {staged.backup_id} of {db.name} failed verification, nothing is "
+                f"uploaded: {report.summary()}"
+            )
 
     @asset(
-        key=AssetKey([*prefix, "archive"]),
-        io_manager_key=staged_io_key(resource_key),
+        key=AssetKey([spec.name, "archive"]),
+        deps=[snapshot],
+        kinds={"zstd", "age"} if encrypted else {"zstd"},
+        description=describe_archive(spec),
         group_name=group,
-        required_resource_keys={resource_key},
+        required_resource_keys=keys,
         pool=pool,
-        kinds={"zstd"},
-        description="The verified snapshot, zstd-compressed (and age-encrypted when configured).",
+        owners=owners,
     )
-    def archive(context: AssetExecutionContext, snapshot: StagedBackup) -> Output[StagedBackup]:
-        res: KotomiBackupResource = getattr(context.resources, resource_key)
-        manifest, seconds = engine.stage_archive(snapshot, res.settings())
+    def archive(context: AssetExecutionContext) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation
+        db, _, settings = settings_of(context, context.asset_key)
+        snapshot_key = AssetKey([db.name, "snapshot"])
+        staged = staged_backup_for(
+            context.instance, context.run, snapshot_key, settings, "archive", context.log
+        )
+        with one_line_failures(f"archive of {db.name}"):
+            manifest, seconds = engine.stage_archive(staged, settings)
         metadata: dict[str, Any] = {
             "backup_id": manifest.backup_id,
             "format": manifest.kind,
@@ -136,20 +219,30 @@ def build_backup_assets(
             metadata["bytes_out"] = manifest.archive.size
             metadata["compression_ratio"] = round(ratio, 3)
             metadata["archive_sha256"] = manifest.archive.sha256
-        return Output(snapshot, metadata=metadata)
+        return MaterializeResult(metadata=metadata)
 
     @asset(
-        key=AssetKey([*prefix, "upload"]),
+        key=AssetKey([spec.name, "upload"]),
+        deps=[archive],
+        kinds=options.destination_kinds,
+        retry_policy=upload_policy,
+        freshness_policy=upload_freshness(options),
+        description=describe_upload(spec),
         group_name=group,
-        required_resource_keys={resource_key},
+        required_resource_keys=keys,
         pool=pool,
-        retry_policy=upload_retry_policy(),
-        description="The archive on every destination, manifest last: the backup exists.",
+        owners=owners,
     )
-    def upload(context: AssetExecutionContext, archive: StagedBackup) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation
-        res: KotomiBackupResource = getattr(context.resources, resource_key)
-        manifest = engine.load_staged_manifest(archive)
-        outcomes = engine.stage_upload(archive, res.stores(), settings=res.settings())
+    def upload(context: AssetExecutionContext) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation
+        db, res, settings = settings_of(context, context.asset_key)
+        archive_key = AssetKey([db.name, "archive"])
+        staged = staged_backup_for(
+            context.instance, context.run, archive_key, settings, "upload", context.log
+        )
+        retry = retries_left(context.retry_number, upload_policy.max_retries)
+        with one_line_failures(f"upload of {db.name}", retry=retry):
+            manifest = engine.load_staged_manifest(staged)
+            outcomes = engine.stage_upload(staged, res.stores(), settings=settings)
         rows = ["| destination | result | bytes | seconds |", "|---|---|---:|---:|"]
         for o in outcomes:
             result = (
@@ -174,11 +267,12 @@ def build_backup_assets(
             metadata["reused_pages"] = manifest.page_count - metadata["new_pages"]
         failed = [o for o in outcomes if not o.ok]
         if failed:
-            raise Failure(
-                description="; ".join(f"upload to {o.url} failed: {o.error}" for o in failed),
+            # Retrying cannot fix a configuration problem (no such bucket, access denied);
+            # on the last attempt the Failure itself is the headline, not "Exceeded max_retries".
+            raise failure(
+                "; ".join(f"upload to {o.url} failed: {o.error}" for o in failed),
                 metadata=metadata,
-                # Retrying cannot fix a configuration problem (no such bucket, access denied).
-                allow_retries=not all(o.permanent for o in failed),
+                retry=retry and not all(o.permanent for o in failed),
             )
         context.log.info(f"backup {manifest.backup_id} stored at {len(outcomes)} destination(s)")
         return MaterializeResult(metadata=metadata)

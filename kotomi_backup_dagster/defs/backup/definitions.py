@@ -1,52 +1,52 @@
-"""The backup area: per database, its assets, the job that runs them, and its schedule."""
+"""The backup area: every database's assets, the one job that runs them, and its schedules
+(each tick asks for one run per database)."""
 
-import os
+from __future__ import annotations
 
-from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
+from dagster import AssetKey, AssetSelection, Definitions, define_asset_job
 
 from ..databases import DatabaseSpec
-from ..retention.resources import keep_hourly_from_env
-from ..scheduling import database_schedule
-from .assets import build_backup_assets, staged_io_key
-from .resources import backup_resource_from_env
-from .staged_io import RunScopedIOManager
+from ..options import HOURLY, KotomiBackupOptions
+from ..scheduling import per_database_schedule
+from .assets import SETTINGS_KEY, build_all_backup_assets
 
-DAILY_AT_2 = "0 2 * * *"
-HOURLY = "0 * * * *"
+BACKUP_JOB = "kotomi_backup"
 
 
-def backup_job_name(spec: DatabaseSpec) -> str:
-    return f"{spec.key}_backup"
+def backup_keys(spec: DatabaseSpec) -> list[AssetKey]:
+    return [AssetKey([spec.name, stage]) for stage in ("snapshot", "archive", "upload")]
 
 
-def build_backup_definitions(spec: DatabaseSpec) -> Definitions:
-    assets, checks = build_backup_assets(spec, spec.resource_key)
+def build_backup_definitions(options: KotomiBackupOptions) -> Definitions:
+    assets, checks = build_all_backup_assets(options)
     job = define_asset_job(
-        backup_job_name(spec),
+        BACKUP_JOB,
         selection=AssetSelection.assets(*assets),
-        executor_def=in_process_executor,  # ~5 s instead of ~12 s per run; stages are sequential
-        tags=spec.tags,  # the run queue allows one run per database (dagster.yaml)
-        description=f"Back up {spec.name}: snapshot, verify, compress (+encrypt), upload.",
-    )
-    # The cadence follows the policy: hourly backups when hourly tiers are kept (a count, or
-    # -1: unlimited), else daily.
-    hourly_on = keep_hourly_from_env() != 0
-    schedules = [
-        database_schedule(
-            spec,
-            job,
-            name=f"{spec.key}_daily_backup",
-            cron=os.environ.get("KOTOMI_BACKUP_CRON") or DAILY_AT_2,
-            description=f"Back up {spec.name} (KOTOMI_BACKUP_CRON, default daily at 02:00)",
-            running=not hourly_on,
+        tags={"kotomi_backup/area": "backup"},
+        description=(
+            "Back up: snapshot, verify, compress (+encrypt), upload. A scheduled run backs up "
+            "one database; launched here, every database, one after the other."
         ),
-        database_schedule(
-            spec,
+    )
+    hourly = options.hourly and not options.cadence.backup
+    schedules = [
+        per_database_schedule(
+            options,
             job,
-            name=f"{spec.key}_hourly_backup",
+            name="kotomi_daily_backup",
+            cron=options.backup_cron if not hourly else "0 2 * * *",
+            description="Back up every database (KOTOMI_BACKUP_CRON, default daily at 02:00)",
+            keys_of=backup_keys,
+            running=not hourly,
+        ),
+        per_database_schedule(
+            options,
+            job,
+            name="kotomi_hourly_backup",
             cron=HOURLY,
-            description=f"Back up {spec.name} hourly (on unless KOTOMI_BACKUP_KEEP_HOURLY is 0)",
-            running=hourly_on,
+            description="Back up every database every hour (on when hourly tiers are kept)",
+            keys_of=backup_keys,
+            running=hourly,
         ),
     ]
     return Definitions(
@@ -54,8 +54,5 @@ def build_backup_definitions(spec: DatabaseSpec) -> Definitions:
         asset_checks=checks,
         jobs=[job],
         schedules=schedules,
-        resources={
-            spec.resource_key: backup_resource_from_env(spec),
-            staged_io_key(spec.resource_key): RunScopedIOManager(),
-        },
+        resources={SETTINGS_KEY: options.backup},
     )

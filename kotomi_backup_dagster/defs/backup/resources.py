@@ -14,10 +14,11 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
-from dagster import Backoff, ConfigurableResource, EnvVar, Jitter, RetryPolicy
+from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
 from ...engine import stores as engine_stores
+from ...engine.archive import AgeIdentity
 from ...engine.errors import ConfigError
 from ...engine.settings import BackupSettings
 from ...engine.stores import BackupStore, StoreOptions, open_store, split_urls, url_scheme
@@ -31,11 +32,25 @@ class _ClientResource(Protocol):
 class KotomiBackupResource(ConfigurableResource):  # type: ignore[type-arg]
     """Where one database is read from and where its backups go."""
 
-    name: str = Field(description="Backup name: the folder on every store, the asset prefix.")
-    db_path: str = Field(description="The live SQLite database file (KOTOMI_DB_PATH).")
-    backup_url: str = Field(description="Destination URL(s), comma-separated (KOTOMI_BACKUP_URL).")
+    name: str = Field(
+        default="kotomi",
+        description="The default database's backup name (a database given to settings() "
+        "brings its own): the folder on every store, the asset prefix.",
+    )
+    db_path: str | None = Field(
+        default=None, description="The default database's live SQLite file (KOTOMI_DB_PATH)."
+    )
+    backup_url: str = Field(
+        default="", description="Destination URL(s), comma-separated (KOTOMI_BACKUP_URL)."
+    )
     age_recipients: str | None = Field(
         default=None, description="age public keys; set = every archive is encrypted."
+    )
+    age_identity: str | None = Field(
+        default=None,
+        description="The age identity for drills and restores of encrypted backups: a key "
+        "file's path, or the key itself (KOTOMI_BACKUP_AGE_IDENTITY; a secret: give it by "
+        "environment variable, never as a literal).",
     )
     timezone: str = Field(default="UTC", description="For schedules and retention buckets.")
     verify_mode: str = Field(default="quick", description="quick (quick_check) or full.")
@@ -66,11 +81,13 @@ class KotomiBackupResource(ConfigurableResource):  # type: ignore[type-arg]
         "backoff with full jitter, from 0.5 s).",
     )
 
-    def settings(self) -> BackupSettings:
+    def settings(self, database: DatabaseSpec | None = None) -> BackupSettings:
+        """The engine's settings for one database (default: this resource's own `name`)."""
+        db_path = database.db_path if database is not None and database.db_path else self.db_path
         overrides: dict[str, Any] = {
-            "db_path": Path(self.db_path).expanduser(),
+            "db_path": Path(db_path).expanduser() if db_path else None,
             "urls": tuple(u.strip() for u in self.backup_url.split(",") if u.strip()),
-            "name": self.name,
+            "name": database.name if database is not None else self.name,
             "age_recipients": self.age_recipients or None,
             "timezone": self.timezone,
             "verify_mode": self.verify_mode,
@@ -79,6 +96,8 @@ class KotomiBackupResource(ConfigurableResource):  # type: ignore[type-arg]
         }
         if self.staging_dir:
             overrides["staging_dir"] = Path(self.staging_dir).expanduser()
+        if self.age_identity:
+            overrides["age_identity"] = AgeIdentity.from_setting(self.age_identity)
         return BackupSettings.from_env(**overrides)
 
     def store_options(self) -> StoreOptions:
@@ -109,20 +128,13 @@ class KotomiBackupResource(ConfigurableResource):  # type: ignore[type-arg]
     def stores(self) -> list[BackupStore]:
         return [self.store(url) for url in self.settings().require_urls()]
 
+    def urls(self) -> list[str]:
+        return split_urls(self.backup_url)
+
 
 def _env_or(name: str, default: Any) -> Any:
     """EnvVar when the variable is set (the UI shows the name, never the value), else default."""
     return EnvVar(name) if os.environ.get(name) else default
-
-
-def _env_int(name: str, default: int) -> int:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        return int(text)
-    except ValueError as exc:
-        raise ConfigError(f"{name} {text!r} is not a whole number") from exc
 
 
 def _s3_resource_from_env() -> ConfigurableResource:  # type: ignore[type-arg]
@@ -148,13 +160,18 @@ def _gcs_resource_from_env() -> ConfigurableResource:  # type: ignore[type-arg]
     return GCSResource(project=_env_or("GOOGLE_CLOUD_PROJECT", None))
 
 
-def backup_resource_from_env(spec: DatabaseSpec) -> KotomiBackupResource:
+def backup_resource_from_env(spec: DatabaseSpec | None = None) -> KotomiBackupResource:
+    """The settings every database shares, by environment variable name (the UI shows the
+    names, never the values); `spec`, when given, is the default database."""
     schemes = {url_scheme(u) for u in split_urls(os.environ.get("KOTOMI_BACKUP_URL"))}
+    name = spec.name if spec is not None else os.environ.get("KOTOMI_BACKUP_NAME") or "kotomi"
+    db_path = spec.db_path if spec is not None and spec.db_path else None
     return KotomiBackupResource(
-        name=spec.name,
-        db_path=spec.db_path or EnvVar("KOTOMI_DB_PATH"),
-        backup_url=EnvVar("KOTOMI_BACKUP_URL"),
+        name=name,
+        db_path=db_path or _env_or("KOTOMI_DB_PATH", None),
+        backup_url=_env_or("KOTOMI_BACKUP_URL", ""),
         age_recipients=_env_or("KOTOMI_BACKUP_AGE_RECIPIENTS", None),
+        age_identity=_env_or("KOTOMI_BACKUP_AGE_IDENTITY", None),
         timezone=_env_or("KOTOMI_BACKUP_TIMEZONE", "UTC"),
         verify_mode=_env_or("KOTOMI_BACKUP_VERIFY", "quick"),
         profile=_env_or("KOTOMI_BACKUP_PROFILE", "kotomi"),
@@ -167,24 +184,4 @@ def backup_resource_from_env(spec: DatabaseSpec) -> KotomiBackupResource:
         client_retries=EnvVar.int("KOTOMI_BACKUP_RETRIES")
         if os.environ.get("KOTOMI_BACKUP_RETRIES")
         else 5,
-    )
-
-
-def upload_retry_policy() -> RetryPolicy:
-    """Step-level retries of the upload, on top of the stores' per-request retries: they
-    ride out outages of minutes. Delays grow 1x, 3x, 7x the base, each +- the base.
-    `KOTOMI_BACKUP_UPLOAD_RETRIES` (default 2) and `KOTOMI_BACKUP_UPLOAD_RETRY_DELAY`
-    (seconds, default 10), read when the code location loads."""
-    retries = _env_int("KOTOMI_BACKUP_UPLOAD_RETRIES", 2)
-    delay_text = os.environ.get("KOTOMI_BACKUP_UPLOAD_RETRY_DELAY", "").strip() or "10"
-    try:
-        delay = float(delay_text)
-    except ValueError as exc:
-        raise ConfigError(
-            f"KOTOMI_BACKUP_UPLOAD_RETRY_DELAY {delay_text!r} is not a number of seconds"
-        ) from exc
-    if retries < 0 or delay < 0:
-        raise ConfigError("KOTOMI_BACKUP_UPLOAD_RETRIES and _RETRY_DELAY cannot be negative")
-    return RetryPolicy(
-        max_retries=retries, delay=delay, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
     )

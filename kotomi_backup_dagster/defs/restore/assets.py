@@ -1,9 +1,10 @@
-"""Restore drills as assets: the weekly `restore_drill` (latest backup, every destination) and
-the monthly `restore_test` (every retained backup, or a sample of the oldest). Each check is
-an asset check, so a backup that does not restore shows red and fails the run."""
+"""Restore drills as assets downstream of the upload: the weekly `restore_drill` (latest
+backup, every destination) and the monthly `restore_test` (every retained backup, or a sample
+of the oldest). Each check is an asset check; a backup that does not restore shows red checks
+and fails the asset itself (its step's headline says which backup and why)."""
 
-import os
 from datetime import UTC, datetime
+from typing import Any
 
 from dagster import (
     AssetCheckResult,
@@ -12,6 +13,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
+    FreshnessPolicy,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -21,8 +23,12 @@ from ...engine.catalog import DrillRecord
 from ...engine.drill import CHECKS, drill_store
 from ...engine.manifest import Manifest
 from ...engine.stores import safe_url
+from ..backup.assets import SETTINGS_KEY, group_of
 from ..backup.resources import KotomiBackupResource
 from ..databases import DatabaseSpec
+from ..failures import failure, one_line_failures
+from ..options import KotomiBackupOptions
+from ..replicate import replicate_asset
 
 CHECK_DESCRIPTIONS = {
     "checksums": "Archive and database sha256 equal the manifest's.",
@@ -33,9 +39,9 @@ CHECK_DESCRIPTIONS = {
 
 
 def _drill_all(
-    context: AssetExecutionContext, res: KotomiBackupResource, which: str
+    context: AssetExecutionContext, res: KotomiBackupResource, spec: DatabaseSpec, which: str
 ) -> list[tuple[str, Manifest, DrillRecord]]:
-    settings = res.settings()
+    settings = res.settings(spec)
     results: list[tuple[str, Manifest, DrillRecord]] = []
     for store in res.stores():
         drilled = drill_store(
@@ -56,19 +62,24 @@ def _drill_all(
 def _check_results(
     key: AssetKey, results: list[tuple[str, Manifest, DrillRecord]]
 ) -> list[AssetCheckResult]:
+    """One result per check that ran on some backup; a check that never got to run (an
+    earlier one failed on every backup) gets none rather than a false "passed"."""
     out = []
     for check in CHECKS:
-        failed = [
-            f"{r.backup_id} at {url}" for url, _, r in results if r.checks.get(check) is False
-        ]
+        ran = [(url, r) for url, _, r in results if r.checks.get(check) is not None]
+        if not ran:
+            continue
+        failed = [(url, r) for url, r in ran if r.checks.get(check) is False]
+        where = ", ".join(f"{r.backup_id} at {url}" for url, r in failed[:5])
+        first = failed[0][1].problems[0] if failed and failed[0][1].problems else ""
         out.append(
             AssetCheckResult(
                 asset_key=key,
                 check_name=check,
                 passed=not failed,
                 severity=AssetCheckSeverity.ERROR,
-                description="failed on " + ", ".join(failed[:5]) if failed else "passed",
-                metadata={"failed": len(failed), "drilled": len(results)},
+                description=f"failed on {where}: {first}" if failed else f"passed on {len(ran)}",
+                metadata={"failed": len(failed), "checked": len(ran), "drilled": len(results)},
             )
         )
     return out
@@ -88,30 +99,99 @@ def _report(results: list[tuple[str, Manifest, DrillRecord]]) -> str:
 
 
 def _drill_checks(key: AssetKey) -> list[AssetCheckSpec]:
-    # Blocking: a backup that does not restore fails the run, so the failure alert fires.
+    # A backup that does not restore fails the step (and the run), so the failure alert fires.
     return [
-        AssetCheckSpec(name, asset=key, description=text, blocking=True)
+        AssetCheckSpec(name, asset=key, description=text)
         for name, text in CHECK_DESCRIPTIONS.items()
     ]
 
 
-def build_restore_assets(spec: DatabaseSpec) -> list[AssetsDefinition]:
-    group = f"{spec.key}_restore"
+def drill_freshness(options: KotomiBackupOptions) -> FreshnessPolicy | None:
+    """The drill is overdue after the health sensor's drill threshold (default 8 days)."""
+    overdue = options.health_thresholds().drill_overdue_after
+    if overdue.total_seconds() <= 0:
+        return None
+    return FreshnessPolicy.time_window(fail_window=overdue)
+
+
+def _verdict(which: str, results: list[tuple[str, Manifest, DrillRecord]]) -> str | None:
+    """One line when any drill failed: which backups, where, and the first problem."""
+    failed = [(url, m, r) for url, m, r in results if not r.ok]
+    if not failed:
+        return None
+    url, m, r = failed[0]
+    first = r.problems[0] if r.problems else "failed"
+    more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+    return f"{which} of backup {m.backup_id} at {url} failed{more}: {first}"
+
+
+def describe_drill(spec: DatabaseSpec) -> str:
+    return (
+        f"Weekly: restore the latest backup of {spec.name} from each destination into scratch "
+        "space and check it (sha256, integrity_check, row counts, Kotomi's queries). Fails "
+        "when any of them does not restore."
+    )
+
+
+def describe_test(spec: DatabaseSpec, sample: int = 0) -> str:
+    return (
+        f"Monthly: drill every retained backup of {spec.name} in every destination"
+        + (f" (the {sample} oldest of each)" if sample else "")
+        + ". Fails when any of them does not restore."
+    )
+
+
+def build_all_restore_assets(
+    options: KotomiBackupOptions,
+) -> tuple[list[AssetsDefinition], list[AssetsDefinition]]:
+    """(drills, tests) of every database: built for the first, copied for the others."""
+    first, *others = options.databases
+    drill, test = build_restore_assets(first, options)
+    sample = options.restore_test_sample
+    drills, tests = [drill], [test]
+    for spec in others:
+        drills.append(replicate_asset(drill, first, spec, describe_drill, group_of(spec)))
+        tests.append(
+            replicate_asset(test, first, spec, lambda s: describe_test(s, sample), group_of(spec))
+        )
+    return drills, tests
+
+
+def build_restore_assets(
+    spec: DatabaseSpec, options: KotomiBackupOptions, resource_key: str = SETTINGS_KEY
+) -> list[AssetsDefinition]:
     drill_key = AssetKey([spec.name, "restore_drill"])
     test_key = AssetKey([spec.name, "restore_test"])
+    by_name = {s.name: s for s in options.databases} | {spec.name: spec}
+    group, keys, pool, owners = group_of(spec), {resource_key}, spec.pool, list(options.owners)
+    deps, kinds = [AssetKey([spec.name, "upload"])], {"sqlite", *options.destination_kinds}
+    sample = options.restore_test_sample
 
     @asset(
         key=drill_key,
-        group_name=group,
-        required_resource_keys={spec.resource_key},
         check_specs=_drill_checks(drill_key),
-        description="Restore the latest backup of each destination into scratch space; check it.",
+        freshness_policy=drill_freshness(options),
+        description=describe_drill(spec),
+        group_name=group,
+        required_resource_keys=keys,
+        deps=deps,
+        pool=pool,
+        owners=owners,
+        kinds=kinds,
     )
-    def restore_drill(context: AssetExecutionContext) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation
-        res: KotomiBackupResource = getattr(context.resources, spec.resource_key)
-        results = _drill_all(context, res, "latest")
+    def restore_drill(context: AssetExecutionContext):  # type: ignore[no-untyped-def]  # a generator Dagster reads
+        res: KotomiBackupResource = getattr(context.resources, resource_key)
+        db = by_name[context.asset_key.path[0]]
+        with one_line_failures(f"drill of {db.name}"):
+            results = _drill_all(context, res, db, "latest")
+        if not results:
+            raise failure(f"{db.name} has no backup to drill: materialize {db.name}/upload first")
+        verdict = _verdict("drill", results)
+        if verdict:  # red checks, and the asset fails with the cause as the step's headline
+            yield from _check_results(context.asset_key, results)
+            raise failure(verdict)
         newest = max(m.created for _, m, _ in results)
-        return MaterializeResult(
+        yield MaterializeResult(
             metadata={
                 "backup_id": results[0][1].backup_id,
                 "rto_seconds": max(r.rto_seconds for _, _, r in results),
@@ -122,33 +202,40 @@ def build_restore_assets(spec: DatabaseSpec) -> list[AssetsDefinition]:
                 "failed": sum(not r.ok for _, _, r in results),
                 "report": MetadataValue.md(_report(results)),
             },
-            check_results=_check_results(drill_key, results),
         )
+        yield from _check_results(context.asset_key, results)
 
     @asset(
         key=test_key,
-        group_name=group,
-        required_resource_keys={spec.resource_key},
         check_specs=_drill_checks(test_key),
-        description=(
-            "Drill every retained backup in every destination (KOTOMI_BACKUP_RESTORE_TEST_SAMPLE"
-            " = N drills only the N oldest per destination)."
-        ),
+        description=describe_test(spec, sample),
+        group_name=group,
+        required_resource_keys=keys,
+        deps=deps,
+        pool=pool,
+        owners=owners,
+        kinds=kinds,
     )
-    def restore_test(context: AssetExecutionContext) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation
-        res: KotomiBackupResource = getattr(context.resources, spec.resource_key)
-        sample = int(os.environ.get("KOTOMI_BACKUP_RESTORE_TEST_SAMPLE") or 0)
-        results = _drill_all(context, res, f"oldest:{sample}" if sample > 0 else "all")
-        return MaterializeResult(
-            metadata={
-                "drilled": len(results),
-                "passed": sum(r.ok for _, _, r in results),
-                "failed": sum(not r.ok for _, _, r in results),
-                "total_rto_seconds": round(sum(r.rto_seconds for _, _, r in results), 3),
-                "max_rto_seconds": max(r.rto_seconds for _, _, r in results),
-                "report": MetadataValue.md(_report(results)),
-            },
-            check_results=_check_results(test_key, results),
-        )
+    def restore_test(context: AssetExecutionContext):  # type: ignore[no-untyped-def]  # a generator Dagster reads
+        res: KotomiBackupResource = getattr(context.resources, resource_key)
+        db = by_name[context.asset_key.path[0]]
+        with one_line_failures(f"restore test of {db.name}"):
+            results = _drill_all(context, res, db, f"oldest:{sample}" if sample > 0 else "all")
+        if not results:
+            raise failure(f"{db.name} has no backup to test: materialize {db.name}/upload first")
+        metadata: dict[str, Any] = {
+            "drilled": len(results),
+            "passed": sum(r.ok for _, _, r in results),
+            "failed": sum(not r.ok for _, _, r in results),
+            "total_rto_seconds": round(sum(r.rto_seconds for _, _, r in results), 3),
+            "max_rto_seconds": max(r.rto_seconds for _, _, r in results),
+            "report": MetadataValue.md(_report(results)),
+        }
+        verdict = _verdict("restore test", results)
+        if verdict:
+            yield from _check_results(context.asset_key, results)
+            raise failure(verdict, metadata=metadata)
+        yield MaterializeResult(metadata=metadata)
+        yield from _check_results(context.asset_key, results)
 
     return [restore_drill, restore_test]

@@ -1,48 +1,66 @@
-"""The restore area: weekly drill and monthly test per database, and the restore job."""
+"""The restore area: the weekly drill and monthly test of every database (one job and one
+schedule each, a run per database), and the restore job."""
 
-from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
+from __future__ import annotations
+
+from dagster import AssetKey, AssetSelection, Definitions, define_asset_job
 
 from ..databases import DatabaseSpec
-from ..scheduling import database_schedule
-from .assets import build_restore_assets
+from ..options import KotomiBackupOptions
+from ..scheduling import per_database_schedule
+from .assets import build_all_restore_assets
 from .restore_job import build_restore_job
 
-WEEKLY_SUNDAY_4 = "0 4 * * 0"
-MONTHLY_FIRST_5 = "0 5 1 * *"
+DRILL_JOB = "kotomi_restore_drill"
+TEST_JOB = "kotomi_restore_test"
 
 
-def build_restore_definitions(specs: list[DatabaseSpec]) -> Definitions:
-    assets, jobs, schedules = [], [], []
-    for spec in specs:
-        drill, test = build_restore_assets(spec)
-        drill_job = define_asset_job(
-            f"{spec.key}_restore_drill",
-            selection=AssetSelection.assets(drill),
-            executor_def=in_process_executor,
-            tags=spec.tags,
-        )
-        test_job = define_asset_job(
-            f"{spec.key}_restore_test",
-            selection=AssetSelection.assets(test),
-            executor_def=in_process_executor,
-            tags=spec.tags,
-        )
-        assets += [drill, test]
-        jobs += [drill_job, test_job]
-        schedules += [
-            database_schedule(
-                spec,
+def build_restore_definitions(options: KotomiBackupOptions) -> Definitions:
+    drills, tests = build_all_restore_assets(options)
+    drill_job = define_asset_job(
+        DRILL_JOB,
+        selection=AssetSelection.assets(*drills),
+        tags={"kotomi_backup/area": "restore"},
+        description=(
+            "Restore drill: restore the latest backup of each destination into scratch space "
+            "and check it. A scheduled run drills one database; launched here, every database."
+        ),
+    )
+    test_job = define_asset_job(
+        TEST_JOB,
+        selection=AssetSelection.assets(*tests),
+        tags={"kotomi_backup/area": "restore"},
+        description=(
+            "Restore test: drill every retained backup of each destination. A scheduled run "
+            "tests one database; launched here, every database."
+        ),
+    )
+
+    def drill_keys(spec: DatabaseSpec) -> list[AssetKey]:
+        return [AssetKey([spec.name, "restore_drill"])]
+
+    def test_keys(spec: DatabaseSpec) -> list[AssetKey]:
+        return [AssetKey([spec.name, "restore_test"])]
+
+    return Definitions(
+        assets=[*drills, *tests],
+        jobs=[drill_job, test_job, build_restore_job(options)],
+        schedules=[
+            per_database_schedule(
+                options,
                 drill_job,
-                name=f"{spec.key}_weekly_restore_drill",
-                cron=WEEKLY_SUNDAY_4,
-                description=f"Drill {spec.name}'s latest backup",
+                name="kotomi_weekly_restore_drill",
+                cron=options.cadence.drill,
+                description="Drill the latest backup of every database",
+                keys_of=drill_keys,
             ),
-            database_schedule(
-                spec,
+            per_database_schedule(
+                options,
                 test_job,
-                name=f"{spec.key}_monthly_restore_test",
-                cron=MONTHLY_FIRST_5,
-                description=f"Drill every backup of {spec.name}",
+                name="kotomi_monthly_restore_test",
+                cron=options.cadence.restore_test,
+                description="Drill every retained backup of every database",
+                keys_of=test_keys,
             ),
-        ]
-    return Definitions(assets=assets, jobs=[*jobs, build_restore_job(specs)], schedules=schedules)
+        ],
+    )

@@ -7,23 +7,25 @@ Config picks the database, the backup (`latest`, an id, or the newest before a t
 target file (default: the database's own path), whether to keep a copy, and `force`.
 """
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from dagster import (
-    Config,
+    Enum,
+    EnumValue,
     Failure,
+    Field,
     In,
     JobDefinition,
+    Noneable,
     OpExecutionContext,
     Out,
     in_process_executor,
     job,
     op,
 )
-from pydantic import Field
 
-from ...engine.errors import BackupError
 from ...engine.manifest import Manifest
 from ...engine.restore import (
     Chosen,
@@ -33,26 +35,53 @@ from ...engine.restore import (
     parse_time,
     swap_in,
 )
+from ...engine.settings import BackupSettings
 from ...engine.stores import safe_url
+from ..backup.assets import SETTINGS_KEY
 from ..backup.resources import KotomiBackupResource
-from ..databases import DatabaseSpec
+from ..databases import RESTORE_JOB
+from ..failures import failure, one_line_failures
+from ..options import KotomiBackupOptions
+from ..scheduling import busy_databases
 
 
-class RestoreConfig(Config):
-    database: str = Field(default="kotomi", description="Which configured database to restore.")
-    backup: str = Field(default="latest", description="`latest` or a backup id.")
-    before: str | None = Field(
-        default=None, description="RFC 3339: restore the newest backup created before this."
-    )
-    target_path: str | None = Field(
-        default=None, description="File to restore into (default: the database's own path)."
-    )
-    keep_copy: bool = Field(
-        default=True, description="Keep the current file as <db>.before-restore-<time>."
-    )
-    force: bool = Field(
-        default=False, description="Restore even while another process has the database open."
-    )
+def restore_config_schema(names: list[str]) -> dict[str, Field]:
+    """The Launchpad's form: the configured databases as choices, the rest as before."""
+    # Dagster keeps config types by name: one name per set of databases.
+    digest = hashlib.sha256("\0".join(names).encode()).hexdigest()[:8]
+    return {
+        "database": Field(
+            Enum(f"KotomiDatabase_{digest}", [EnumValue(n) for n in names]),
+            default_value=names[0],
+            description="Which configured database to restore.",
+        ),
+        "backup": Field(
+            str,
+            default_value="latest",
+            description="`latest` or a backup id (the `backup_catalog` asset of the database "
+            "lists them, with their time, size and last drill).",
+        ),
+        "before": Field(
+            Noneable(str),
+            default_value=None,
+            description="RFC 3339: restore the newest backup created before this.",
+        ),
+        "target_path": Field(
+            Noneable(str),
+            default_value=None,
+            description="File to restore into (default: the database's own path).",
+        ),
+        "keep_copy": Field(
+            bool,
+            default_value=True,
+            description="Keep the current file as <db>.before-restore-<time>.",
+        ),
+        "force": Field(
+            bool,
+            default_value=False,
+            description="Restore even while another process has the database open.",
+        ),
+    }
 
 
 @dataclass(frozen=True)
@@ -77,25 +106,43 @@ class RestorePlan:
         return target.with_name(f".{target.name}.restore-{self.manifest.backup_id}")
 
 
-def build_restore_job(specs: list[DatabaseSpec]) -> JobDefinition:
-    by_name = {s.name: s for s in specs}
-    keys = {s.resource_key for s in specs}
+def build_restore_job(options: KotomiBackupOptions) -> JobDefinition:
+    by_name = {s.name: s for s in options.databases}
+    keys = {SETTINGS_KEY}
 
-    def resource_for(context: OpExecutionContext, database: str) -> KotomiBackupResource:
+    def resource_for(
+        context: OpExecutionContext, database: str
+    ) -> tuple[KotomiBackupResource, BackupSettings]:
         if database not in by_name:
-            raise Failure(f"unknown database {database!r}: configured are {', '.join(by_name)}")
-        res: KotomiBackupResource = getattr(context.resources, by_name[database].resource_key)
-        return res
+            raise failure(f"unknown database {database!r}: configured are {', '.join(by_name)}")
+        res: KotomiBackupResource = getattr(context.resources, SETTINGS_KEY)
+        with one_line_failures(f"restore of {database}"):
+            return res, res.settings(by_name[database])
 
-    @op(required_resource_keys=keys, out=Out(RestorePlan))
-    def choose_backup_to_restore(context: OpExecutionContext, config: RestoreConfig) -> RestorePlan:
-        res = resource_for(context, config.database)
-        settings = res.settings()
-        before = parse_time(config.before) if config.before else None
-        chosen = choose_backup(res.stores(), settings.name, config.backup, before)
-        target = (
-            Path(config.target_path).expanduser() if config.target_path else settings.require_db()
-        )
+    @op(
+        required_resource_keys=keys,
+        out=Out(RestorePlan),
+        config_schema=restore_config_schema(list(by_name)),
+        description="Pick the backup (latest, an id, or the newest before a time).",
+    )
+    def choose_backup_to_restore(context: OpExecutionContext) -> RestorePlan:
+        config = context.op_config
+        database = config["database"]
+        busy = busy_databases(context.instance, exclude_run=context.run_id).get(database)
+        if busy:
+            raise failure(
+                f"{database} is busy: {busy} is in progress; launch the restore again when it "
+                "has finished"
+            )
+        res, settings = resource_for(context, database)
+        with one_line_failures(f"restore of {database}"):
+            before = parse_time(config["before"]) if config["before"] else None
+            chosen = choose_backup(res.stores(), settings.name, config["backup"], before)
+            target = (
+                Path(config["target_path"]).expanduser()
+                if config["target_path"]
+                else settings.require_db()
+            )
         m = chosen.manifest
         context.add_output_metadata(
             {
@@ -107,33 +154,44 @@ def build_restore_job(specs: list[DatabaseSpec]) -> JobDefinition:
             }
         )
         return RestorePlan(
-            database=config.database,
+            database=database,
             url=chosen.store.url,
             manifest_json=m.to_json(),
             target=str(target),
-            keep_copy=config.keep_copy,
-            force=config.force,
+            keep_copy=config["keep_copy"],
+            force=config["force"],
             profile=settings.profile,
         )
 
-    @op(required_resource_keys=keys, ins={"plan": In(RestorePlan)}, out=Out(RestorePlan))
+    @op(
+        required_resource_keys=keys,
+        ins={"plan": In(RestorePlan)},
+        out=Out(RestorePlan),
+        description="Download; check the archive's and the database's sha256; decrypt; inflate.",
+    )
     def fetch_backup_archive(context: OpExecutionContext, plan: RestorePlan) -> RestorePlan:
-        res = resource_for(context, plan.database)
-        fetch_backup(
-            Chosen(res.store(plan.url), plan.manifest),
-            plan.staged,
-            identities=res.settings().identities(),
-        )
+        res, settings = resource_for(context, plan.database)
+        with one_line_failures(f"restore of {plan.database}"):
+            fetch_backup(
+                Chosen(res.store(plan.url), plan.manifest),
+                plan.staged,
+                identities=settings.identities(),
+            )
         context.add_output_metadata(
             {"staged": str(plan.staged), "db_sha256": plan.manifest.db_sha256}
         )
         return plan
 
-    @op(ins={"plan": In(RestorePlan)}, out=Out(RestorePlan))
+    @op(
+        ins={"plan": In(RestorePlan)},
+        out=Out(RestorePlan),
+        description="integrity_check and every table's row count against the manifest.",
+    )
     def check_restored_copy(context: OpExecutionContext, plan: RestorePlan) -> RestorePlan:
         try:
-            report = check_restored(plan.staged, plan.manifest, plan.profile)  # type: ignore[arg-type]
-        except BackupError:
+            with one_line_failures(f"restore of {plan.database}"):
+                report = check_restored(plan.staged, plan.manifest, plan.profile)  # type: ignore[arg-type]
+        except Failure:
             plan.staged.unlink(missing_ok=True)
             raise
         context.add_output_metadata(
@@ -145,9 +203,15 @@ def build_restore_job(specs: list[DatabaseSpec]) -> JobDefinition:
         )
         return plan
 
-    @op(ins={"plan": In(RestorePlan)})
+    @op(
+        ins={"plan": In(RestorePlan)},
+        description="Keep a copy of the current file, drop stale -wal/-shm, rename into place.",
+    )
     def swap_in_restored(context: OpExecutionContext, plan: RestorePlan) -> None:
-        result = swap_in(plan.staged, Path(plan.target), keep_copy=plan.keep_copy, force=plan.force)
+        with one_line_failures(f"restore of {plan.database}"):
+            result = swap_in(
+                plan.staged, Path(plan.target), keep_copy=plan.keep_copy, force=plan.force
+            )
         context.add_output_metadata(
             {
                 "target": str(result.target),
@@ -161,9 +225,13 @@ def build_restore_job(specs: list[DatabaseSpec]) -> JobDefinition:
         )
 
     @job(
-        name="restore_job",
+        name=RESTORE_JOB,
         executor_def=in_process_executor,
-        description="Restore a backup: choose, fetch and verify, check, swap in.",
+        tags={"kotomi_backup/area": "restore"},
+        description=(
+            "Restore a backup of one database into its live file (or target_path): choose, fetch "
+            "and verify, check, swap in. Stop Kotomi first; the current file is kept."
+        ),
     )
     def restore_job() -> None:
         swap_in_restored(check_restored_copy(fetch_backup_archive(choose_backup_to_restore())))

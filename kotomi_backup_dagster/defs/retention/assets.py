@@ -6,17 +6,20 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
-    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
 )
 
-from ...engine.errors import BackupError
+from ...engine.errors import BackupError, ConfigError
 from ...engine.prune import PruneResult, prune_store
 from ...engine.stores import safe_url
+from ..backup.assets import SETTINGS_KEY, group_of
 from ..backup.resources import KotomiBackupResource
 from ..databases import DatabaseSpec
+from ..failures import failure, one_line_failures
+from ..options import KotomiBackupOptions
+from ..replicate import replicate_asset
 from .resources import RetentionPolicyResource
 
 RETENTION_KEY = "retention_policy"
@@ -33,25 +36,54 @@ def _kept_table(results: list[PruneResult]) -> str:
     return "\n".join(lines)
 
 
-def build_prune_asset(spec: DatabaseSpec) -> AssetsDefinition:
+def describe_prune(spec: DatabaseSpec) -> str:
+    return (
+        f"Remove {spec.name}'s backups outside the retention tiers (manifest first), per "
+        "destination; run after every upload, in its own run, and daily."
+    )
+
+
+def build_prune_assets(options: KotomiBackupOptions) -> list[AssetsDefinition]:
+    first, *others = options.databases
+    template = build_prune_asset(first, options)
+    return [template] + [
+        replicate_asset(template, first, spec, describe_prune, group_of(spec)) for spec in others
+    ]
+
+
+def build_prune_asset(
+    spec: DatabaseSpec, options: KotomiBackupOptions, resource_key: str = SETTINGS_KEY
+) -> AssetsDefinition:
+    by_name = {s.name: s for s in options.databases} | {spec.name: spec}
+
     @asset(
         key=AssetKey([spec.name, "prune"]),
-        group_name=f"{spec.key}_retention",
-        required_resource_keys={spec.resource_key, RETENTION_KEY},
-        description="Remove backups outside the retention tiers (manifest first), per destination.",
+        deps=[AssetKey([spec.name, "upload"])],
+        group_name=group_of(spec),
+        required_resource_keys={resource_key, RETENTION_KEY},
+        pool=spec.pool,
+        owners=list(options.owners),
+        kinds=options.destination_kinds,
+        description=describe_prune(spec),
     )
     def prune(context: AssetExecutionContext) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation
-        res: KotomiBackupResource = getattr(context.resources, spec.resource_key)
+        db = by_name[context.asset_key.path[0]]
+        res: KotomiBackupResource = getattr(context.resources, resource_key)
         retention: RetentionPolicyResource = getattr(context.resources, RETENTION_KEY)
-        policy = retention.policy()
+        with one_line_failures(f"prune of {db.name}"):
+            try:
+                policy = retention.policy()
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            settings = res.settings(db)
+            stores = res.stores()
         results: list[PruneResult] = []
         failures: list[str] = []
-        for store in res.stores():
+        for store in stores:
             try:
-                settings = res.settings()
                 result = prune_store(
                     store,
-                    spec.name,
+                    db.name,
                     policy,
                     identities=settings.identities(),
                     recipients_text=settings.age_recipients,
@@ -78,7 +110,7 @@ def build_prune_asset(spec: DatabaseSpec) -> AssetsDefinition:
             "kept_backups": MetadataValue.md(_kept_table(results)),
         }
         if failures:
-            raise Failure(description="; ".join(failures), metadata=metadata)
+            raise failure("; ".join(failures), metadata=metadata)
         return MaterializeResult(metadata=metadata)
 
     return prune

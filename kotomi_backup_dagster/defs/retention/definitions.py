@@ -1,74 +1,101 @@
 """The retention area: per database a prune asset, run after every successful upload (its
-own run: a prune failure never marks the backup failed) and daily as a backstop."""
+own run: a prune failure never marks the backup failed) and daily as a backstop. One job,
+one sensor and one schedule serve every database."""
+
+import json
 
 from dagster import (
     AssetKey,
     AssetSelection,
     DefaultSensorStatus,
     Definitions,
-    EventLogEntry,
+    JobDefinition,
     RunRequest,
     SensorDefinition,
     SensorEvaluationContext,
-    asset_sensor,
+    SensorResult,
+    SkipReason,
     define_asset_job,
-    in_process_executor,
+    sensor,
 )
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from ..databases import DatabaseSpec
-from ..scheduling import database_schedule
-from .assets import RETENTION_KEY, build_prune_asset
-from .resources import retention_resource_from_env
+from ..options import KotomiBackupOptions
+from ..scheduling import per_database_schedule
+from .assets import RETENTION_KEY, build_prune_assets
 
-DAILY_AT_3 = "0 3 * * *"
+PRUNE_JOB = "kotomi_prune"
+PRUNE_SENSOR = "kotomi_prune_after_upload"
 
 
-def _prune_after_upload(spec: DatabaseSpec, job: UnresolvedAssetJobDefinition) -> SensorDefinition:
-    @asset_sensor(
-        name=f"{spec.key}_prune_after_upload",
-        asset_key=AssetKey([spec.name, "upload"]),
+def prune_key(spec: DatabaseSpec) -> AssetKey:
+    return AssetKey([spec.name, "prune"])
+
+
+def _prune_after_upload(
+    options: KotomiBackupOptions, job: UnresolvedAssetJobDefinition | JobDefinition
+) -> SensorDefinition:
+    uploads = {AssetKey([spec.name, "upload"]): spec for spec in options.databases}
+
+    @sensor(
+        name=PRUNE_SENSOR,
         job=job,
+        minimum_interval_seconds=30,
         default_status=DefaultSensorStatus.RUNNING,
-        description=f"Prune {spec.name}'s destinations after each successful upload.",
+        description=(
+            "Prune a database's destinations after each successful upload of it, in a run of "
+            "its own (one sensor for every database)."
+        ),
     )
-    def prune_after_upload(
-        context: SensorEvaluationContext, asset_event: EventLogEntry
-    ) -> RunRequest:
-        # One prune per upload run: the run key makes a re-evaluated event a no-op.
-        return RunRequest(run_key=str(asset_event.run_id), tags=spec.tags)
+    def prune_after_upload(context: SensorEvaluationContext) -> SensorResult | SkipReason:
+        seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
+        requests = []
+        for record in context.instance.get_asset_records(list(uploads)):
+            spec = uploads[record.asset_entry.asset_key]
+            last = record.asset_entry.last_materialization_record
+            if last is None or last.storage_id <= seen.get(spec.name, 0):
+                continue
+            seen[spec.name] = last.storage_id
+            # One prune per upload: the run key makes a re-evaluated event a no-op.
+            requests.append(
+                RunRequest(
+                    run_key=f"{spec.name}:{last.storage_id}",
+                    asset_selection=[prune_key(spec)],
+                    tags=spec.tags,
+                )
+            )
+        if not requests:
+            return SkipReason("no new upload since the last prune request")
+        return SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
 
     return prune_after_upload
 
 
-def build_retention_definitions(specs: list[DatabaseSpec]) -> Definitions:
-    assets, jobs, schedules, sensors = [], [], [], []
-    for spec in specs:
-        prune = build_prune_asset(spec)
-        job = define_asset_job(
-            f"{spec.key}_prune",
-            selection=AssetSelection.assets(prune),
-            executor_def=in_process_executor,
-            tags=spec.tags,
-        )
-
-        prune_after_upload = _prune_after_upload(spec, job)
-        assets.append(prune)
-        jobs.append(job)
-        sensors.append(prune_after_upload)
-        schedules.append(
-            database_schedule(
-                spec,
-                job,
-                name=f"{spec.key}_daily_prune",
-                cron=DAILY_AT_3,
-                description=f"Prune {spec.name} daily (backstop)",
-            )
-        )
+def build_retention_definitions(options: KotomiBackupOptions) -> Definitions:
+    assets = build_prune_assets(options)
+    job = define_asset_job(
+        PRUNE_JOB,
+        selection=AssetSelection.assets(*assets),
+        tags={"kotomi_backup/area": "retention"},
+        description=(
+            "Apply the retention policy to every destination of each database (a scheduled or "
+            "sensor run prunes one database; launched here, every database)."
+        ),
+    )
     return Definitions(
         assets=assets,
-        jobs=jobs,
-        schedules=schedules,
-        sensors=sensors,
-        resources={RETENTION_KEY: retention_resource_from_env()},
+        jobs=[job],
+        schedules=[
+            per_database_schedule(
+                options,
+                job,
+                name="kotomi_daily_prune",
+                cron=options.cadence.prune,
+                description="Prune every database daily (backstop to the prune after upload)",
+                keys_of=lambda spec: [prune_key(spec)],
+            )
+        ],
+        sensors=[_prune_after_upload(options, job)],
+        resources={RETENTION_KEY: options.retention},
     )

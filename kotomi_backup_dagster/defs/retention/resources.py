@@ -33,14 +33,6 @@ class RetentionPolicyResource(ConfigurableResource):  # type: ignore[type-arg]
         )
 
 
-def keep_hourly_from_env() -> int:
-    """Read at load time: it decides which backup schedule is on."""
-    try:
-        return int(os.environ.get("KOTOMI_BACKUP_KEEP_HOURLY") or 0)
-    except ValueError:
-        return 0
-
-
 def retention_resource_from_env() -> RetentionPolicyResource:
     fields: dict[str, object] = {}
     for kind in KEEP_DEFAULTS:
