@@ -113,6 +113,15 @@ def test_a_healthy_database_has_no_finding() -> None:
     assert report.findings == ()
 
 
+def test_thresholds_under_an_hour_read_in_minutes_not_as_zero_hours() -> None:
+    """An every-15-minutes schedule: KOTOMI_BACKUP_STALE_HOURS=0.3 (18 min)."""
+    th = Thresholds.from_env({"KOTOMI_BACKUP_STALE_HOURS": "0.3"})
+    (stale,) = evaluate("kotomi", [dest(manifest(0.75))], th, NOW).findings
+    assert stale.problem.endswith("is 45 min old (limit 18 min)"), stale.problem
+    assert th.describe().startswith("stale after 18 min,")
+    assert "0.0 h" not in th.describe()
+
+
 def test_stale_newest_backup_and_no_backup_at_all() -> None:
     report = evaluate("kotomi", [dest(manifest(40)), dest(url=URL2)], TH, NOW)
     stale = [f for f in report.findings if f.kind == STALE]
@@ -205,7 +214,7 @@ def test_stale_alerts_once_across_ticks_then_recovers_once() -> None:
     fresh = [dest(manifest(0.5, n=2), manifest(40))]
     state, sent = tick(state, fresh)
     assert len(sent) == 1 and isinstance(sent[0], Recovery)
-    assert "0.5 h old" in sent[0].now_fine
+    assert "30 min old" in sent[0].now_fine
     assert state == {}
     assert tick(state, fresh)[1] == []
 

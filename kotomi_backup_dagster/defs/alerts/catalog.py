@@ -93,6 +93,7 @@ def catalog_view(name: str, states: Sequence[DestinationState], now: datetime) -
     copies = 0
     total_bytes = 0
     failed_drills = 0
+    damaged = 0
     newest = None
     last_pass = None
     for state in states:
@@ -116,6 +117,10 @@ def catalog_view(name: str, states: Sequence[DestinationState], now: datetime) -
                 failed_drills += 1
                 first = drill.problems[0].splitlines()[0] if drill.problems else "failed"
                 drill_text = f"**FAILED** {drill.drilled_at}: {first}"
+            problem = state.damaged.get(manifest.backup_id)
+            if problem:  # fills no slot, whatever the policy says (engine/objects.py)
+                damaged += 1
+                tier = f"**DAMAGED** ({problem}): kept for inspection"
             age = _hours((now - manifest.created).total_seconds())
             lock = " (encrypted)" if manifest.encrypted else ""
             rows.append(
@@ -128,7 +133,7 @@ def catalog_view(name: str, states: Sequence[DestinationState], now: datetime) -
             total_bytes += manifest.stored_bytes
             if newest is None or manifest.created > newest.created:
                 newest = manifest
-            fingerprint.append([state.url, manifest.backup_id, drill and drill.drilled_at])
+            fingerprint.append([state.url, manifest.backup_id, drill and drill.drilled_at, problem])
         if state.incomplete or state.unreadable:
             notes.append(
                 f"{state.url}: {len(state.incomplete)} incomplete (interrupted uploads), "
@@ -145,6 +150,7 @@ def catalog_view(name: str, states: Sequence[DestinationState], now: datetime) -
         "destinations": len(states),
         "destinations_unlistable": sum(not s.listed for s in states),
         "drills_failed": failed_drills,
+        "backups_damaged": damaged,
     }
     if newest is not None:
         metadata["newest_backup_id"] = newest.backup_id

@@ -67,6 +67,11 @@ def build_backup_assets(
             f"snapshot {staged.backup_id} ({snap.method}): {snap.size} bytes in "
             f"{snap.seconds:.2f} s"
         )
+        if snap.dropped_staging:
+            context.log.info(
+                "dropped older staged backups kept for re-execution (they can no longer be "
+                f"re-executed from failure): {', '.join(snap.dropped_staging)}"
+            )
         return Output(
             staged,
             metadata={

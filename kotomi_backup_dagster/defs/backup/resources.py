@@ -65,6 +65,11 @@ class KotomiBackupResource(ConfigurableResource):  # type: ignore[type-arg]
         description="Retries of one store request after a transient error (exponential "
         "backoff with full jitter, from 0.5 s).",
     )
+    deadline_seconds: float | None = Field(
+        default=None,
+        description="Seconds an upload may take before its store requests give up (each "
+        "attempt of the upload step); unset: KOTOMI_BACKUP_DEADLINE, else none.",
+    )
 
     def settings(self) -> BackupSettings:
         overrides: dict[str, Any] = {
@@ -79,6 +84,8 @@ class KotomiBackupResource(ConfigurableResource):  # type: ignore[type-arg]
         }
         if self.staging_dir:
             overrides["staging_dir"] = Path(self.staging_dir).expanduser()
+        if self.deadline_seconds:
+            overrides["deadline"] = self.deadline_seconds
         return BackupSettings.from_env(**overrides)
 
     def store_options(self) -> StoreOptions:
