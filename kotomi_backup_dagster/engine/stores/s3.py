@@ -146,7 +146,7 @@ def is_transient(exc: BaseException) -> bool:
 
     if isinstance(exc, bexc.ClientError):
         code = client_error_code(exc)
-        if code in CONFIG_CODES:
+        if code in CONFIG_CODES or client_error_status(exc) in (401, 403):
             return False
         return code in TRANSIENT_CODES or client_error_status(exc) in TRANSIENT_STATUS
     return isinstance(
@@ -281,6 +281,11 @@ class S3Store:
         if code in CONFIG_CODES:
             return ConfigError(
                 f"destination {self.url}: {CONFIG_CODES[code]} ({code}, while {what})"
+            )
+        if client_error_status(exc) in (401, 403):  # refused, for a reason not listed above
+            return ConfigError(
+                f"destination {self.url}: the request was refused ({code}, while {what}); "
+                "check the credentials, the bucket policy and this machine's clock"
             )
         if is_transient(exc):
             reason = code or _transport_reason(exc)
