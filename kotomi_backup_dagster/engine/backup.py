@@ -38,6 +38,7 @@ from .manifest import (
     new_backup_id,
     rfc3339,
 )
+from .notify import without_repeated_prefix
 from .paged import HashCache, PageHashes, hash_pages, publish_paged, recipients_fingerprint
 from .paged.delta import DELTA, DELTA_INDEX, DeltaPages, PageSource, SnapshotPages
 from .paged.liveread import LiveReadRequest, LiveReadUnavailable, read_live
@@ -694,7 +695,9 @@ def _run_backup(settings: BackupSettings, progress: Progress | None) -> BackupRe
         staged.remove()
     failed = [o for o in outcomes if not o.ok]
     if failed:
-        message = "; ".join(f"upload to {o.url} failed: {o.error}" for o in failed)
+        message = without_repeated_prefix(
+            "; ".join(f"upload to {o.url} failed: {o.error}" for o in failed)
+        )
         # Credentials, a missing bucket, a denied write: no retry helps, whenever it is met.
         raise (ConfigError if any(o.permanent for o in failed) else BackupError)(message)
     written = [o.manifest for o in outcomes if o.manifest is not None]

@@ -123,14 +123,15 @@ def destination_advice(error: str) -> str | None:
 
 
 _REPEATED_URL = re.compile(
-    r"(?P<url>\b[a-z][a-z0-9+.-]*://[^\s;]*?): (?P<word>destination )?(?P=url): "
+    r"(?P<url>\b[a-z][a-z0-9+.-]*://[^\s;]*?)(?P<gap>: | failed: )(?:destination )?(?P=url): "
 )
 
 
 def without_repeated_prefix(text: str) -> str:
-    """`s3://b/p: s3://b/p: listing...` -> `s3://b/p: listing...` (and `X: destination X:`
-    -> `destination X:`): a location prefixed to a message that starts with it, said once."""
-    return _REPEATED_URL.sub(lambda m: f"{m['word'] or ''}{m['url']}: ", text)
+    """`s3://b/p: s3://b/p: listing...` -> `s3://b/p: listing...`, `upload to X failed:
+    destination X: ...` -> `upload to X failed: ...`: a location put before a message that
+    starts with it is said once."""
+    return _REPEATED_URL.sub(lambda m: f"{m['url']}{m['gap']}", text)
 
 
 def url_label(url: str) -> str:
