@@ -56,6 +56,7 @@ BACKUP_DAMAGED = "backup_damaged"  # its objects are missing or differ from its 
 KINDS = (STALE, DRILL_OVERDUE, DRILL_FAILED, SIZE_DROP, UNLISTABLE, BACKUP_DAMAGED)
 
 DATABASE_SCOPE = "*"  # a finding about the database as a whole, not one destination
+SHOWN_BACKUPS = 3  # damaged backups named in one alert; the rest are counted
 STATE_VERSION = 1
 
 
@@ -266,25 +267,32 @@ def _unlistable(name: str, dest: DestinationState) -> Finding:
 
 
 def _damaged(name: str, dest: DestinationState) -> list[Finding]:
-    """A backup whose manifest is there but whose objects are missing or changed."""
+    """Backups whose manifest is there but whose objects are missing or changed: one alert
+    per destination (a deleted pack damages every backup that names it), open until none is."""
+    damaged = [m.backup_id for m in dest.backups if m.backup_id in dest.damaged]
+    if not damaged:
+        return []
+    shown = "; ".join(f"{i}: {dest.damaged[i]}" for i in damaged[:SHOWN_BACKUPS])
+    more = len(damaged) - SHOWN_BACKUPS
+    first = damaged[0]
     return [
         Finding(
-            key=_key(BACKUP_DAMAGED, dest.url, manifest.backup_id),
+            key=_key(BACKUP_DAMAGED, dest.url),
             kind=BACKUP_DAMAGED,
             scope=dest.url,
             what="backup objects missing or changed",
-            problem=f"backup {manifest.backup_id}: {dest.damaged[manifest.backup_id]}",
+            problem=(f"backup {shown}" if len(damaged) == 1 else f"{len(damaged)} backups: {shown}")
+            + (f"; and {more} more" if more > 0 else ""),
             next_step=(
-                f"Do not count on backup {manifest.backup_id}: it fills no retention slot and "
-                "prune keeps it for inspection. Find out what removed or rewrote its objects "
-                "(lifecycle rules, bucket versioning, access logs), take a fresh backup "
-                f"(`kotomi-backup backup --name {name} --to {dest.url}`), then delete that "
-                "backup's folder by hand."
+                "Do not count on them: they fill no retention slot and prune keeps them for "
+                "inspection. Find out what removed or rewrote their objects (lifecycle rules, "
+                "bucket versioning, access logs), take a fresh backup "
+                f"(`kotomi-backup backup --name {name} --to {dest.url}`), then delete their "
+                f"folders by hand; `kotomi-backup list --to {dest.url} --name {name}` marks "
+                "each one DAMAGED."
             ),
-            backup_id=manifest.backup_id,
+            details={"damaged_backups": str(len(damaged)), "newest_damaged": first},
         )
-        for manifest in dest.backups
-        if manifest.backup_id in dest.damaged
     ]
 
 
@@ -545,8 +553,8 @@ def _now_fine(alert: OpenAlert, report: HealthReport, now: datetime) -> str:
         return f"newest backup {newest.backup_id} is {_duration(now - newest.created)} old"
     if alert.kind == UNLISTABLE and dest is not None:
         return f"{dest.url} lists again ({len(dest.backups)} backups)"
-    if alert.kind == BACKUP_DAMAGED and alert.backup_id:
-        return f"the objects of backup {alert.backup_id} are there again, as its manifest says"
+    if alert.kind == BACKUP_DAMAGED and dest is not None:
+        return f"every backup at {dest.url} has its objects as its manifest says"
     if alert.kind == DRILL_FAILED and dest is not None and alert.backup_id:
         record = dest.drills.get(alert.backup_id)
         if record is not None:

@@ -94,7 +94,7 @@ _DESTINATION_CAUSES: tuple[tuple[tuple[str, ...], str], ...] = (
             "refused the request",
         ),
         "Check the credentials (access key, secret key, session token or service account) "
-        "and what they may do on the bucket",
+        "and what they may do there (the bucket's policy, or a folder's owner and mode)",
     ),
     (
         (

@@ -275,8 +275,9 @@ def test_a_backup_whose_archive_vanished_alerts_once_and_recovers_when_it_is_bac
         assert damaged["kind"] == "backup_damaged" and damaged["status"] == "firing"
         assert damaged["what"] == "backup objects missing or changed"
         assert damaged["error"] == f"backup {newest.backup_id}: objects missing: kotomi.db.zst"
+        assert damaged["details"]["damaged_backups"] == "1"
         assert damaged["destination"] == f"file://{env}"
-        assert "fills no retention slot" in damaged["next_step"]
+        assert "fill no retention slot" in damaged["next_step"]
         assert observed.metadata["backups_damaged"].value == 1
         table = observed.metadata["backups"].value
         assert f"`{newest.backup_id}`" in table and "**DAMAGED**" in table
@@ -289,7 +290,9 @@ def test_a_backup_whose_archive_vanished_alerts_once_and_recovers_when_it_is_bac
             ("firing", "backup_damaged"),
             ("recovered", "backup_damaged"),
         ]
-        assert "are there again" in alerts(webhook)[1]["error"]
+        assert alerts(webhook)[1]["error"] == (
+            f"every backup at file://{env} has its objects as its manifest says"
+        )
 
 
 def test_an_unreachable_destination_is_named_once_with_the_network_as_next_step(
