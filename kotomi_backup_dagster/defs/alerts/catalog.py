@@ -27,7 +27,7 @@ from dagster import (
 
 from ...engine.health import DestinationState, inspect_destination, unlistable_destination, utcnow
 from ...engine.stores import open_store
-from ...retention import RetentionPolicy, plan_retention
+from ...retention import BackupRef, RetentionPolicy, plan_backups
 from ..backup.resources import KotomiBackupResource
 from ..databases import DatabaseSpec
 
@@ -71,14 +71,30 @@ def _hours(seconds: float) -> float:
 
 
 def _tiers(state: DestinationState, now: datetime) -> tuple[list[str], str | None]:
+    """What prune would decide for each backup (newest first), with its safety rails: a
+    failed drill or missing objects fill no slot."""
     if not state.backups:
         return [], None
+    refs = [
+        BackupRef(
+            m.backup_id,
+            m.created,
+            drill_failed=bool((d := state.drills.get(m.backup_id)) and not d.ok),
+            problem=state.damaged.get(m.backup_id),
+        )
+        for m in state.backups
+    ]
     try:
-        policy = RetentionPolicy.from_env()
-        decisions = plan_retention([m.created for m in state.backups], policy, now=now)
+        decisions = plan_backups(refs, RetentionPolicy.from_env(), now=now)
     except ValueError as exc:
         return ["?"] * len(state.backups), str(exc).splitlines()[0]
-    return [", ".join(d.reasons) if d.keep else "pruned at the next prune" for d in decisions], None
+    by_id = {d.backup_id: d for d in decisions}
+    return [
+        ", ".join(by_id[m.backup_id].reasons)
+        if by_id[m.backup_id].keep
+        else "pruned at the next prune"
+        for m in state.backups
+    ], None
 
 
 def catalog_view(name: str, states: Sequence[DestinationState], now: datetime) -> CatalogView:
@@ -120,7 +136,7 @@ def catalog_view(name: str, states: Sequence[DestinationState], now: datetime) -
             problem = state.damaged.get(manifest.backup_id)
             if problem:  # fills no slot, whatever the policy says (engine/objects.py)
                 damaged += 1
-                tier = f"**DAMAGED** ({problem}): kept for inspection"
+                tier = f"**DAMAGED** {tier}"
             age = _hours((now - manifest.created).total_seconds())
             lock = " (encrypted)" if manifest.encrypted else ""
             rows.append(
