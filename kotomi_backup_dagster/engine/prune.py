@@ -5,8 +5,8 @@ removed, a backup whose latest drill failed fills no slot, and neither does one 
 are missing or changed on the store (objects.py: a manifest alone is not trusted before
 others are removed in its favour); a policy that keeps nothing is refused. Removal deletes
 the manifest first, so a half-deleted backup is never listed; the archive and drill records
-follow. Interrupted uploads (a folder without a manifest) older than
-a day are cleaned up too. Each store is pruned on its own.
+follow. Interrupted uploads (a folder without a manifest) older than a day are cleaned up too.
+Each store is pruned on its own.
 """
 
 from __future__ import annotations
