@@ -92,7 +92,9 @@ def _settings(args: argparse.Namespace, **extra: Any) -> BackupSettings:
 def cmd_backup(args: argparse.Namespace) -> int:
     from .engine.backup import run_backup
 
-    settings = _settings(args, verify_mode=args.verify, backup_format=args.format)
+    settings = _settings(
+        args, verify_mode=args.verify, backup_format=args.format, deadline=args.deadline
+    )
     db = settings.require_db()
     size = db.stat().st_size if db.exists() else 0
     with _byte_progress("archive", size, not args.json) as progress:
@@ -142,26 +144,40 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from .engine.catalog import list_backups
+    from .engine.notify import without_repeated_prefix
+    from .engine.prune import backup_refs
     from .engine.stores import open_store, safe_url
 
     settings = _settings(args)
-    failed = False
+    failed = misconfigured = False
     report: list[dict[str, Any]] = []
     for url in settings.require_urls():
         store = open_store(url)
         try:
             listing = list_backups(store, settings.name)
+            refs = backup_refs(store, settings.name, listing)
         except BackupError as exc:
             failed = True
+            misconfigured = misconfigured or isinstance(exc, ConfigError)
             report.append({"url": safe_url(url), "error": str(exc), "backups": []})
-            err.print(f"kotomi-backup: cannot list {safe_url(url)}: {exc}")
+            err.print(
+                "kotomi-backup: cannot list "
+                + without_repeated_prefix(f"{safe_url(url)}: {exc}").removeprefix("destination ")
+            )
             continue
-        tiers = _tiers(store, settings.name)
+        tiers = _tiers(refs)
+        damaged = {r.backup_id: r.problem for r in refs if r.problem}
         report.append(
             {
                 "url": safe_url(url),
                 "backups": [
-                    {**json.loads(m.to_json()), "tiers": tiers.get(m.backup_id, [])}
+                    {
+                        **json.loads(m.to_json()),
+                        "tiers": tiers.get(m.backup_id, []),
+                        # Objects missing or changed on the store (engine/objects.py): the
+                        # backup fills no retention slot. null when they are as recorded.
+                        "damaged": damaged.get(m.backup_id),
+                    }
                     for m in listing.backups
                 ],
                 "incomplete": listing.incomplete,
@@ -177,7 +193,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             table.add_column(col)
         for m in listing.backups:
             table.add_row(
-                m.backup_id,
+                f"{m.backup_id} DAMAGED" if m.backup_id in damaged else m.backup_id,
                 m.created_at,
                 _human(m.db_size),
                 f"{_human(m.stored_bytes)} paged" if m.is_paged else _human(m.archive.size),
@@ -198,24 +214,31 @@ def cmd_list(args: argparse.Namespace) -> int:
                 f"  {len(listing.unreadable)} with an unreadable manifest (skipped): "
                 + listing.describe_unreadable(listing.unreadable)
             )
+        for backup_id, problem in damaged.items():
+            out.print(
+                f"  DAMAGED {backup_id}: {problem}; it fills no retention slot "
+                "(kept for inspection): do not count on it"
+            )
     if args.json:
         _emit_json({"name": settings.name, "destinations": report})
+    if misconfigured:
+        return EXIT_USAGE
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _tiers(store: Any, name: str) -> dict[str, list[str]]:
+def _tiers(refs: Sequence[Any]) -> dict[str, list[str]]:
     """The retention tiers each backup fills now (empty when no valid policy is set)."""
-    from .engine.prune import plan_store
-    from .engine.retention import RetentionPolicy
+    from .engine.retention import RetentionPolicy, plan_backups
 
     try:
-        plan, _ = plan_store(store, name, RetentionPolicy.from_env())
-    except (ValueError, ConfigError):
+        decisions = plan_backups(refs, RetentionPolicy.from_env()) if refs else []
+    except ValueError:
         return {}
-    return {p.manifest.backup_id: p.reasons for p in plan}
+    return {d.backup_id: d.reasons for d in decisions if d.backup_id}
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    from .engine.notify import without_repeated_prefix
     from .engine.prune import prune_store
     from .engine.retention import RetentionPolicy
     from .engine.stores import open_store, safe_url
@@ -241,7 +264,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         except ConfigError:
             raise
         except BackupError as exc:  # one store failing does not stop the others
-            failures.append(f"{safe_url(url)}: {exc}")
+            failures.append(without_repeated_prefix(f"{safe_url(url)}: {exc}"))
     if args.json:
         _emit_json(
             {
@@ -258,6 +281,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
                                 "keep": p.keep,
                                 "reasons": p.reasons,
                                 "size": p.manifest.archive.size,
+                                "damaged": p.problem,
                             }
                             for p in r.plan
                         ],
@@ -493,6 +517,16 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="kotomi-backup", description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--version", action="version", version=f"kotomi-backup {__version__}")
@@ -525,6 +559,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="full archive (default) or paged: only pages the destination lacks "
         "(default: KOTOMI_BACKUP_FORMAT or full)",
+    )
+    p.add_argument(
+        "--deadline",
+        type=_positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="give up on the destinations once the backup has run this long "
+        "(default: KOTOMI_BACKUP_DEADLINE, or none)",
     )
     common(p, "--to")
     p.set_defaults(func=cmd_backup)

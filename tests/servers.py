@@ -11,6 +11,11 @@ so one connection carries one request) or answers it with a fault:
              took effect, the client cannot know)
     truncate forwarded, but the answer cut off after `truncate_after` bytes (a download
              that breaks in the middle)
+    stall    the request read (body and all), then no answer at all: the connection stays
+             open and silent until the client gives up (or `stall_seconds` pass)
+    status:<code>:<error code>
+             an HTTP answer with that status and an S3-style error body, in place of the
+             server's (nothing reaches the server): `status:403:SignatureDoesNotMatch`
 
 Faults come from rules first (a predicate on the request, a fault, how many times), then
 at random with the given rates from a seeded generator.
@@ -66,6 +71,7 @@ class FaultProxy:
     delay_rate: float = 0.0
     delay_seconds: float = 0.3
     truncate_after: int = 64 * 1024
+    stall_seconds: float = 600.0
     seed: int = 1234
     rules: list[Rule] = field(default_factory=list)
     seen: list[Seen] = field(default_factory=list)
@@ -147,6 +153,14 @@ class FaultProxy:
                 _drain_body(conn, request, rest)
                 _answer_error(conn, 503 if self._rng.random() < 0.7 else 500)
                 return
+            if fault.startswith("status:"):
+                _, status, code = fault.split(":", 2)
+                _drain_body(conn, request, rest)
+                _answer_error(conn, int(status), code)
+                return
+            if fault == "stall":
+                self._stall(conn)
+                return
             if fault == "delay":
                 time.sleep(self.delay_seconds)
             limit = 0 if fault == "lose" else self.truncate_after if fault == "truncate" else -1
@@ -158,6 +172,17 @@ class FaultProxy:
                 conn.shutdown(socket.SHUT_RDWR)  # wakes the pump thread's recv()
             with contextlib.suppress(OSError):
                 conn.close()
+
+    def _stall(self, conn: socket.socket) -> None:
+        """Read whatever the client sends, answer nothing, until it hangs up."""
+        conn.settimeout(0.2)
+        until = time.monotonic() + self.stall_seconds
+        while not self._closed and time.monotonic() < until:
+            try:
+                if not conn.recv(1 << 16):
+                    return  # the client gave up
+            except TimeoutError:
+                continue
 
     def _forward(self, conn: socket.socket, head: bytes, rest: bytes, *, limit: int) -> None:
         """Relay one exchange; with `limit` >= 0, pass only that many bytes of the answer
@@ -248,11 +273,15 @@ def _drain_body(conn: socket.socket, request: Request, rest: bytes) -> None:
         remaining -= len(chunk)
 
 
-def _answer_error(conn: socket.socket, status: int) -> None:
-    code, reason = {
+def _answer_error(conn: socket.socket, status: int, code: str = "") -> None:
+    default, reason = {
         503: ("SlowDown", "Service Unavailable"),
         500: ("InternalError", "Internal Server Error"),
+        400: ("BadRequest", "Bad Request"),
+        401: ("Unauthorized", "Unauthorized"),
+        403: ("AccessDenied", "Forbidden"),
     }[status]
+    code = code or default
     body = (
         f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
         f"<Message>injected by the test proxy</Message></Error>"

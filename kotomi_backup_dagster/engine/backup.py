@@ -38,6 +38,7 @@ from .manifest import (
     new_backup_id,
     rfc3339,
 )
+from .notify import without_repeated_prefix
 from .paged import HashCache, PageHashes, hash_pages, publish_paged, recipients_fingerprint
 from .paged.delta import DELTA, DELTA_INDEX, DeltaPages, PageSource, SnapshotPages
 from .paged.liveread import LiveReadRequest, LiveReadUnavailable, read_live
@@ -54,7 +55,7 @@ from .staging import (
     StagedBackup,
     StagingArea,
 )
-from .stores import BackupStore, ObjectNotFound, open_store, safe_url
+from .stores import BackupStore, ObjectNotFound, deadline, open_store, safe_url
 from .verify import VerifyReport, verify_database
 
 __all__ = [
@@ -141,7 +142,10 @@ def stage_snapshot(
     """Take the snapshot into a new staging directory (staging.py).
 
     `durable=False` (the CLI's one-process run) skips its fsync (see `take_snapshot`) and
-    marks nothing for re-execution: once this process is gone its folder is garbage. With
+    marks nothing for re-execution: once this process is gone its folder is garbage. A
+    durable one is kept for re-execution, and only the newest `settings.keep_staged` such
+    backups stay (the older ones' ids, and those dropped for room, are in
+    `Snapshot.dropped_staging`). With
     `hold` the folder stays locked for the caller (who ends with `staged.remove()` or
     `staged.release()`). A failed snapshot leaves no folder. A paged backup whose every
     destination already has a backup cached here reads the live database in place instead
@@ -163,6 +167,8 @@ def stage_snapshot(
     except BaseException:
         staged.remove()
         raise
+    if durable:
+        dropped += area.keep_newest(settings.keep_staged)
     if not hold:
         staged.release()
     return staged, replace(snap, dropped_staging=tuple(dropped))
@@ -512,8 +518,20 @@ def stage_upload(
 
     The staging directory is removed only when every store has the backup, so a failed
     upload can be retried from the same files. A paged backup needs `settings` (its
-    encryption keys and the page-hash cache).
+    encryption keys and the page-hash cache). With `settings.deadline`, the upload's store
+    requests give up once it has passed (inside `run_backup`, the backup's own deadline,
+    counted from its start, holds when it is the earlier).
     """
+    with deadline(settings.deadline if settings is not None else None):
+        return _upload(staged, stores, settings, cleanup)
+
+
+def _upload(
+    staged: StagedBackup,
+    stores: Sequence[BackupStore],
+    settings: BackupSettings | None,
+    cleanup: bool,
+) -> list[UploadOutcome]:
     manifest = load_staged_manifest(staged)
     if manifest.is_paged:
         if settings is None:
@@ -653,7 +671,15 @@ def _publish_each(
 
 
 def run_backup(settings: BackupSettings, progress: Progress | None = None) -> BackupResult:
-    """The whole pipeline, as the CLI runs it. Raises on the first failed stage."""
+    """The whole pipeline, as the CLI runs it. Raises on the first failed stage; a
+    destination's configuration problem (credentials, bucket, permissions) is a ConfigError
+    wherever it was met. `settings.deadline` counts from here: no store request of this
+    backup waits past it."""
+    with deadline(settings.deadline):
+        return _run_backup(settings, progress)
+
+
+def _run_backup(settings: BackupSettings, progress: Progress | None) -> BackupResult:
     stores = preflight(settings)
     # Staging files live only as long as this call: no fsync (the stores' copies are durable).
     # Held all along: a folder of this process is garbage once it is gone (staging.py).
@@ -671,7 +697,11 @@ def run_backup(settings: BackupSettings, progress: Progress | None = None) -> Ba
         staged.remove()
     failed = [o for o in outcomes if not o.ok]
     if failed:
-        raise BackupError("; ".join(f"upload to {o.url} failed: {o.error}" for o in failed))
+        message = without_repeated_prefix(
+            "; ".join(f"upload to {o.url} failed: {o.error}" for o in failed)
+        )
+        # Credentials, a missing bucket, a denied write: no retry helps, whenever it is met.
+        raise (ConfigError if any(o.permanent for o in failed) else BackupError)(message)
     written = [o.manifest for o in outcomes if o.manifest is not None]
     return BackupResult(
         manifest=written[0] if written else manifest,

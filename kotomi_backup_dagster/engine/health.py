@@ -1,6 +1,6 @@
 """Backup health: is the newest backup fresh, is there a recent passing drill, did the
-database suddenly shrink, can every destination be listed? And which alerts that raises,
-once, and which it clears.
+database suddenly shrink, can every destination be listed, are every backup's objects still
+there as its manifest says? And which alerts that raises, once, and which it clears.
 
 Pure decisions over plain data (manifests, drill records, a clock and thresholds), so the
 CLI can use them as well as the Dagster sensor. The only function that touches a store is
@@ -37,9 +37,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from .catalog import DrillRecord, latest_drill, list_backups
-from .errors import ConfigError
+from .errors import BackupError, ConfigError
 from .manifest import Manifest, rfc3339
-from .notify import first_line
+from .notify import destination_advice, first_line, without_repeated_prefix
+from .objects import damaged_backups
 from .stores import BackupStore, safe_url
 
 ENV_STALE_HOURS = "KOTOMI_BACKUP_STALE_HOURS"
@@ -51,9 +52,11 @@ DRILL_OVERDUE = "drill_overdue"
 DRILL_FAILED = "drill_failed"
 SIZE_DROP = "size_drop"
 UNLISTABLE = "unlistable"
-KINDS = (STALE, DRILL_OVERDUE, DRILL_FAILED, SIZE_DROP, UNLISTABLE)
+BACKUP_DAMAGED = "backup_damaged"  # its objects are missing or differ from its manifest
+KINDS = (STALE, DRILL_OVERDUE, DRILL_FAILED, SIZE_DROP, UNLISTABLE, BACKUP_DAMAGED)
 
 DATABASE_SCOPE = "*"  # a finding about the database as a whole, not one destination
+SHOWN_BACKUPS = 3  # damaged backups named in one alert; the rest are counted
 STATE_VERSION = 1
 
 
@@ -127,6 +130,7 @@ class DestinationState:
     incomplete: tuple[str, ...] = ()
     unreadable: tuple[str, ...] = ()
     error: str | None = None  # one line when listing failed
+    damaged: Mapping[str, str] = field(default_factory=dict)  # backup_id -> what is wrong
 
     @property
     def listed(self) -> bool:
@@ -138,8 +142,9 @@ class DestinationState:
 
 
 def inspect_destination(store: BackupStore, name: str) -> DestinationState:
-    """List one destination and the newest drill of every backup; never raises on a store
-    error (the error becomes `DestinationState.error`)."""
+    """List one destination, the newest drill of every backup and whether its objects are
+    still there (objects.py); never raises on a store error (the error becomes
+    `DestinationState.error`)."""
     url = safe_url(store.url)
     try:
         listing = list_backups(store, name)
@@ -148,6 +153,7 @@ def inspect_destination(store: BackupStore, name: str) -> DestinationState:
             record = latest_drill(store, name, manifest.backup_id)
             if record is not None:
                 drills[manifest.backup_id] = record
+        damaged = damaged_backups(store, listing.backups)
     except Exception as exc:
         return DestinationState(url=url, error=error_line(exc))
     return DestinationState(
@@ -156,6 +162,7 @@ def inspect_destination(store: BackupStore, name: str) -> DestinationState:
         drills=drills,
         incomplete=tuple(listing.incomplete),
         unreadable=tuple(listing.unreadable),
+        damaged=damaged,
     )
 
 
@@ -165,7 +172,11 @@ def unlistable_destination(url: str, exc: BaseException) -> DestinationState:
 
 
 def error_line(exc: BaseException) -> str:
+    """One line: our own errors say what they are already; anything else is named by its
+    class (it is unexpected, and the class is the clue)."""
     text = first_line(str(exc))
+    if isinstance(exc, BackupError) and text:
+        return without_repeated_prefix(text)
     if isinstance(exc, OSError) and exc.strerror:
         text = exc.strerror + (f": {exc.filename}" if exc.filename else "")
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -220,24 +231,12 @@ def evaluate(
     findings: list[Finding] = []
     for dest in destinations:
         if not dest.listed:
-            findings.append(
-                Finding(
-                    key=_key(UNLISTABLE, dest.url),
-                    kind=UNLISTABLE,
-                    scope=dest.url,
-                    what="destination cannot be listed",
-                    problem=f"listing {dest.url} failed: {dest.error}",
-                    next_step=(
-                        "Check the destination's credentials, network and permissions; "
-                        f"`kotomi-backup list --to {dest.url} --name {name}` shows the error. "
-                        "Until it lists, its backups are neither checked nor pruned."
-                    ),
-                )
-            )
+            findings.append(_unlistable(name, dest))
             continue
         findings += _stale(name, dest, thresholds, now)
         findings += _drill_overdue(name, dest, thresholds, now)
         findings += _drill_failures(name, dest)
+        findings += _damaged(name, dest)
     findings += _size_drops(name, destinations, thresholds)
     return HealthReport(
         name=name,
@@ -246,6 +245,55 @@ def evaluate(
         destinations=tuple(destinations),
         findings=tuple(findings),
     )
+
+
+def _unlistable(name: str, dest: DestinationState) -> Finding:
+    error = dest.error or "no reason given"
+    check = destination_advice(error) or (
+        "Check the destination's credentials, network and permissions"
+    )
+    return Finding(
+        key=_key(UNLISTABLE, dest.url),
+        kind=UNLISTABLE,
+        scope=dest.url,
+        what="destination cannot be listed",
+        # The store's messages name the destination already: say it once.
+        problem=error if dest.url in error else f"listing {dest.url} failed: {error}",
+        next_step=(
+            f"{check}; `kotomi-backup list --to {dest.url} --name {name}` shows the error. "
+            "Until it lists, its backups are neither checked nor pruned."
+        ),
+    )
+
+
+def _damaged(name: str, dest: DestinationState) -> list[Finding]:
+    """Backups whose manifest is there but whose objects are missing or changed: one alert
+    per destination (a deleted pack damages every backup that names it), open until none is."""
+    damaged = [m.backup_id for m in dest.backups if m.backup_id in dest.damaged]
+    if not damaged:
+        return []
+    shown = "; ".join(f"{i}: {dest.damaged[i]}" for i in damaged[:SHOWN_BACKUPS])
+    more = len(damaged) - SHOWN_BACKUPS
+    first = damaged[0]
+    return [
+        Finding(
+            key=_key(BACKUP_DAMAGED, dest.url),
+            kind=BACKUP_DAMAGED,
+            scope=dest.url,
+            what="backup objects missing or changed",
+            problem=(f"backup {shown}" if len(damaged) == 1 else f"{len(damaged)} backups: {shown}")
+            + (f"; and {more} more" if more > 0 else ""),
+            next_step=(
+                "Do not count on them: they fill no retention slot and prune keeps them for "
+                "inspection. Find out what removed or rewrote their objects (lifecycle rules, "
+                "bucket versioning, access logs), take a fresh backup "
+                f"(`kotomi-backup backup --name {name} --to {dest.url}`), then delete their "
+                f"folders by hand; `kotomi-backup list --to {dest.url} --name {name}` marks "
+                "each one DAMAGED."
+            ),
+            details={"damaged_backups": str(len(damaged)), "newest_damaged": first},
+        )
+    ]
 
 
 def _stale(name: str, dest: DestinationState, th: Thresholds, now: datetime) -> list[Finding]:
@@ -505,6 +553,8 @@ def _now_fine(alert: OpenAlert, report: HealthReport, now: datetime) -> str:
         return f"newest backup {newest.backup_id} is {_duration(now - newest.created)} old"
     if alert.kind == UNLISTABLE and dest is not None:
         return f"{dest.url} lists again ({len(dest.backups)} backups)"
+    if alert.kind == BACKUP_DAMAGED and dest is not None:
+        return f"every backup at {dest.url} has its objects as its manifest says"
     if alert.kind == DRILL_FAILED and dest is not None and alert.backup_id:
         record = dest.drills.get(alert.backup_id)
         if record is not None:
@@ -572,7 +622,12 @@ def load_state(text: str | None) -> tuple[dict[str, OpenAlert], dict[str, object
 
 
 def _duration(delta: timedelta) -> str:
-    hours = delta.total_seconds() / 3600
+    seconds = delta.total_seconds()
+    hours = seconds / 3600
+    if abs(seconds) < 60:
+        return f"{seconds:.0f} s"
+    if abs(hours) < 1:
+        return f"{seconds / 60:.0f} min"
     if abs(hours) < 72:
         return f"{hours:.1f} h"
     return f"{hours / 24:.1f} days"

@@ -16,7 +16,7 @@ Webhook payload (one ``POST``, ``Content-Type: application/json``, any 2xx is su
         "source": "kotomi-backup",
         "status": "firing" | "recovered",
         "kind": "run_failure" | "stale" | "drill_overdue" | "drill_failed" | "size_drop"
-                | "unlistable" | "test",
+                | "unlistable" | "backup_damaged" | "test",
         "database": "kotomi",
         "what": "upload stage",           # the failed stage or check
         "error": "first line of the error",  # when recovered: what is fine now
@@ -36,6 +36,7 @@ and channel errors are reduced to one redacted line.
 from __future__ import annotations
 
 import json
+import re
 import smtplib
 import ssl
 import urllib.error
@@ -66,6 +67,71 @@ def first_line(text: str | None, limit: int = 300) -> str:
         if line:
             return line if len(line) <= limit else line[: limit - 1] + "…"
     return ""
+
+
+# What a destination's error says about its cause, and what to check first. The phrases are
+# the stores' own (stores/s3.py, gcs.py, local.py); first match wins.
+_DESTINATION_CAUSES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (
+        ("disk full",),
+        "Free space on that disk, or point the destination or staging elsewhere",
+    ),
+    (
+        ("bucket does not exist", "another region", "bucket name", "no bucket", "bad destination"),
+        "Check the destination URL (bucket and prefix) and AWS_REGION",
+    ),
+    (
+        (
+            "access denied",
+            "access refused",
+            "credentials",
+            "access key",
+            "secret key",
+            "session token",
+            "permission",
+            "not writable",
+            "kms key",
+            "refused the request",
+        ),
+        "Check the credentials (access key, secret key, session token or service account) "
+        "and what they may do there (the bucket's policy, or a folder's owner and mode)",
+    ),
+    (
+        (
+            "could not connect",
+            "connection closed",
+            "connection failed",
+            "timed out",
+            "gave up:",
+            "failed after",
+            "http 5",
+        ),
+        "Check that the destination is reachable from this machine: the network, the "
+        "endpoint (AWS_ENDPOINT_URL, STORAGE_EMULATOR_HOST) and the provider's status page",
+    ),
+)
+
+
+def destination_advice(error: str) -> str | None:
+    """The first thing to check for a destination's error, by its cause (an unreachable
+    endpoint is a network question, not one of permissions); None when it says no cause."""
+    text = error.lower()
+    for phrases, advice in _DESTINATION_CAUSES:
+        if any(phrase in text for phrase in phrases):
+            return advice
+    return None
+
+
+_REPEATED_URL = re.compile(
+    r"(?P<url>\b[a-z][a-z0-9+.-]*://[^\s;]*?)(?P<gap>: | failed: )(?:destination )?(?P=url): "
+)
+
+
+def without_repeated_prefix(text: str) -> str:
+    """`s3://b/p: s3://b/p: listing...` -> `s3://b/p: listing...`, `upload to X failed:
+    destination X: ...` -> `upload to X failed: ...`: a location put before a message that
+    starts with it is said once."""
+    return _REPEATED_URL.sub(lambda m: f"{m['url']}{m['gap']}", text)
 
 
 def url_label(url: str) -> str:

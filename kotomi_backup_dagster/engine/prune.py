@@ -1,11 +1,13 @@
 """Pruning a store by a retention policy, with the safety rails in one place.
 
 The plan (restic `forget` semantics) is `retention.plan_backups`: the newest backup is never
-removed, a backup whose latest drill failed fills no slot, a policy that keeps nothing is
-refused; and the newest full-format backup is kept in a store that mixes formats. Removal
-deletes the manifest first, so a half-deleted backup is never listed; the archive and drill
-records follow. Interrupted uploads (a folder without a manifest) older than a day are cleaned
-up too. Each store is pruned on its own.
+removed, a backup whose latest drill failed fills no slot, and neither does one whose objects
+are missing or changed on the store (objects.py: a manifest alone is not trusted before
+others are removed in its favour); a policy that keeps nothing is refused; and the newest
+full-format backup is kept in a store that mixes formats. Removal deletes
+the manifest first, so a half-deleted backup is never listed; the archive and drill records
+follow. Interrupted uploads (a folder without a manifest) older than a day are cleaned up too.
+Each store is pruned on its own.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .archive import parse_recipients
-from .catalog import backup_prefix, latest_drill, list_backups, manifest_key
+from .catalog import Listing, backup_prefix, latest_drill, list_backups, manifest_key
 from .errors import BackupError, ConfigError
 from .manifest import Manifest, backup_id_time
+from .objects import damaged_backups
 from .paged.packgc import PackReport, prune_packs
 from .retention import BackupRef, RetentionDecision, RetentionPolicy, plan_backups
 from .stores import BackupStore, ObjectNotFound, safe_url
@@ -40,6 +43,11 @@ class PlannedBackup:
     def reasons(self) -> list[str]:
         return self.decision.reasons
 
+    @property
+    def problem(self) -> str | None:
+        """Why its objects cannot be trusted (it fills no slot), or None."""
+        return None if self.decision.item is None else self.decision.item.problem
+
 
 @dataclass
 class PruneResult:
@@ -60,20 +68,41 @@ class PruneResult:
     def to_remove(self) -> list[PlannedBackup]:
         return [p for p in self.plan if not p.keep]
 
+    @property
+    def damaged(self) -> dict[str, str]:
+        """{backup_id: why} of the backups whose objects are missing or changed."""
+        return {p.manifest.backup_id: p.problem for p in self.plan if p.problem}
 
-def plan_store(
-    store: BackupStore, name: str, policy: RetentionPolicy, now: datetime | None = None
-) -> tuple[list[PlannedBackup], list[str]]:
-    """The plan for every complete backup on the store, and its interrupted uploads."""
-    listing = list_backups(store, name)
+
+def backup_refs(store: BackupStore, name: str, listing: Listing) -> list[BackupRef]:
+    """The listed backups as the safety rails see them: each one's latest drill, and
+    whether its objects are still on the store as its manifest says."""
+    damaged = damaged_backups(store, listing.backups)
     refs = []
     for manifest in listing.backups:
         drill = latest_drill(store, name, manifest.backup_id)
         refs.append(
             BackupRef(
-                manifest.backup_id, manifest.created, drill_failed=bool(drill and not drill.ok)
+                manifest.backup_id,
+                manifest.created,
+                drill_failed=bool(drill and not drill.ok),
+                problem=damaged.get(manifest.backup_id),
             )
         )
+    return refs
+
+
+def plan_store(
+    store: BackupStore,
+    name: str,
+    policy: RetentionPolicy,
+    now: datetime | None = None,
+    *,
+    listing: Listing | None = None,
+) -> tuple[list[PlannedBackup], list[str]]:
+    """The plan for every complete backup on the store, and its interrupted uploads."""
+    listing = listing or list_backups(store, name)
+    refs = backup_refs(store, name, listing)
     by_id = {m.backup_id: m for m in listing.backups}
     try:
         decisions = plan_backups(refs, policy, now=now) if refs else []

@@ -28,7 +28,7 @@ from typing import Any
 
 from .archive import Progress, extract_archive
 from .catalog import list_backups, list_drills
-from .errors import BackupError, ConfigError
+from .errors import BackupError, ConfigError, DiskFull
 from .fsutil import PRIVATE_FILE, fsync_dir, fsync_file, require_room, try_lock_dir, unlock_dir
 from .manifest import Manifest, backup_id_time
 from .paged import rebuild_database
@@ -62,10 +62,12 @@ def choose_backup(
     that has it (stores are tried in the order given). Newer entries whose manifest is
     unreadable are passed over and named in `Chosen.skipped`."""
     problems: list[str] = []
+    misconfigured = False
     for store in stores:
         try:
             listing = list_backups(store, name)
         except BackupError as exc:
+            misconfigured = misconfigured or isinstance(exc, ConfigError)
             problems.append(str(exc))
             continue
         if before is not None:
@@ -97,7 +99,9 @@ def choose_backup(
             newer = [i for i in newer if backup_id_time(i) < before]
         skipped = tuple(f"{safe_url(store.url)}: {i} ({listing.problems[i]})" for i in newer)
         return Chosen(store, chosen, skipped if which in ("latest",) or before else ())
-    raise BackupError("; ".join(problems) or f"no destination to restore {name!r} from")
+    # A destination set up wrongly (credentials, bucket) may hide the backup: exit 2.
+    kind = ConfigError if misconfigured else BackupError
+    raise kind("; ".join(problems) or f"no destination to restore {name!r} from")
 
 
 def fetch_backup(
@@ -408,8 +412,13 @@ def restore_database(
         check = choose_check(chosen.store, chosen.manifest, force_full=force_full_check)
         tmp = staged_restore_path(target, chosen.manifest.backup_id)
         try:
-            fetch_backup(chosen, tmp, identities=identities, progress=progress, durable=False)
-            report = check_and_sync(tmp, chosen.manifest, profile, check.mode)
+            try:
+                fetch_backup(chosen, tmp, identities=identities, progress=progress, durable=False)
+                report = check_and_sync(tmp, chosen.manifest, profile, check.mode)
+            except DiskFull:
+                raise  # about this machine's disk, not the backup
+            except BackupError as exc:
+                raise _about_backup(chosen, exc, target) from exc
             swap = swap_in(tmp, target, keep_copy=keep_copy, force=force)
         finally:
             tmp.unlink(missing_ok=True)
@@ -440,6 +449,17 @@ def check_and_sync(
         synced.result()
     fsync_dir(restored.parent)
     return report
+
+
+def _about_backup(chosen: Chosen, exc: BackupError, target: Path) -> BackupError:
+    """Every failure of a chosen backup says which backup, where, and that nothing changed:
+    `backup <id> at <url>: <what>; nothing restored, <target> is unchanged`."""
+    backup_id = chosen.manifest.backup_id
+    url = safe_url(chosen.store.url)
+    text = str(exc).removeprefix(f"backup {backup_id}: ").removesuffix("; nothing restored")
+    text = text.replace(f" at {url}", "")  # said once, up front
+    kind = ConfigError if isinstance(exc, ConfigError) else BackupError
+    return kind(f"backup {backup_id} at {url}: {text}; nothing restored, {target} is unchanged")
 
 
 def staged_restore_path(target: Path, backup_id: str) -> Path:

@@ -75,6 +75,7 @@ _LAST, _HOURLY, _DAILY, _WEEKLY, _MONTHLY, _YEARLY = range(6)
 
 REASON_NEWEST = "newest"
 REASON_DRILL_FAILED = "drill failed: kept for inspection"
+KEPT_FOR_INSPECTION = "kept for inspection"
 
 _DURATION_PART = re.compile(r"(\d+)([ymdh])")
 
@@ -335,11 +336,21 @@ class RetentionPolicy:
 
 @dataclass(frozen=True)
 class BackupRef:
-    """A backup as the safety rails see it."""
+    """A backup as the safety rails see it. A backup whose latest drill failed, or with a
+    `problem` (e.g. ``"objects missing: kotomi.db.zst"``), fills no retention slot."""
 
     backup_id: str
     time: datetime
     drill_failed: bool = False
+    problem: str | None = None
+
+    @property
+    def held_reasons(self) -> list[str]:
+        """Why this backup is kept for inspection instead of filling a slot (empty: it is fit)."""
+        held = [f"{self.problem}: {KEPT_FOR_INSPECTION}"] if self.problem else []
+        if self.drill_failed:
+            held.append(REASON_DRILL_FAILED)
+        return held
 
 
 @dataclass(frozen=True)
@@ -486,8 +497,9 @@ def plan_backups(
     """:func:`plan_retention` with the prune command's safety rails.
 
     * The newest backup is always kept (reason ``newest``).
-    * A backup whose latest drill failed fills no slot: it is planned as if absent, so an older
-      good backup takes its place, and it is itself kept for inspection.
+    * A backup whose latest drill failed, or that has a ``problem`` (its objects are missing or
+      changed), fills no slot: it is planned as if absent, so an older good backup takes its
+      place, and it is itself kept for inspection.
     * A policy that keeps nothing raises ValueError.
 
     Decisions are newest first (ties broken by ``backup_id``, newest id first), each with
@@ -504,11 +516,11 @@ def plan_backups(
         key=lambda pair: (pair[0], pair[1].backup_id),
         reverse=True,
     )
-    good = [t for t, ref in ordered if not ref.drill_failed]
+    good = [t for t, ref in ordered if not ref.held_reasons]
     plan = iter(_apply(good, policy, _now(now)))
     decisions: list[RetentionDecision] = []
     for index, (t, ref) in enumerate(ordered):
-        reasons = [REASON_DRILL_FAILED] if ref.drill_failed else next(plan)
+        reasons = ref.held_reasons or next(plan)
         if index == 0:
             reasons.insert(0, REASON_NEWEST)
         decisions.append(RetentionDecision(time=t, keep=bool(reasons), reasons=reasons, item=ref))

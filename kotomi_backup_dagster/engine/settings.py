@@ -18,6 +18,7 @@ from .verify import PROFILES, VERIFY_MODES, Profile, VerifyMode
 
 DEFAULT_NAME = "kotomi"
 BACKUP_FORMATS = ("full", "paged")
+DEFAULT_KEEP_STAGED = 3
 
 
 def default_staging_dir(environ: Mapping[str, str]) -> Path:
@@ -38,6 +39,11 @@ class BackupSettings:
     staging_dir: Path = Path()
     snapshot_timeout: float = 300.0
     backup_format: str = "full"  # "paged": only changed pages are stored (engine/paged/)
+    # Seconds a backup may take before its store requests give up (stores/timeouts.py);
+    # None: no deadline. KOTOMI_BACKUP_DEADLINE, `backup --deadline`.
+    deadline: float | None = None
+    # Failed Dagster runs' staged backups kept for re-execution, newest first, per database.
+    keep_staged: int = DEFAULT_KEEP_STAGED
 
     def __post_init__(self) -> None:
         if self.backup_format not in BACKUP_FORMATS:
@@ -50,6 +56,16 @@ class BackupSettings:
             raise ConfigError(f"KOTOMI_BACKUP_NAME: {exc}") from exc
         if self.verify_mode not in VERIFY_MODES:
             raise ConfigError(f"verify mode {self.verify_mode!r}: use quick or full")
+        if self.deadline is not None and (not math.isfinite(self.deadline) or self.deadline <= 0):
+            raise ConfigError(
+                f"deadline {self.deadline!r} (KOTOMI_BACKUP_DEADLINE, --deadline): give a "
+                "positive number of seconds"
+            )
+        if isinstance(self.keep_staged, bool) or not 1 <= self.keep_staged <= 100:
+            raise ConfigError(
+                f"KOTOMI_BACKUP_KEEP_STAGED {self.keep_staged!r}: give a whole number from 1 "
+                "to 100 (staged backups kept for re-execution)"
+            )
         if self.profile not in PROFILES:
             raise ConfigError(f"KOTOMI_BACKUP_PROFILE {self.profile!r}: use kotomi or generic")
         try:
@@ -88,6 +104,8 @@ class BackupSettings:
             else default_staging_dir(env),
             snapshot_timeout=timeout,
             backup_format=(env.get("KOTOMI_BACKUP_FORMAT") or "full").strip().lower(),
+            deadline=_seconds_or_none(env, "KOTOMI_BACKUP_DEADLINE"),
+            keep_staged=_whole(env, "KOTOMI_BACKUP_KEEP_STAGED", DEFAULT_KEEP_STAGED),
         )
         given = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **given) if given else settings
@@ -110,3 +128,26 @@ class BackupSettings:
         if not self.urls:
             raise ConfigError("no destination given: pass --to URL or set KOTOMI_BACKUP_URL")
         return self.urls
+
+
+def _seconds_or_none(env: Mapping[str, str], name: str) -> float | None:
+    text = (env.get(name) or "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} {text!r}: give a positive number of seconds (or leave it unset)")
+    return value
+
+
+def _whole(env: Mapping[str, str], name: str, default: int) -> int:
+    text = (env.get(name) or "").strip()
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{name} {text!r}: give a whole number") from None

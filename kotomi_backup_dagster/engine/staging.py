@@ -8,7 +8,9 @@
 
 A folder nobody holds is either kept for re-execution (`.keep`, written once its snapshot is
 complete) or what a killed run left: the next backup removes the latter at once, and the
-former when it is a week old or when a new backup needs its room (oldest first, by name).
+former when it is a week old, when a new backup needs its room (oldest first, by name), or
+when more than the newest few are kept (`keep_newest`: an hourly schedule through a day-long
+outage would otherwise stack a copy of the database per hour).
 """
 
 from __future__ import annotations
@@ -226,6 +228,18 @@ class StagingArea:
             if (not kept or backup_id_time(child.name) < cutoff) and remove_if_abandoned(child):
                 removed.append(child.name)
         return removed
+
+    def keep_newest(self, count: int) -> list[str]:
+        """Drop the kept backups older than the newest `count` (those nobody holds: a run
+        working in one keeps it); their ids, oldest first."""
+        folder = self.prepare()
+        dropped: list[str] = []
+        with dir_mutex(folder):
+            kept = self.kept()
+            for backup_id in kept[: max(0, len(kept) - count)]:
+                if remove_if_abandoned(folder / backup_id):
+                    dropped.append(backup_id)
+        return dropped
 
     def kept(self) -> list[str]:
         """Ids of backups kept for re-execution, oldest first (held ones included)."""

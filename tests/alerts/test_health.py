@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from kotomi_backup_dagster.engine.catalog import DrillRecord
 from kotomi_backup_dagster.engine.errors import ConfigError
 from kotomi_backup_dagster.engine.health import (
+    BACKUP_DAMAGED,
     DRILL_FAILED,
     DRILL_OVERDUE,
     SIZE_DROP,
@@ -113,6 +114,35 @@ def test_a_healthy_database_has_no_finding() -> None:
     assert report.findings == ()
 
 
+def test_thresholds_under_an_hour_read_in_minutes_not_as_zero_hours() -> None:
+    """An every-15-minutes schedule: KOTOMI_BACKUP_STALE_HOURS=0.3 (18 min)."""
+    th = Thresholds.from_env({"KOTOMI_BACKUP_STALE_HOURS": "0.3"})
+    (stale,) = evaluate("kotomi", [dest(manifest(0.75))], th, NOW).findings
+    assert stale.problem.endswith("is 45 min old (limit 18 min)"), stale.problem
+    assert th.describe().startswith("stale after 18 min,")
+    assert "0.0 h" not in th.describe()
+
+
+def test_damaged_backups_are_one_alert_per_destination_until_none_is_left() -> None:
+    """A deleted pack damages every paged backup that names it: one alert, not one each."""
+    made = [manifest(h, n=h) for h in range(1, 6)]
+    broken = DestinationState(
+        url=URL,
+        backups=tuple(made),
+        drills={m.backup_id: drill(m, 0.5) for m in made},
+        damaged={m.backup_id: "objects missing: packs/p1.pack" for m in made},
+    )
+    (finding,) = evaluate("kotomi", [broken], TH, NOW).findings
+    assert finding.kind == BACKUP_DAMAGED and finding.scope == URL
+    assert finding.problem.startswith(f"5 backups: {made[0].backup_id}: objects missing")
+    assert finding.problem.endswith("; and 2 more")
+    assert finding.details["damaged_backups"] == "5"
+    state, _ = tick({}, [broken])
+    fixed = DestinationState(url=URL, backups=tuple(made), drills=broken.drills)
+    state, sent = tick(state, [fixed])
+    assert len(sent) == 1 and isinstance(sent[0], Recovery) and state == {}
+
+
 def test_stale_newest_backup_and_no_backup_at_all() -> None:
     report = evaluate("kotomi", [dest(manifest(40)), dest(url=URL2)], TH, NOW)
     stale = [f for f in report.findings if f.kind == STALE]
@@ -205,7 +235,7 @@ def test_stale_alerts_once_across_ticks_then_recovers_once() -> None:
     fresh = [dest(manifest(0.5, n=2), manifest(40))]
     state, sent = tick(state, fresh)
     assert len(sent) == 1 and isinstance(sent[0], Recovery)
-    assert "0.5 h old" in sent[0].now_fine
+    assert "30 min old" in sent[0].now_fine
     assert state == {}
     assert tick(state, fresh)[1] == []
 

@@ -4,6 +4,7 @@ and the backup_catalog observations."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -134,7 +135,8 @@ def test_stale_backup_alerts_once_across_three_ticks_and_recovers_once(
         assert len(webhook.posts) == 2 and len(smtp_server.messages) == 2
         recovered = alerts(webhook)[1]
         assert recovered["status"] == "recovered" and recovered["kind"] == "stale"
-        assert recovered["error"].startswith(f"newest backup {fresh.backup_id} is 0.")
+        # A fresh backup's age reads in seconds (not "0.0 h")
+        assert re.fullmatch(rf"newest backup {fresh.backup_id} is \d+ s old", recovered["error"])
         assert smtp_server.messages[1]["Subject"].startswith("[kotomi-backup] RECOVERED kotomi")
 
         assert len(again) == 1, "a new backup changes the catalog: observed at once"
@@ -259,3 +261,67 @@ def test_backup_catalog_asset_observes_with_metadata_that_plots(env: Path) -> No
         assert isinstance(meta["newest_age_hours"], FloatMetadataValue)
         assert isinstance(meta["backups"], MarkdownMetadataValue)
         assert f"`{made.backup_id}`" in meta["backups"].value
+
+
+def test_a_backup_whose_archive_vanished_alerts_once_and_recovers_when_it_is_back(
+    env: Path, webhook: WebhookReceiver
+) -> None:
+    older = make_old(env, backup(), hours=2)
+    newest = backup()
+    archive = env / newest.archive.key
+    aside = env.parent / "aside.zst"
+    archive.rename(aside)  # deleted behind the tool's back; the manifest stays
+    with instance_for_test() as instance:
+        tick = Ticker(instance)
+        (observed,) = tick()
+        tick()
+        (damaged,) = alerts(webhook)
+        assert damaged["kind"] == "backup_damaged" and damaged["status"] == "firing"
+        assert damaged["what"] == "backup objects missing or changed"
+        assert damaged["error"] == f"backup {newest.backup_id}: objects missing: kotomi.db.zst"
+        assert damaged["details"]["damaged_backups"] == "1"
+        assert damaged["destination"] == f"file://{env}"
+        assert "fill no retention slot" in damaged["next_step"]
+        assert observed.metadata["backups_damaged"].value == 1
+        table = observed.metadata["backups"].value
+        assert f"`{newest.backup_id}`" in table and "**DAMAGED**" in table
+        assert older.backup_id in table
+
+        aside.rename(archive)  # put back: the same bytes, as the manifest says
+        tick()
+        tick()
+        assert [(a["status"], a["kind"]) for a in alerts(webhook)] == [
+            ("firing", "backup_damaged"),
+            ("recovered", "backup_damaged"),
+        ]
+        assert alerts(webhook)[1]["error"] == (
+            f"every backup at file://{env} has its objects as its manifest says"
+        )
+
+
+def test_an_unreachable_destination_is_named_once_with_the_network_as_next_step(
+    env: Path, monkeypatch: pytest.MonkeyPatch, webhook: WebhookReceiver, tmp_path: Path
+) -> None:
+    """A refused connection is a question of network and endpoint, not of permissions."""
+    from .conftest import free_port
+
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAKOTOMITESTKEY01")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "kotomi-test-secret-unreachable")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nobody there
+    monkeypatch.setenv("KOTOMI_BACKUP_URL", "s3://offsite-bucket/prod")
+    monkeypatch.setenv("KOTOMI_BACKUP_RETRIES", "0")
+    with instance_for_test() as instance:
+        Ticker(instance)()
+    (unlistable,) = alerts(webhook)
+    url = "s3://offsite-bucket/prod"
+    assert unlistable["kind"] == "unlistable" and unlistable["destination"] == url
+    error = unlistable["error"]
+    assert error.count(url) == 1, error  # was: "listing s3://..: BackupError: s3://..: ..."
+    assert "Error:" not in error and "could not connect to the endpoint" in error
+    assert "reachable" in unlistable["next_step"]
+    assert "permissions" not in unlistable["next_step"]
+    assert f"{url}: {url}" not in webhook.posts[0].body["text"]

@@ -296,3 +296,62 @@ def test_a_failed_drill_check_is_named_with_its_description(
     assert alert["what"] == "integrity check on kotomi/restore_drill"
     assert alert["error"] == "20261127T020000Z-abc123 at file:///srv: page 7 never used"
     assert "do not count on it" in alert["next_step"]
+
+
+def prune_location() -> Definitions:
+    return definitions_from_env()
+
+
+def kotomi_prune_job() -> JobDefinition:
+    return prune_location().resolve_job_def("kotomi_prune")
+
+
+def test_a_prune_that_cannot_connect_alerts_with_the_url_once_and_the_network_to_check(
+    monkeypatch: pytest.MonkeyPatch, kotomi_db: Path, tmp_path: Path, webhook: WebhookReceiver
+) -> None:
+    backup_env(monkeypatch, kotomi_db, tmp_path)
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAKOTOMITESTKEY01")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "kotomi-test-secret-unreachable")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # refused
+    monkeypatch.setenv("KOTOMI_BACKUP_URL", "s3://offsite-bucket/prod")
+    monkeypatch.setenv("KOTOMI_BACKUP_RETRIES", "0")
+    alert_env(monkeypatch, webhook_url=webhook.url(), smtp_port=None)
+    with instance_for_test() as instance:
+        result = execute_job(
+            reconstructable(kotomi_prune_job), instance=instance, raise_on_error=False
+        )
+        assert not result.success
+        run_failure_alert(instance, result.run_id, prune_location())
+    (post,) = webhook.posts
+    alert = post.body["alert"]
+    url = "s3://offsite-bucket/prod"
+    assert alert["what"] == "prune stage"
+    assert alert["error"].count(url) == 1, alert["error"]  # was "s3://..: s3://..: listing"
+    assert "could not connect to the endpoint" in alert["error"]
+    assert not alert["error"].startswith("BackupError")
+    assert "reachable" in alert["next_step"] and "permissions" not in alert["next_step"]
+    assert "nothing is lost" in alert["next_step"]
+
+
+def test_our_errors_lose_their_class_name_and_unexpected_ones_keep_it() -> None:
+    from dagster_shared.error import SerializableErrorInfo
+
+    ours = SerializableErrorInfo(
+        "kotomi_backup_dagster.engine.errors.BackupError: s3://b/p: s3://b/p: listing failed\n",
+        [],
+        "BackupError",
+    )
+    assert error_first_line(ours) == "s3://b/p: listing failed"
+    theirs = SerializableErrorInfo("builtins.KeyError: 'size'\n", [], "KeyError")
+    assert error_first_line(theirs) == "KeyError: 'size'"
+    refused = (
+        "s3://b/p: listing kotomi/ failed after 6 attempts (could not connect to the endpoint)"
+    )
+    assert "reachable" in advice_for(["prune"], "kotomi_prune", refused)
+    denied = "destination s3://b/p: access denied; check the credentials (AccessDenied)"
+    assert "credentials" in advice_for(["upload"], "kotomi_backup", denied)
+    assert "only the upload runs again" in advice_for(["upload"], "kotomi_backup", denied)

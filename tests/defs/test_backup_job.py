@@ -239,3 +239,33 @@ def test_a_second_database_backs_up_and_drills_on_its_own(
     drill = result.asset_materializations_for_node("blog__restore_drill")[0].metadata
     assert drill["backup_id"].value == backup.backup_id
     assert {e.check_name for e in result.get_asset_check_evaluations()} >= {"verify", "integrity"}
+
+
+def test_an_outage_keeps_only_the_newest_staged_backups_and_the_log_names_the_dropped(
+    env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Hourly runs through an outage each keep their staged backup for re-execution: only
+    the newest KOTOMI_BACKUP_KEEP_STAGED stay (before: every one, for a week)."""
+    from kotomi_backup_dagster.engine.staging import StagingArea
+
+    monkeypatch.setenv("KOTOMI_BACKUP_KEEP_STAGED", "2")
+    env.mkdir()
+    (env / "kotomi").write_text("a file where the backup folder should be")  # the outage
+    staging = StagingArea(tmp_path / "staging", "kotomi")
+    made: list[str] = []
+    for run in range(4):
+        instance = DagsterInstance.ephemeral()
+        result = kotomi_backup_job().execute_in_process(instance=instance, raise_on_error=False)
+        assert step_keys(result, "STEP_FAILURE") == {"kotomi__upload"}
+        [snapshot] = result.asset_materializations_for_node("kotomi__snapshot")
+        made.append(str(snapshot.metadata["backup_id"].value))
+        assert staging.kept() == made[-2:]
+        said = [
+            entry.user_message
+            for entry in instance.all_logs(result.run_id)
+            if entry.step_key == "kotomi__snapshot" and "dropped older staged" in entry.user_message
+        ]
+        if run < 2:
+            assert said == []
+        else:  # this run's snapshot dropped the one kept two runs before
+            assert len(said) == 1 and said[0].endswith(made[run - 2]), said

@@ -20,6 +20,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ from kotomi_backup_dagster.engine.backup import (
     stage_verify,
 )
 from kotomi_backup_dagster.engine.demo import generate_demo_database
-from kotomi_backup_dagster.engine.errors import BackupError
+from kotomi_backup_dagster.engine.errors import BackupError, ConfigError
 from kotomi_backup_dagster.engine.redaction import redact
 from kotomi_backup_dagster.engine.settings import BackupSettings
 from kotomi_backup_dagster.engine.stores import LocalStore
@@ -715,3 +716,22 @@ def test_ctrl_c_during_a_restore_says_what_happened_and_leaves_nothing(tmp_path:
     assert "interrupted; the database was not replaced" in stderr
     assert sha256(target) == before
     assert [p.name for p in target.parent.iterdir()] == ["kotomi.db"]
+
+
+def test_only_the_newest_staged_backups_are_kept_for_reexecution(
+    tmp_path: Path, kotomi_db: Path
+) -> None:
+    settings = BackupSettings.from_env(
+        db_path=kotomi_db, urls=(str(tmp_path / "backups"),), staging_dir=tmp_path / "staging"
+    )
+    assert settings.keep_staged == 3  # the default
+    made, dropped = [], []
+    start = datetime.now(UTC)
+    for n in range(5):  # hourly Dagster snapshots whose uploads all failed
+        staged, snap = stage_snapshot(settings, now=start + timedelta(hours=n))
+        made.append(staged.backup_id)
+        dropped.append(snap.dropped_staging)
+    assert staged_ids(tmp_path / "staging") == made[-3:]
+    assert dropped == [(), (), (), (made[0],), (made[1],)]
+    with pytest.raises(ConfigError, match="KOTOMI_BACKUP_KEEP_STAGED"):
+        BackupSettings.from_env({"KOTOMI_BACKUP_KEEP_STAGED": "0"})

@@ -372,3 +372,43 @@ def test_restore_runs_the_full_check_only_on_bytes_never_fully_checked(
         ),
     )
     assert restored(failed.backup_id)["mode"] == "full"
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated", "tampered", "deleted"])
+def test_every_restore_failure_names_the_backup_its_destination_and_that_nothing_changed(
+    damage: str, kotomi_db: Path, tmp_path: Path
+) -> None:
+    """A damaged archive used to say only "archive is damaged: zstd says ...", unlike every
+    other restore failure."""
+    dest = tmp_path / "backups"
+    manifest = backup(kotomi_db, dest)
+    archive = dest / manifest.archive.key
+    data = bytearray(archive.read_bytes())
+    if damage == "flipped byte":  # zstd meets a corrupt block
+        data[len(data) // 2] ^= 0xFF
+        archive.write_bytes(bytes(data))
+    elif damage == "truncated":
+        archive.write_bytes(bytes(data[: len(data) // 2]))
+    elif damage == "tampered":  # another valid archive: only the checksums tell
+        other = tmp_path / "other.db"
+        generate_demo_database(other, size_bytes=300_000, seed=99)
+        archive.write_bytes(_zstd(other))
+    else:
+        archive.unlink()
+    live = tmp_path / "live" / "kotomi.db"
+    live.parent.mkdir()
+    shutil.copyfile(kotomi_db, live)
+    before = live.read_bytes()
+    restored = cli("restore", "latest", "--db", str(live), env={"KOTOMI_BACKUP_URL": str(dest)})
+    assert restored.returncode == 1, restored.stderr
+    line = one_line(restored)
+    assert line.startswith(f"kotomi-backup: error: backup {manifest.backup_id} at file://{dest}")
+    assert line.endswith(f"; nothing restored, {live} is unchanged"), line
+    assert line.count(f"file://{dest}") == 1, line
+    assert live.read_bytes() == before
+
+
+def _zstd(path: Path) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdCompressor().compress(path.read_bytes())

@@ -394,6 +394,29 @@ def test_failed_drill_fills_no_slot_and_is_kept_for_inspection() -> None:
     assert all(d.item is not None and d.item.time == d.time for d in decisions)
 
 
+def test_a_backup_with_a_problem_fills_no_slot_like_a_failed_drill() -> None:
+    missing = BackupRef(ref(27).backup_id, ref(27).time, problem="objects missing: kotomi.db.zst")
+    both = BackupRef(ref(26).backup_id, ref(26).time, True, "objects changed: kotomi.db.zst")
+    decisions = plan_backups([ref(25), missing, both, ref(24)], RetentionPolicy(keep_daily=1))
+    assert [(d.backup_id, d.keep, d.reasons) for d in decisions] == [
+        (
+            ref(27).backup_id,
+            True,
+            ["newest", "objects missing: kotomi.db.zst: kept for inspection"],
+        ),
+        (
+            ref(26).backup_id,
+            True,
+            [
+                "objects changed: kotomi.db.zst: kept for inspection",
+                "drill failed: kept for inspection",
+            ],
+        ),
+        (ref(25).backup_id, True, ["daily 2026-11-25"]),
+        (ref(24).backup_id, False, []),
+    ]
+
+
 def test_newest_is_always_kept_and_duplicates_are_refused() -> None:
     decisions = plan_backups([ref(20), ref(21)], RetentionPolicy(keep_daily=1))
     assert decisions[0].reasons == ["newest", "daily 2026-11-21"]

@@ -28,7 +28,7 @@ from dagster import (
 
 from ...engine.health import DestinationState, inspect_destination, unlistable_destination, utcnow
 from ...engine.stores import open_store
-from ...retention import RetentionPolicy, plan_retention
+from ...retention import BackupRef, RetentionPolicy, plan_backups
 from ..backup.assets import SETTINGS_KEY, group_of
 from ..backup.resources import KotomiBackupResource
 from ..databases import DatabaseSpec
@@ -75,14 +75,30 @@ def _hours(seconds: float) -> float:
 
 
 def _tiers(state: DestinationState, now: datetime) -> tuple[list[str], str | None]:
+    """What prune would decide for each backup (newest first), with its safety rails: a
+    failed drill or missing objects fill no slot."""
     if not state.backups:
         return [], None
+    refs = [
+        BackupRef(
+            m.backup_id,
+            m.created,
+            drill_failed=bool((d := state.drills.get(m.backup_id)) and not d.ok),
+            problem=state.damaged.get(m.backup_id),
+        )
+        for m in state.backups
+    ]
     try:
-        policy = RetentionPolicy.from_env()
-        decisions = plan_retention([m.created for m in state.backups], policy, now=now)
+        decisions = plan_backups(refs, RetentionPolicy.from_env(), now=now)
     except ValueError as exc:
         return ["?"] * len(state.backups), str(exc).splitlines()[0]
-    return [", ".join(d.reasons) if d.keep else "pruned at the next prune" for d in decisions], None
+    by_id = {d.backup_id: d for d in decisions}
+    return [
+        ", ".join(by_id[m.backup_id].reasons)
+        if by_id[m.backup_id].keep
+        else "pruned at the next prune"
+        for m in state.backups
+    ], None
 
 
 def catalog_view(name: str, states: Sequence[DestinationState], now: datetime) -> CatalogView:
@@ -97,6 +113,7 @@ def catalog_view(name: str, states: Sequence[DestinationState], now: datetime) -
     copies = 0
     total_bytes = 0
     failed_drills = 0
+    damaged = 0
     newest = None
     last_pass = None
     for state in states:
@@ -120,6 +137,10 @@ def catalog_view(name: str, states: Sequence[DestinationState], now: datetime) -
                 failed_drills += 1
                 first = drill.problems[0].splitlines()[0] if drill.problems else "failed"
                 drill_text = f"**FAILED** {drill.drilled_at}: {first}"
+            problem = state.damaged.get(manifest.backup_id)
+            if problem:  # fills no slot, whatever the policy says (engine/objects.py)
+                damaged += 1
+                tier = f"**DAMAGED** {tier}"
             age = _hours((now - manifest.created).total_seconds())
             lock = " (encrypted)" if manifest.encrypted else ""
             rows.append(
@@ -132,7 +153,7 @@ def catalog_view(name: str, states: Sequence[DestinationState], now: datetime) -
             total_bytes += manifest.stored_bytes
             if newest is None or manifest.created > newest.created:
                 newest = manifest
-            fingerprint.append([state.url, manifest.backup_id, drill and drill.drilled_at])
+            fingerprint.append([state.url, manifest.backup_id, drill and drill.drilled_at, problem])
         if state.incomplete or state.unreadable:
             notes.append(
                 f"{state.url}: {len(state.incomplete)} incomplete (interrupted uploads), "
@@ -149,6 +170,7 @@ def catalog_view(name: str, states: Sequence[DestinationState], now: datetime) -
         "destinations": len(states),
         "destinations_unlistable": sum(not s.listed for s in states),
         "drills_failed": failed_drills,
+        "backups_damaged": damaged,
     }
     if newest is not None:
         metadata["newest_backup_id"] = newest.backup_id

@@ -19,7 +19,7 @@ from dagster import (
 )
 from dagster_shared.error import SerializableErrorInfo
 
-from ...engine.notify import Alert, first_line
+from ...engine.notify import Alert, destination_advice, first_line, without_repeated_prefix
 from ..databases import DATABASE_TAG, DatabaseSpec
 from .resources import AlertNotifier
 
@@ -66,7 +66,13 @@ STAGE_ADVICE: tuple[tuple[str, str], ...] = (
     ),
 )
 DEFAULT_ADVICE = f"Open the run, read the failed step's log and fix the cause; {REEXECUTE}."
-_QUALIFIED = re.compile(r"^(?:[A-Za-z_][\w]*\.)+([A-Za-z_]\w*): ")
+# Stages that talk to a destination: what to check first follows the error's cause.
+STORE_STAGES: tuple[tuple[str, str, str], ...] = (
+    ("prune", "Old backups were not (all) deleted; nothing is lost. ", f"{REEXECUTE}."),
+    ("upload", "", f"{REEXECUTE}: only the upload runs again, from the staged archive."),
+)
+_QUALIFIED = re.compile(r"^((?:[A-Za-z_][\w]*\.)+)([A-Za-z_]\w*): ")
+OWN_PACKAGE = "kotomi_backup_dagster."
 
 
 def stage_of(step_key: str) -> str:
@@ -74,8 +80,12 @@ def stage_of(step_key: str) -> str:
     return step_key.rsplit("__", 1)[-1]
 
 
-def advice_for(stages: Sequence[str], job_name: str) -> str:
+def advice_for(stages: Sequence[str], job_name: str, error: str = "") -> str:
     for stage in [*stages, job_name]:
+        for word, lead, tail in STORE_STAGES:
+            cause = destination_advice(error) if word in stage else None
+            if cause:
+                return f"{lead}{cause}; {tail}"
         for word, advice in STAGE_ADVICE:
             if word in stage:
                 return advice
@@ -90,7 +100,8 @@ def _is_wrapper(error: SerializableErrorInfo) -> bool:
 
 def error_first_line(error: SerializableErrorInfo | None) -> str:
     """The user's error, not Dagster's wrapper: follow the cause past Dagster*Error wrappers;
-    drop the module path from the class name (and the class itself for `Failure`)."""
+    drop the module path from the class name, and the class itself for `Failure` and this
+    package's errors (their message says what they are); a location said twice, once."""
     while error is not None and error.cause is not None and _is_wrapper(error):
         error = error.cause
     if error is None:
@@ -98,14 +109,15 @@ def error_first_line(error: SerializableErrorInfo | None) -> str:
     line = first_line(error.message)
     match = _QUALIFIED.match(line)
     if match:
-        line = line[match.end() :] if match.group(1) == "Failure" else line[match.start(1) :]
-    return line
+        own = match.group(1).startswith(OWN_PACKAGE) or match.group(2) == "Failure"
+        line = line[match.end() :] if own else line[match.start(2) :]
+    return without_repeated_prefix(line)
 
 
 def step_error_line(event: DagsterEvent) -> str:
     data = event.step_failure_data
     if data.user_failure_data is not None and data.user_failure_data.description:
-        return first_line(data.user_failure_data.description)
+        return without_repeated_prefix(first_line(data.user_failure_data.description))
     return error_first_line(data.error)
 
 
@@ -178,11 +190,12 @@ def run_failure_alert(
     ]
     if retried:
         details["retries"] = retried[0]  # "Exceeded max_retries of 2"
+    error_line = next((e for e in errors if e), "no error message")
     return Alert(
         database=database_of(run.tags, run.job_name, step_keys, names),
         what=", ".join(labels),
-        error=next((e for e in errors if e), "no error message"),
-        next_step=advice_for([*stages, *check_names], run.job_name),
+        error=error_line,
+        next_step=advice_for([*stages, *check_names], run.job_name, error_line),
         kind="run_failure",
         run_url=notifier.run_url(run.run_id),
         details=details,

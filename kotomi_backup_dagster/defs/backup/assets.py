@@ -127,8 +127,8 @@ def build_backup_assets(
         )
         if snap.dropped_staging:
             context.log.warning(
-                f"staged backups kept for re-execution were dropped to make room: "
-                f"{', '.join(snap.dropped_staging)} (re-executing their runs will say so)"
+                "dropped older staged backups kept for re-execution (they can no longer be "
+                f"re-executed from failure): {', '.join(snap.dropped_staging)}"
             )
         return MaterializeResult(
             metadata={

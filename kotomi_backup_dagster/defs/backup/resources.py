@@ -80,6 +80,11 @@ class KotomiBackupResource(ConfigurableResource):  # type: ignore[type-arg]
         description="Retries of one store request after a transient error (exponential "
         "backoff with full jitter, from 0.5 s).",
     )
+    deadline_seconds: float | None = Field(
+        default=None,
+        description="Seconds an upload may take before its store requests give up (each "
+        "attempt of the upload step); unset: KOTOMI_BACKUP_DEADLINE, else none.",
+    )
 
     def settings(self, database: DatabaseSpec | None = None) -> BackupSettings:
         """The engine's settings for one database (default: this resource's own `name`)."""
@@ -98,6 +103,8 @@ class KotomiBackupResource(ConfigurableResource):  # type: ignore[type-arg]
             overrides["staging_dir"] = Path(self.staging_dir).expanduser()
         if self.age_identity:
             overrides["age_identity"] = AgeIdentity.from_setting(self.age_identity)
+        if self.deadline_seconds:
+            overrides["deadline"] = self.deadline_seconds
         return BackupSettings.from_env(**overrides)
 
     def store_options(self) -> StoreOptions:

@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from .base import BackupStore, ObjectNotFound, StoredObject, UnreadableObject
 from .local import LocalStore
 from .retry import RetryPolicy
+from .timeouts import Timeouts, deadline
 
 if TYPE_CHECKING:
     from .gcs import GCSStore
@@ -29,7 +30,9 @@ __all__ = [
     "RetryPolicy",
     "StoreOptions",
     "StoredObject",
+    "Timeouts",
     "UnreadableObject",
+    "deadline",
     "open_store",
     "safe_url",
     "split_urls",
@@ -68,6 +71,7 @@ class StoreOptions:
     s3_sse: str | None = None  # KOTOMI_BACKUP_S3_SSE: AES256 | aws:kms
     s3_kms_key_id: str | None = None  # KOTOMI_BACKUP_S3_KMS_KEY_ID (an id, not a secret)
     retry: RetryPolicy = field(default_factory=RetryPolicy)  # KOTOMI_BACKUP_RETRIES
+    timeouts: Timeouts = field(default_factory=Timeouts)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StoreOptions:
@@ -132,21 +136,28 @@ def _s3_store(bucket: str, prefix: str, client: Any, opts: StoreOptions) -> S3St
     if client is None:
         client = default_s3_client()
     return S3Store(
-        client, bucket, prefix, sse=opts.s3_sse, kms_key_id=opts.s3_kms_key_id, retry=opts.retry
+        client,
+        bucket,
+        prefix,
+        sse=opts.s3_sse,
+        kms_key_id=opts.s3_kms_key_id,
+        retry=opts.retry,
+        timeouts=opts.timeouts,
     )
 
 
 def default_s3_client() -> Any:
     """boto3's standard chain: env credentials, profile, SSO, instance role; AWS_REGION and
     AWS_ENDPOINT_URL(_S3) for S3-compatible services. botocore's own retries are off: the
-    store retries (one layer, predictable attempts and waiting)."""
+    store retries (one layer, predictable attempts and waiting). The store sets each
+    request's read timeout itself (timeouts.py); this one is for anything else."""
     import boto3  # type: ignore[import-untyped]
     from botocore.config import Config  # type: ignore[import-untyped]
 
     config = Config(
         retries={"total_max_attempts": 1},
-        connect_timeout=10,
-        read_timeout=120,
+        connect_timeout=Timeouts().connect,
+        read_timeout=Timeouts().read,
     )
     return boto3.session.Session().client("s3", config=config)
 
@@ -156,7 +167,7 @@ def _gcs_store(bucket: str, prefix: str, client: Any, opts: StoreOptions, url: s
 
     if client is None:
         client = default_gcs_client(url)
-    return GCSStore(client, bucket, prefix, retry=opts.retry)
+    return GCSStore(client, bucket, prefix, retry=opts.retry, timeouts=opts.timeouts)
 
 
 def default_gcs_client(url: str) -> Any:

@@ -6,6 +6,7 @@ SQLite, manifests or retention: that lives in `catalog.py`, above every backend.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
@@ -26,8 +27,25 @@ class UnreadableObject(BackupError):
 class StoredObject:
     key: str
     size: int
-    sha256: str
+    sha256: str  # hex; "" when the store cannot tell without reading the object
     requests: int = 1
+
+
+# `stat_objects`: from this many keys in one folder, one listing answers them all (packs).
+LIST_FROM = 4
+
+
+def by_folder(keys: Sequence[str]) -> dict[str, list[str]]:
+    """Keys grouped by the folder that holds them: {folder: [names]}, in the given order."""
+    groups: dict[str, list[str]] = {}
+    for key in keys:
+        folder, _, name = key.strip("/").rpartition("/")
+        groups.setdefault(folder, []).append(name)
+    return groups
+
+
+def join_key(folder: str, name: str) -> str:
+    return f"{folder}/{name}" if folder else name
 
 
 @runtime_checkable
@@ -57,6 +75,12 @@ class BackupStore(Protocol):
 
     def list_children(self, prefix: str) -> list[str]:
         """Names directly under `prefix/` (files and 'directories'), sorted."""
+        ...
+
+    def stat_objects(self, keys: Sequence[str]) -> dict[str, StoredObject]:
+        """What is stored at each key, without reading it: its size, and its sha256 where
+        the store gives one for free (else ""). Keys with no object are left out. Keys that
+        share a folder may be answered by one listing instead of a request each."""
         ...
 
     def delete(self, key: str) -> None:

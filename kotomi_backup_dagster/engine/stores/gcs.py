@@ -8,6 +8,8 @@ that comes back (size, crc32c, md5Hash) is compared again before the catalog wri
 manifest. A backup of a small archive costs 3 requests: the catalog's manifest check, the
 upload and the manifest upload (4 with the CLI's testIamPermissions preflight); a resumable
 upload costs 1 + one per chunk. Never a listing; no background bucket lookups either.
+Each request waits for its answer as long as its size deserves (timeouts.py), never past
+the backup's deadline.
 
 Library retries are switched off (`retry=None`): `RetryPolicy` is the one retry layer, so
 attempts, waiting and the request count stay predictable. Messages carry the
@@ -23,13 +25,23 @@ import io
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from ..errors import BackupError, ConfigError
-from .base import ObjectNotFound, StoredObject
-from .retry import Readable, ResumingReader, RetryPolicy, call_translated, describe, log
+from .base import LIST_FROM, ObjectNotFound, StoredObject, by_folder, join_key
+from .retry import (
+    Readable,
+    ResumingReader,
+    RetryPolicy,
+    call_translated,
+    deadline_error,
+    describe,
+    log,
+    upload_hint,
+)
+from .timeouts import DeadlinePassed, Timeouts, check_deadline, request_wait
 
 T = TypeVar("T")
 
@@ -39,7 +51,6 @@ CHUNK_GRANULE = 256 * KiB  # GCS wants every chunk but the last in multiples of 
 DEFAULT_CHUNK_SIZE = 16 * MiB
 SINGLE_REQUEST_LIMIT = 8 * MiB
 READ_CHUNK = 8 * MiB
-TIMEOUT = (10.0, 120.0)  # connect, read
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 NEEDED_PERMISSIONS = ("storage.objects.create", "storage.objects.get", "storage.objects.list")
 HASH_BLOCK = MiB
@@ -116,6 +127,7 @@ class GCSStore:
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         retry: RetryPolicy | None = None,
+        timeouts: Timeouts | None = None,
     ) -> None:
         if not bucket:
             raise ConfigError("a gs:// destination needs a bucket: gs://bucket/prefix")
@@ -126,6 +138,7 @@ class GCSStore:
         self.prefix = "/".join(p for p in prefix.split("/") if p)
         self.chunk_size = chunk_size
         self.retry = retry or RetryPolicy()
+        self.timeouts = timeouts or Timeouts()
         self.sent = 0  # HTTP requests this store sent (every attempt)
         _quiet_bucket_metadata_cache(client)
         self._bucket = client.bucket(bucket)
@@ -141,6 +154,10 @@ class GCSStore:
         if any(p in (".", "..") for p in parts):
             raise ValueError(f"invalid key {key!r}")
         return "/".join([self.prefix, *parts] if self.prefix else parts)
+
+    def _timeout(self, size: int = 0) -> tuple[float, float]:
+        """(connect, read) for one request carrying `size` bytes, within the deadline."""
+        return self.timeouts.connect, request_wait(self.timeouts, size)
 
     # -- errors --------------------------------------------------------------------------
 
@@ -164,6 +181,13 @@ class GCSStore:
 
         if isinstance(exc, BackupError):
             return exc
+        if isinstance(exc, DeadlinePassed):
+            last = exc.last
+            reason = None
+            if last is not None:
+                status = _status(last)
+                reason = f"HTTP {status}" if status else _transport_reason(last)
+            return deadline_error(self.url, what, exc, reason)
         if isinstance(exc, HttpStatusError) and exc.status not in (401, 403):
             return BackupError(
                 f"{self.url}: {what} failed: the upload session answered HTTP {exc.status}; "
@@ -190,7 +214,7 @@ class GCSStore:
             reason = f"HTTP {status}" if status else _transport_reason(exc)
             return BackupError(
                 f"{self.url}: {what} failed after {self.retry.attempts} attempts ({reason})"
-                + _upload_hint(what)
+                + upload_hint(what)
             )
         message = getattr(exc, "message", None)
         detail = f": {_one_line(str(message))}" if isinstance(message, str) and message else ""
@@ -204,7 +228,7 @@ class GCSStore:
         granted = self._call(
             "checking permissions",
             lambda: self._bucket.test_iam_permissions(
-                list(NEEDED_PERMISSIONS), retry=None, timeout=TIMEOUT
+                list(NEEDED_PERMISSIONS), retry=None, timeout=self._timeout()
             ),
         )
         missing = [p for p in NEEDED_PERMISSIONS if p not in (granted or [])]
@@ -254,7 +278,7 @@ class GCSStore:
                 content_type=_content_type(full),
                 checksum=None,
                 retry=None,
-                timeout=TIMEOUT,
+                timeout=self._timeout(len(data)),
             )
             # The blob now holds the server's answer, not the values set before the upload.
             return {"size": blob.size, "crc32c": blob.crc32c, "md5Hash": blob.md5_hash}
@@ -281,7 +305,7 @@ class GCSStore:
                             blob.create_resumable_upload_session(
                                 content_type=_content_type(full),
                                 size=size,
-                                timeout=TIMEOUT,
+                                timeout=self._timeout(),
                                 checksum=None,
                                 retry=None,
                             )
@@ -295,7 +319,7 @@ class GCSStore:
                             session,
                             data=b"",
                             headers={"Content-Range": f"bytes */{size}"},
-                            timeout=TIMEOUT,
+                            timeout=self._timeout(),
                             allow_redirects=False,
                         )
                         ask = False
@@ -309,7 +333,7 @@ class GCSStore:
                             session,
                             data=chunk,
                             headers={"Content-Range": f"bytes {offset}-{last}/{size}"},
-                            timeout=TIMEOUT,
+                            timeout=self._timeout(len(chunk)),
                             allow_redirects=False,
                         )
                         del chunk
@@ -338,6 +362,10 @@ class GCSStore:
                     if failures >= self.retry.attempts or not is_transient(exc):
                         raise self._translate(exc, f"uploading {full}") from exc
                     pause = self.retry.delay(failures)
+                    try:
+                        check_deadline(exc, pause)
+                    except DeadlinePassed as late:
+                        raise self._translate(late, f"uploading {full}") from exc
                     log.warning(
                         "%s: transient error (%s) at byte %d of %d; asking the session "
                         "and resuming in %.2f s",
@@ -359,7 +387,7 @@ class GCSStore:
                 content_type=_content_type(full),
                 checksum="crc32c",
                 retry=None,
-                timeout=TIMEOUT,
+                timeout=self._timeout(len(data)),
             )
 
         self._call(f"writing {full}", upload)
@@ -369,7 +397,9 @@ class GCSStore:
 
         def fetch() -> bytes:
             try:
-                data: bytes = self._bucket.blob(full).download_as_bytes(retry=None, timeout=TIMEOUT)
+                data: bytes = self._bucket.blob(full).download_as_bytes(
+                    retry=None, timeout=self._timeout()
+                )
             except Exception as exc:
                 if _status(exc) == 404:
                     raise ObjectNotFound(full) from exc
@@ -384,7 +414,7 @@ class GCSStore:
 
         def reload() -> None:
             try:
-                blob.reload(retry=None, timeout=TIMEOUT)
+                blob.reload(retry=None, timeout=self._timeout())
             except Exception as exc:
                 if _status(exc) == 404:
                     raise ObjectNotFound(full) from exc
@@ -409,40 +439,75 @@ class GCSStore:
         return io.BufferedReader(raw, buffer_size=MiB)
 
     def _names(self, prefix: str, delimiter: str | None) -> list[str]:
-        """Every name below `prefix` ('directories' too with a delimiter), page by page.
+        """Every name below `prefix` ('directories' too with a delimiter)."""
+        return [name for name, _ in self._entries(prefix, delimiter)]
 
-        Each page is its own retried request, restarted from its page token.
-        """
-        names: list[str] = []
+    def _entries(self, prefix: str, delimiter: str | None) -> list[tuple[str, int | None]]:
+        """Every object below `prefix` with its size ('directories' too, sized None, with a
+        delimiter), page by page. Each page is its own retried request, restarted from its
+        page token."""
+        entries: list[tuple[str, int | None]] = []
         token: str | None = None
 
-        def fetch() -> tuple[list[str], str | None]:
+        def fetch() -> tuple[list[tuple[str, int | None]], str | None]:
             listing = self.client.list_blobs(
                 self.bucket_name,
                 prefix=prefix or None,
                 delimiter=delimiter,
                 page_token=token,
                 retry=None,
-                timeout=TIMEOUT,
+                timeout=self._timeout(),
             )
             page = next(listing.pages, None)
             if page is None:
                 return [], None
-            found = [str(blob.name) for blob in page]
-            found.extend(str(p) for p in page.prefixes)
+            found: list[tuple[str, int | None]] = [
+                (str(blob.name), None if blob.size is None else int(blob.size)) for blob in page
+            ]
+            found.extend((str(p), None) for p in page.prefixes)
             return found, listing.next_page_token
 
         while True:
             found, token = self._call(f"listing {prefix or '/'}", fetch)
-            names.extend(found)
+            entries.extend(found)
             if not token:
-                return names
+                return entries
 
     def list_children(self, prefix: str) -> list[str]:
         base = self._key(prefix)
         listed = f"{base}/" if base else ""
         children = {name[len(listed) :].strip("/") for name in self._names(listed, "/")}
         return sorted(n for n in children if n and not n.startswith("."))
+
+    def stat_objects(self, keys: Sequence[str]) -> dict[str, StoredObject]:
+        """Sizes only (GCS keeps an MD5 and a CRC32C, no SHA-256): one metadata GET each, or
+        one listing for a folder holding `LIST_FROM` or more of the keys."""
+        found: dict[str, StoredObject] = {}
+        for folder, names in by_folder(keys).items():
+            listed: dict[str, int] | None = None
+            if len(names) >= LIST_FROM:
+                base = self._key(folder)
+                within = f"{base}/" if base else ""
+                listed = {
+                    name[len(within) :]: size
+                    for name, size in self._entries(within, "/")
+                    if size is not None
+                }
+            for name in names:
+                key = join_key(folder, name)
+                size = self._size_of(key) if listed is None else listed.get(name)
+                if size is not None:
+                    found[key] = StoredObject(key, size, "")
+        return found
+
+    def _size_of(self, key: str) -> int | None:
+        full = self._key(key)
+
+        def fetch() -> int | None:
+            blob = self._bucket.get_blob(full, retry=None, timeout=self._timeout())
+            return None if blob is None or blob.size is None else int(blob.size)
+
+        return self._call(f"checking {full}", fetch)
 
     def sweep_partials(self, prefix: str, before: float) -> list[str]:
         """Nothing to sweep: an interrupted upload never becomes an object."""
@@ -457,7 +522,7 @@ class GCSStore:
 
             def remove(name: str = name) -> None:
                 try:
-                    self._bucket.blob(name).delete(retry=None, timeout=TIMEOUT)
+                    self._bucket.blob(name).delete(retry=None, timeout=self._timeout())
                 except Exception as exc:
                     if _status(exc) != 404:
                         raise
@@ -480,7 +545,7 @@ class _Ranges:
             end = min(self._pos + READ_CHUNK, self._size) - 1
             self._store.sent += 1
             self._buffer = self._blob.download_as_bytes(
-                start=self._pos, end=end, checksum=None, retry=None, timeout=TIMEOUT
+                start=self._pos, end=end, checksum=None, retry=None, timeout=self._store._timeout()
             )
             self._pos += len(self._buffer)
         n = len(self._buffer) if size < 0 else size
@@ -533,15 +598,30 @@ def _content_type(name: str) -> str:
 
 def _transport_reason(exc: BaseException) -> str:
     import requests
+    import urllib3.exceptions
 
     if isinstance(exc, (requests.Timeout, TimeoutError)):
         return "timed out"
+    if _caused_by(exc, (urllib3.exceptions.NewConnectionError, ConnectionRefusedError)):
+        return "could not connect to the endpoint"
     if isinstance(exc, (requests.ConnectionError, ConnectionError)):
-        return "connection failed"
+        return "connection closed"
     return type(exc).__name__
 
 
-def _upload_hint(what: str) -> str:
-    if what.startswith(("uploading", "writing", "starting", "completing")):
-        return "; the backup is not stored there: run the upload again"
-    return ""
+def _caused_by(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
+    """`exc` or an error it wraps (requests keeps urllib3's in its args) is one of `kinds`."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, kinds):
+            return True
+        todo.extend(a for a in current.args if isinstance(a, BaseException))
+        for linked in (current.__cause__, current.__context__, getattr(current, "reason", None)):
+            if isinstance(linked, BaseException):
+                todo.append(linked)
+    return False

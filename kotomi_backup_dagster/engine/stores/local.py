@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -145,6 +146,21 @@ class LocalStore:
             return []
         except OSError as exc:
             raise _os_error(exc, self.url, prefix, doing="reading") from exc
+
+    def stat_objects(self, keys: Sequence[str]) -> dict[str, StoredObject]:
+        """Sizes from the file system (a sha256 would mean reading every file); an entry
+        that is not a regular file (a folder, a symlink) counts as no object."""
+        found: dict[str, StoredObject] = {}
+        for key in keys:
+            try:
+                info = os.lstat(self._path(key))
+            except (FileNotFoundError, NotADirectoryError, UnreadableObject):
+                continue
+            except OSError as exc:
+                raise _os_error(exc, self.url, key, doing="reading") from exc
+            if stat.S_ISREG(info.st_mode):
+                found[key] = StoredObject(key=key, size=info.st_size, sha256="")
+        return found
 
     def sweep_partials(self, prefix: str, before: float) -> list[str]:
         """Remove temp files of writes killed mid-way (`.<name>.<random>.partial`) directly

@@ -3,7 +3,8 @@
 A store says which errors are transient (connection reset, timeout, HTTP 500/503,
 throttling); everything else fails at once. Sleep and randomness are injectable, so the
 schedule is testable without waiting. The number of retries comes from
-`KOTOMI_BACKUP_RETRIES` (default 5: six attempts, at most ~15 s of sleeping).
+`KOTOMI_BACKUP_RETRIES` (default 5: six attempts, at most ~15 s of sleeping). A deadline
+(timeouts.py) stops the retrying once it has passed: the caller gets `DeadlinePassed`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Protocol, TypeVar
 
 from ..errors import BackupError, ConfigError
 from .base import ObjectNotFound
+from .timeouts import DeadlinePassed, check_deadline
 
 T = TypeVar("T")
 log = logging.getLogger("kotomi_backup_dagster.stores")
@@ -75,7 +77,8 @@ def retry_call(
     sleep: Callable[[float], None] = time.sleep,
     rand: Callable[[], float] = random.random,
 ) -> T:
-    """Call `fn` until it returns, a permanent error escapes, or the attempts run out.
+    """Call `fn` until it returns, a permanent error escapes, the attempts run out or the
+    deadline passes (DeadlinePassed, ending on the last error).
 
     The last exception is re-raised unchanged; the caller turns it into one clear line.
     """
@@ -83,11 +86,17 @@ def retry_call(
     while True:
         try:
             return fn()
+        except DeadlinePassed:
+            raise
         except Exception as exc:
             retry += 1
-            if retry >= policy.attempts or not is_transient(exc):
+            if not is_transient(exc):
+                raise
+            check_deadline(exc)
+            if retry >= policy.attempts:
                 raise
             pause = policy.delay(retry, rand)
+            check_deadline(exc, pause)
             log.warning(
                 "%s: transient error (%s); retry %d/%d in %.2f s",
                 what,
@@ -171,6 +180,10 @@ class ResumingReader(io.RawIOBase):
                 if retry >= self._policy.attempts or not self._is_transient(exc):
                     raise self._translate(exc) from exc
                 pause = self._policy.delay(retry, self._rand)
+                try:
+                    check_deadline(exc, pause)
+                except DeadlinePassed as late:
+                    raise self._translate(late) from exc
                 log.warning(
                     "%s: transient error while reading (%s); resuming at byte %d in %.2f s",
                     self._what,
@@ -216,3 +229,16 @@ def call_translated(
         raise
     except Exception as exc:
         raise translate(exc) from exc
+
+
+def upload_hint(what: str) -> str:
+    """What a failed write means for the backup."""
+    if what.startswith(("uploading", "writing", "starting", "completing")):
+        return "; the backup is not stored there: run the upload again"
+    return ""
+
+
+def deadline_error(url: str, what: str, exc: DeadlinePassed, reason: str | None) -> BackupError:
+    """One line for a request cut off by the deadline."""
+    last = f"; last error: {reason}" if reason else ""
+    return BackupError(f"{url}: {what} gave up: {exc.deadline.describe()}{last}{upload_hint(what)}")

@@ -7,6 +7,8 @@ SHA-256s; the MD5 ETag where a service returns no checksum) before the catalog w
 manifest. A backup of a small archive costs 4 requests: the catalog's manifest check
 (GetObject), PutObject, HeadObject and the manifest's PutObject (5 with the CLI's
 HeadBucket preflight); an archive over one part adds 2 + one per part. Never a listing.
+Each request waits for its answer as long as its size deserves (timeouts.py), never past
+the backup's deadline.
 
 The client comes from the caller (dagster-aws's `S3Resource.get_client()`, or boto3's
 standard chain in `open_store`); this module never sees credentials, and its messages
@@ -22,13 +24,22 @@ import hashlib
 import io
 import math
 import re
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from ..errors import BackupError, ConfigError
-from .base import ObjectNotFound, StoredObject
-from .retry import Readable, ResumingReader, RetryPolicy, call_translated
+from .base import LIST_FROM, ObjectNotFound, StoredObject, by_folder, join_key
+from .retry import (
+    Readable,
+    ResumingReader,
+    RetryPolicy,
+    call_translated,
+    deadline_error,
+    upload_hint,
+)
+from .timeouts import DeadlinePassed, Timeouts, request_wait
 
 T = TypeVar("T")
 
@@ -47,7 +58,10 @@ CONFIG_CODES = {
     "InvalidAccessKeyId": "the access key is not valid for this service",
     "SignatureDoesNotMatch": "the secret key does not match the access key",
     "ExpiredToken": "the session token has expired",
-    "InvalidToken": "the session token is not valid",
+    "InvalidToken": "the session token is not valid (AWS_SESSION_TOKEN)",
+    "TokenRefreshRequired": "the session token has expired",
+    "InvalidClientTokenId": "the access key is not valid for this service",
+    "401": "the credentials were rejected; check the access key and session token",
     "InvalidBucketName": "the bucket name is not valid",
     "PermanentRedirect": "the bucket is in another region; set AWS_REGION",
     "AuthorizationHeaderMalformed": "the bucket is in another region; set AWS_REGION",
@@ -78,6 +92,20 @@ TRANSIENT_CODES = {
     "504",
 }
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+# HeadBucket's answer has no body, so no error code: what each bare status can mean.
+HEAD_BUCKET_STATUS = {
+    "404": "the bucket does not exist",
+    "301": "the bucket is in another region; set AWS_REGION",
+    "400": (
+        "the service refused the request without saying why; check the credentials (an "
+        "expired or malformed AWS_SESSION_TOKEN answers this way), AWS_REGION and the "
+        "endpoint (AWS_ENDPOINT_URL)"
+    ),
+    "403": (
+        "access refused without saying why; check the access key, the secret key, the "
+        "session token (AWS_SESSION_TOKEN) and the bucket policy"
+    ),
+}
 
 
 def _b64(digest: bytes) -> str:
@@ -118,7 +146,7 @@ def is_transient(exc: BaseException) -> bool:
 
     if isinstance(exc, bexc.ClientError):
         code = client_error_code(exc)
-        if code in CONFIG_CODES:
+        if code in CONFIG_CODES or client_error_status(exc) in (401, 403):
             return False
         return code in TRANSIENT_CODES or client_error_status(exc) in TRANSIENT_STATUS
     return isinstance(
@@ -148,6 +176,7 @@ class S3Store:
         kms_key_id: str | None = None,
         part_size: int = DEFAULT_PART_SIZE,
         retry: RetryPolicy | None = None,
+        timeouts: Timeouts | None = None,
     ) -> None:
         if not bucket:
             raise ConfigError("an s3:// destination needs a bucket: s3://bucket/prefix")
@@ -168,13 +197,33 @@ class S3Store:
         self.kms_key_id = kms_key_id or None
         self.part_size = part_size
         self.retry = retry or RetryPolicy()
+        self.timeouts = timeouts or Timeouts()
         self.sent = 0  # HTTP requests this store sent (every attempt, also botocore's own)
+        self._wait = threading.local()  # the read timeout of the request this thread makes
         client.meta.events.register(
             "before-send.s3", self._count, unique_id=f"kotomi-backup-count-{id(self)}"
+        )
+        client.meta.events.register(
+            "before-call.s3", self._set_wait, unique_id=f"kotomi-backup-wait-{id(self)}"
         )
 
     def _count(self, **_: Any) -> None:
         self.sent += 1
+
+    def _set_wait(self, context: dict[str, Any], **_: Any) -> None:
+        """botocore's per-request read timeout (`context["read_timeout"]`), for the request
+        this store is making in this thread; the client's own setting for anything else."""
+        wait = getattr(self._wait, "seconds", None)
+        if wait is not None:
+            context["read_timeout"] = wait
+
+    @contextlib.contextmanager
+    def _waiting(self, size: int = 0) -> Iterator[None]:
+        self._wait.seconds = request_wait(self.timeouts, size)
+        try:
+            yield
+        finally:
+            self._wait.seconds = None
 
     @property
     def url(self) -> str:
@@ -196,9 +245,15 @@ class S3Store:
 
     # -- errors --------------------------------------------------------------------------
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
+    def _call(self, what: str, fn: Callable[[], T], size: int = 0) -> T:
+        """One request per attempt, each waiting what `size` bytes deserve (timeouts.py)."""
+
+        def attempt() -> T:
+            with self._waiting(size):
+                return fn()
+
         return call_translated(
-            fn,
+            attempt,
             policy=self.retry,
             is_transient=is_transient,
             what=f"{self.url}: {what}",
@@ -211,6 +266,10 @@ class S3Store:
 
         if isinstance(exc, BackupError):
             return exc
+        if isinstance(exc, DeadlinePassed):
+            last = exc.last
+            reason = None if last is None else client_error_code(last) or _transport_reason(last)
+            return deadline_error(self.url, what, exc, reason)
         if isinstance(exc, (bexc.NoCredentialsError, bexc.PartialCredentialsError)):
             return ConfigError(
                 f"destination {self.url}: no usable AWS credentials; set AWS_ACCESS_KEY_ID and "
@@ -223,11 +282,16 @@ class S3Store:
             return ConfigError(
                 f"destination {self.url}: {CONFIG_CODES[code]} ({code}, while {what})"
             )
+        if client_error_status(exc) in (401, 403):  # refused, for a reason not listed above
+            return ConfigError(
+                f"destination {self.url}: the request was refused ({code}, while {what}); "
+                "check the credentials, the bucket policy and this machine's clock"
+            )
         if is_transient(exc):
             reason = code or _transport_reason(exc)
             return BackupError(
                 f"{self.url}: {what} failed after {self.retry.attempts} attempts ({reason})"
-                + _upload_hint(what)
+                + upload_hint(what)
             )
         if code is not None:
             message = _one_line(str(getattr(exc, "response", {}).get("Error", {}).get("Message")))
@@ -241,15 +305,14 @@ class S3Store:
         try:
             self._call("checking the bucket", lambda: self.client.head_bucket(Bucket=self.bucket))
         except BackupError as exc:
-            # HeadBucket has no body, so S3 answers with a bare status code.
+            # HeadBucket has no body, so S3 answers with a bare status code: name every
+            # cause that status can have, not a guess.
             code = client_error_code(exc.__cause__) if exc.__cause__ else None
-            reason = {
-                "404": "the bucket does not exist",
-                "301": "the bucket is in another region; set AWS_REGION",
-                "400": "the endpoint rejected the request (wrong region or endpoint URL?)",
-            }.get(code or "")
+            reason = HEAD_BUCKET_STATUS.get(code or "")
             if reason:
-                raise ConfigError(f"destination {self.url}: {reason} ({code})") from exc.__cause__
+                raise ConfigError(
+                    f"destination {self.url}: {reason} (HTTP {code} on HeadBucket)"
+                ) from exc.__cause__
             raise
 
     def put_file(self, key: str, source: Path, *, sha256: str) -> StoredObject:
@@ -285,6 +348,7 @@ class S3Store:
                 ChecksumSHA256=checksum,
                 **self._sse_args(),
             ),
+            size=len(data),
         )
         return checksum, hashlib.md5(data, usedforsecurity=False).hexdigest()
 
@@ -349,6 +413,7 @@ class S3Store:
                 ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=checksum,
             ),
+            size=len(chunk),
         )
         return response
 
@@ -372,7 +437,8 @@ class S3Store:
                     return
                 raise
 
-        self._call(f"completing the upload of {full}", complete)
+        # Assembling takes the service a moment per part: about a second each.
+        self._call(f"completing the upload of {full}", complete, size=len(parts) * MiB)
 
     def _abort(self, full: str, upload_id: str) -> None:
         """Best effort, one try: S3 keeps (and bills) the parts of an unfinished upload."""
@@ -428,6 +494,7 @@ class S3Store:
                 ChecksumSHA256=checksum,
                 **self._sse_args(),
             ),
+            size=len(data),
         )
 
     def _get(self, full: str, **extra: Any) -> dict[str, Any]:
@@ -462,7 +529,8 @@ class S3Store:
             extra: dict[str, Any] = {"Range": f"bytes={offset}-"}
             if etag:
                 extra["IfMatch"] = etag  # the same object, or a clear error
-            body: Readable = self._get(full, **extra)["Body"]
+            with self._waiting():
+                body: Readable = self._get(full, **extra)["Body"]
             return body
 
         raw = ResumingReader(
@@ -503,6 +571,51 @@ class S3Store:
                 names.add(str(item["Key"])[len(listed) :])
         return sorted(n for n in names if n and not n.startswith("."))
 
+    def stat_objects(self, keys: Sequence[str]) -> dict[str, StoredObject]:
+        """A HeadObject each (with the SHA-256 of an object uploaded in one request), or one
+        listing (sizes only) for a folder holding `LIST_FROM` or more of the keys."""
+        found: dict[str, StoredObject] = {}
+        for folder, names in by_folder(keys).items():
+            listed = self._sizes(folder) if len(names) >= LIST_FROM else None
+            for name in names:
+                key = join_key(folder, name)
+                if listed is None:
+                    stat = self._head(key)
+                    if stat is not None:
+                        found[key] = stat
+                elif name in listed:
+                    found[key] = StoredObject(key, listed[name], "")
+        return found
+
+    def _head(self, key: str) -> StoredObject | None:
+        full = self._key(key)
+
+        def head() -> dict[str, Any] | None:
+            try:
+                answer: dict[str, Any] = self.client.head_object(
+                    Bucket=self.bucket, Key=full, ChecksumMode="ENABLED"
+                )
+            except Exception as exc:
+                if client_error_code(exc) in ("404", "NoSuchKey"):
+                    return None
+                raise
+            return answer
+
+        answer = self._call(f"checking {full}", head)
+        if answer is None:
+            return None
+        return StoredObject(key, int(answer.get("ContentLength", -1)), _whole_sha256(answer))
+
+    def _sizes(self, folder: str) -> dict[str, int]:
+        """Sizes of the objects directly in `folder` (one request per 1000)."""
+        base = self._key(folder)
+        listed = f"{base}/" if base else ""
+        sizes: dict[str, int] = {}
+        for page in self._pages(listed, "/"):
+            for item in page.get("Contents", []):
+                sizes[str(item["Key"])[len(listed) :]] = int(item.get("Size", -1))
+        return sizes
+
     def sweep_partials(self, prefix: str, before: float) -> list[str]:
         """Nothing to sweep: an interrupted upload never becomes an object."""
         return []
@@ -534,6 +647,25 @@ class S3Store:
                 )
 
 
+def _whole_sha256(head: dict[str, Any]) -> str:
+    """The object's own SHA-256 (hex) from a HeadObject with ChecksumMode, or "" when the
+    answer holds none or a checksum of parts (multipart: its ETag ends in -N)."""
+    stored = str(head.get("ChecksumSHA256") or "")
+    etag = str(head.get("ETag", "")).strip('"')
+    if (
+        not stored
+        or re.search(r"-\d+$", stored)
+        or re.search(r"-\d+$", etag)
+        or head.get("ChecksumType") == "COMPOSITE"
+    ):
+        return ""
+    try:
+        digest = base64.b64decode(stored, validate=True)
+    except ValueError:
+        return ""
+    return digest.hex() if len(digest) == 32 else ""
+
+
 def _strip_parts(checksum: str) -> str:
     """S3 writes a multipart checksum as `<base64>-<parts>`; some services drop the suffix."""
     return re.sub(r"-\d+$", "", checksum)
@@ -549,9 +681,3 @@ def _transport_reason(exc: BaseException) -> str:
     if isinstance(exc, (bexc.ConnectionClosedError, ConnectionError, bexc.HTTPClientError)):
         return "connection closed"
     return type(exc).__name__
-
-
-def _upload_hint(what: str) -> str:
-    if what.startswith(("uploading", "writing", "starting", "completing")):
-        return "; the backup is not stored there: run the upload again"
-    return ""
