@@ -84,20 +84,10 @@ class Receiver(ThreadingHTTPServer):
 
 
 @dataclass
-class Deployment:
-    root: Path
-    env: dict[str, str]
+class WebserverClient:
+    """The webserver's GraphQL API, driven like the UI drives it (also by tests/deploy/)."""
+
     web_port: int
-    receiver: Receiver
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    @property
-    def backups(self) -> Path:
-        return Path(self.env["KOTOMI_BACKUP_URL"])
-
-    @property
-    def db(self) -> Path:
-        return Path(self.env["KOTOMI_DB_PATH"])
 
     @property
     def web_url(self) -> str:
@@ -165,6 +155,24 @@ class Deployment:
             time.sleep(1)
         raise AssertionError(f"run {run_id} did not finish in {timeout} s: {self.run(run_id)}")
 
+    def messages(self, run_id: str) -> list[tuple[str, str]]:
+        """A run's event log as (event type, message and error), oldest first."""
+        data = self.graphql(
+            """query($id: ID!) { logsForRun(runId: $id, limit: 1000) {
+                ... on EventConnection { events { __typename
+                    ... on MessageEvent { message }
+                    ... on ErrorEvent { error { message } } } } } }""",
+            id=run_id,
+        )
+        events: list[dict[str, Any]] = data["logsForRun"]["events"]
+        return [
+            (
+                e["__typename"],
+                " ".join([e.get("message") or "", (e.get("error") or {}).get("message") or ""]),
+            )
+            for e in events
+        ]
+
     def runs(self) -> list[dict[str, Any]]:
         data = self.graphql(
             """{ runsOrError(limit: 100) { ... on Runs { results {
@@ -172,6 +180,22 @@ class Deployment:
         )
         results: list[dict[str, Any]] = data["runsOrError"]["results"]
         return results
+
+
+@dataclass
+class Deployment(WebserverClient):
+    root: Path
+    env: dict[str, str]
+    receiver: Receiver
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def backups(self) -> Path:
+        return Path(self.env["KOTOMI_BACKUP_URL"])
+
+    @property
+    def db(self) -> Path:
+        return Path(self.env["KOTOMI_DB_PATH"])
 
 
 def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
