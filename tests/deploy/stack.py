@@ -131,6 +131,10 @@ class Stack:
         rows: dict[str, list[str]] = json.loads(out.splitlines()[-1])
         return rows
 
+    def exec(self, service: str, *command: str) -> str:
+        """Run a command in a service's container (one started by `run` included)."""
+        return self.engine.docker("exec", self.compose.container(service), *command)
+
     def healthy(self, service: str) -> str:
         state = self.engine.inspect("container", self.compose.container(service))[0]["State"]
         status: str = state.get("Health", {}).get("Status", "none")

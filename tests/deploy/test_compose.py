@@ -53,7 +53,7 @@ def wait_for(probe: Callable[[], T], timeout: float, what: str) -> T:
 
 
 def backups(stack: Stack) -> list[dict[str, Any]]:
-    out = stack.compose("exec", "-T", "user_code", "kotomi-backup", "list", "--json")
+    out = stack.exec("user_code", "kotomi-backup", "list", "--json")
     listing: dict[str, Any] = json.loads(out)
     found: list[dict[str, Any]] = listing["destinations"][0]["backups"]
     return found
@@ -65,9 +65,9 @@ def test_the_services_are_healthy_and_run_as_kotomis_user(stack: Stack) -> None:
     # The image's probe of the code server agrees with Dagster's own command.
     port = stack.compose.env["TEST_GRPC_PORT"]
     check = ["dagster", "api", "grpc-health-check", "-p", port]
-    assert "successful" in stack.compose("exec", "-T", "user_code", *check)
+    assert "successful" in stack.exec("user_code", *check)
     for service in ("user_code", "webserver", "daemon"):
-        uid = stack.compose("exec", "-T", service, "id", "-u").strip()
+        uid = stack.exec(service, "id", "-u").strip()
         assert uid == "1000", service
 
 
@@ -82,13 +82,13 @@ def test_a_backup_while_kotomi_writes(stack: Stack) -> None:
 
 
 def test_a_failed_upload_alerts_and_reexecutes_from_failure(stack: Stack) -> None:
-    client, exec_ = stack.client, ("exec", "-T", "user_code", "sh", "-c")
+    client, exec_ = stack.client, ("user_code", "sh", "-c")
     # The destination breaks for real: its folder is replaced by a file.
-    stack.compose(*exec_, "mv /backups/kotomi /backups/kotomi.moved && echo x > /backups/kotomi")
+    stack.exec(*exec_, "mv /backups/kotomi /backups/kotomi.moved && echo x > /backups/kotomi")
     try:
         failed = client.wait_run(client.launch("kotomi_backup"), timeout=300)
     finally:
-        stack.compose(*exec_, "rm /backups/kotomi && mv /backups/kotomi.moved /backups/kotomi")
+        stack.exec(*exec_, "rm /backups/kotomi && mv /backups/kotomi.moved /backups/kotomi")
     assert failed["status"] == "FAILURE"
     steps = {s["stepKey"]: s["status"] for s in failed["stepStats"]}
     assert steps["kotomi__upload"] == "FAILURE"
@@ -140,7 +140,7 @@ def test_every_backup_restores_with_its_rows_in_commit_order(stack: Stack) -> No
     assert counts == sorted(counts)
     assert counts[-1] == len(committed), "the backup after Kotomi stopped misses commits"
     assert any(0 < n < len(committed) for n in counts), "no backup was taken during writes"
-    assert len(rows) >= 4
+    assert len(rows) >= 2  # retention (daily, weekly...) prunes the others of the day
 
 
 def test_restore_job_into_kotomis_volume(stack: Stack, tmp_path: Path) -> None:

@@ -51,9 +51,7 @@ def test_a_backup_runs_in_a_container_of_its_own(stack: Stack, engine: Engine) -
     assert container not in service_containers(stack, engine)
     # The finished run's container is gone (auto_remove): nothing piles up run after run.
     assert not engine.docker("ps", "-aq", "--filter", f"id={container}").strip()
-    listing = json.loads(
-        stack.compose("exec", "-T", "user_code", "kotomi-backup", "list", "--json")
-    )
+    listing = json.loads(stack.exec("user_code", "kotomi-backup", "list", "--json"))
     assert len(listing["destinations"][0]["backups"]) == 1
 
 
@@ -71,9 +69,9 @@ def test_a_restore_runs_in_a_container_of_its_own_into_kotomis_volume(
     run = stack.client.wait_run(stack.client.launch("restore_job", config))
     assert run["status"] == "SUCCESS", run
     assert run_container(stack, run) not in service_containers(stack, engine)
-    [manifest] = json.loads(
-        stack.compose("exec", "-T", "user_code", "kotomi-backup", "list", "--json")
-    )["destinations"][0]["backups"]
+    [manifest] = json.loads(stack.exec("user_code", "kotomi-backup", "list", "--json"))[
+        "destinations"
+    ][0]["backups"]
     out = stack.on_volume(
         "sh", "-c", "stat -c '%u:%g' /app/data/kotomi-restored.db && "
         "sha256sum /app/data/kotomi-restored.db",
