@@ -179,12 +179,9 @@ class Compose:
         command = [COMPOSE, "--env-file", str(empty), "-p", self.project]
         for file in self.files:
             command += ["-f", str(file)]
-        return run(
-            [*command, *args],
-            env={**self.engine.env, **self.env},
-            check=check,
-            timeout=timeout,
-        )
+        # Builds through the engine's API, not through whichever `docker` is first on PATH.
+        env = {**self.engine.env, "COMPOSE_DOCKER_CLI_BUILD": "0", **self.env}
+        return run([*command, *args], env=env, check=check, timeout=timeout)
 
     def container(self, service: str) -> str:
         """The id of a service's container (`up`), or of its one-off container (`run`)."""

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from tests.deploy.docker import REPO, Compose, Engine
 from tests.e2e.deployment import Receiver, WebserverClient, free_port
@@ -22,6 +23,7 @@ from tests.e2e.deployment import Receiver, WebserverClient, free_port
 OVERRIDE = REPO / "tests" / "deploy" / "compose.override.yml"
 DOCKER_RUNS = REPO / "deploy" / "docker-runs" / "compose.yml"
 IMAGE = "kotomi-backup-dagster"
+T = TypeVar("T")
 KOTOMI_VOLUME = "kotomi-data"
 KOTOMI_DB = "/app/data/kotomi.db"  # where Kotomi's image has it
 DB_IN_DAGSTER = "/data/kotomi.db"  # where docker-compose.yml mounts it (KOTOMI_DB_PATH)
@@ -135,6 +137,17 @@ class Stack:
         """Run a command in a service's container (one started by `run` included)."""
         return self.engine.docker("exec", self.compose.container(service), *command)
 
+    @contextmanager
+    def broken_destination(self) -> Iterator[None]:
+        """The local destination breaks for real: its folder is replaced by a file."""
+        fix = "rm /backups/kotomi && mv /backups/kotomi.moved /backups/kotomi"
+        self.exec("user_code", "sh", "-c", "mv /backups/kotomi /backups/kotomi.moved && "
+                  "echo x > /backups/kotomi")  # fmt: skip
+        try:
+            yield
+        finally:
+            self.exec("user_code", "sh", "-c", fix)
+
     def healthy(self, service: str) -> str:
         state = self.engine.inspect("container", self.compose.container(service))[0]["State"]
         status: str = state.get("Health", {}).get("Status", "none")
@@ -183,3 +196,13 @@ def _wait_until_healthy(stack: Stack, services: tuple[str, ...], timeout: float)
             return
         time.sleep(1)
     raise AssertionError(f"services not healthy in {timeout} s: {status}")
+
+
+def wait_for(probe: Callable[[], T], timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(2)
+    raise AssertionError(f"{what}: not seen in {timeout} s")

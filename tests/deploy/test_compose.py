@@ -7,19 +7,17 @@ The tests run in file order and share one stack (a user's journey)."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from tests.deploy.conftest import timed
 from tests.deploy.docker import Engine
-from tests.deploy.stack import DB_IN_DAGSTER, Stack, bring_up
+from tests.deploy.stack import DB_IN_DAGSTER, Stack, bring_up, wait_for
 
 pytestmark = [pytest.mark.deploy, pytest.mark.slow]
-T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -40,16 +38,6 @@ def stack(engine: Engine, images: str, tmp_path_factory: pytest.TempPathFactory)
             yield stack
     finally:
         started.__exit__(None, None, None)
-
-
-def wait_for(probe: Callable[[], T], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(2)
-    raise AssertionError(f"{what}: not seen in {timeout} s")
 
 
 def backups(stack: Stack) -> list[dict[str, Any]]:
@@ -82,13 +70,9 @@ def test_a_backup_while_kotomi_writes(stack: Stack) -> None:
 
 
 def test_a_failed_upload_alerts_and_reexecutes_from_failure(stack: Stack) -> None:
-    client, exec_ = stack.client, ("user_code", "sh", "-c")
-    # The destination breaks for real: its folder is replaced by a file.
-    stack.exec(*exec_, "mv /backups/kotomi /backups/kotomi.moved && echo x > /backups/kotomi")
-    try:
+    client = stack.client
+    with stack.broken_destination():
         failed = client.wait_run(client.launch("kotomi_backup"), timeout=300)
-    finally:
-        stack.exec(*exec_, "rm /backups/kotomi && mv /backups/kotomi.moved /backups/kotomi")
     assert failed["status"] == "FAILURE"
     steps = {s["stepKey"]: s["status"] for s in failed["stepStats"]}
     assert steps["kotomi__upload"] == "FAILURE"

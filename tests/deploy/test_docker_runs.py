@@ -12,7 +12,7 @@ import pytest
 
 from tests.deploy.conftest import timed
 from tests.deploy.docker import Engine
-from tests.deploy.stack import Stack, bring_up
+from tests.deploy.stack import Stack, bring_up, wait_for
 
 pytestmark = [pytest.mark.deploy, pytest.mark.slow]
 
@@ -31,28 +31,45 @@ def stack(engine: Engine, images: str, tmp_path_factory: pytest.TempPathFactory)
 
 
 def run_container(stack: Stack, run: dict[str, Any]) -> str:
-    """The container the launcher started for a run (its tag), checked against the log."""
+    """The container the launcher started for a run (its tag, checked against the run's log),
+    which is none of the stack's and is gone once the run ended (auto_remove)."""
     tags = {t["key"]: t["value"] for t in run["tags"]}
     container = tags["docker/container_id"]
     messages = [m for _, m in stack.client.messages(run["runId"])]
     assert any(f"Launching run in a new container {container}" in m for m in messages)
+    stack_containers = {
+        stack.compose.container(s) for s in ("postgres", "user_code", "webserver", "daemon")
+    }
+    assert not any(container.startswith(c) for c in stack_containers)
+    wait_for(
+        lambda: not stack.engine.docker("ps", "-aq", "--filter", f"id={container}").strip(),
+        60,
+        "the run's container removed",
+    )
     return container
-
-
-def service_containers(stack: Stack, engine: Engine) -> set[str]:
-    ids = engine.docker("ps", "-q", "--no-trunc").split()
-    return {c["Id"] for c in engine.inspect("container", *ids)}
 
 
 def test_a_backup_runs_in_a_container_of_its_own(stack: Stack, engine: Engine) -> None:
     run = stack.client.wait_run(stack.client.launch("kotomi_backup"))
     assert run["status"] == "SUCCESS", run
-    container = run_container(stack, run)
-    assert container not in service_containers(stack, engine)
-    # The finished run's container is gone (auto_remove): nothing piles up run after run.
-    assert not engine.docker("ps", "-aq", "--filter", f"id={container}").strip()
+    run_container(stack, run)
     listing = json.loads(stack.exec("user_code", "kotomi-backup", "list", "--json"))
     assert len(listing["destinations"][0]["backups"]) == 1
+
+
+def test_reexecute_from_failure_in_a_new_container_uploads_the_failed_runs_archive(
+    stack: Stack, engine: Engine
+) -> None:
+    with stack.broken_destination():
+        failed = stack.client.wait_run(stack.client.launch("kotomi_backup"), timeout=300)
+    assert failed["status"] == "FAILURE"
+    again = stack.client.wait_run(stack.client.reexecute_from_failure(failed["runId"]))
+    assert again["status"] == "SUCCESS", again
+    assert {s["stepKey"] for s in again["stepStats"]} == {"kotomi__upload"}
+    # Two containers, gone: the upload found the first one's outputs on the shared storage.
+    assert run_container(stack, again) != run_container(stack, failed)
+    listing = json.loads(stack.exec("user_code", "kotomi-backup", "list", "--json"))
+    assert len(listing["destinations"][0]["backups"]) == 2
 
 
 def test_a_restore_runs_in_a_container_of_its_own_into_kotomis_volume(
@@ -68,7 +85,7 @@ def test_a_restore_runs_in_a_container_of_its_own_into_kotomis_volume(
     }
     run = stack.client.wait_run(stack.client.launch("restore_job", config))
     assert run["status"] == "SUCCESS", run
-    assert run_container(stack, run) not in service_containers(stack, engine)
+    run_container(stack, run)
     [manifest] = json.loads(stack.exec("user_code", "kotomi-backup", "list", "--json"))[
         "destinations"
     ][0]["backups"]
@@ -79,3 +96,9 @@ def test_a_restore_runs_in_a_container_of_its_own_into_kotomis_volume(
     owner, digest = out.split()[0], out.split()[1]
     assert owner == "1000:1000"
     assert digest == manifest["db_sha256"]
+
+
+def test_no_network_but_the_hosts(engine: Engine) -> None:
+    # With no bridge and no other network, no container (a run's included) has an address.
+    names = set(engine.docker("network", "ls", "--format", "{{.Name}}").split())
+    assert names == {"host", "none"}

@@ -161,17 +161,17 @@ class WebserverClient:
             """query($id: ID!) { logsForRun(runId: $id, limit: 1000) {
                 ... on EventConnection { events { __typename
                     ... on MessageEvent { message }
-                    ... on ErrorEvent { error { message } } } } } }""",
+                    ... on ErrorEvent { error { errorChain { error { message } } } } } } } }""",
             id=run_id,
         )
         events: list[dict[str, Any]] = data["logsForRun"]["events"]
-        return [
-            (
-                e["__typename"],
-                " ".join([e.get("message") or "", (e.get("error") or {}).get("message") or ""]),
-            )
-            for e in events
-        ]
+        found = []
+        for event in events:
+            # The error and its causes: an op's own error sits below Dagster's wrapper.
+            chain = (event.get("error") or {}).get("errorChain") or []
+            texts = [event.get("message") or "", *(link["error"]["message"] for link in chain)]
+            found.append((event["__typename"], " ".join(texts)))
+        return found
 
     def runs(self) -> list[dict[str, Any]]:
         data = self.graphql(
@@ -241,7 +241,10 @@ def start_deployment(root: Path, extra_env: dict[str, str]) -> Iterator[Deployme
 
     home = root / "dagster_home"
     home.mkdir()
-    shutil.copyfile(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    instance = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text())
+    for part in ("local_artifact_storage", "compute_logs"):  # the image's volume, here a folder
+        instance[part]["config"]["base_dir"] = str(home / "storage")
+    (home / "dagster.yaml").write_text(yaml.safe_dump(instance))
     grpc_port, web_port = free_port(), free_port()
     workspace = yaml.safe_load((REPO / "deploy" / "workspace.yaml").read_text())
     workspace["load_from"][0]["grpc_server"].update(host="127.0.0.1", port=grpc_port)
