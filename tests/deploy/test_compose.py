@@ -17,7 +17,8 @@ from tests.deploy.conftest import timed
 from tests.deploy.docker import Engine
 from tests.deploy.stack import DB_IN_DAGSTER, Stack, bring_up, wait_for
 
-pytestmark = [pytest.mark.deploy, pytest.mark.slow]
+# The first test here also waits for the images to build (several minutes on 2 busy cores).
+pytestmark = [pytest.mark.deploy, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 @pytest.fixture(scope="module")

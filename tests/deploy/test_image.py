@@ -11,7 +11,8 @@ import pytest
 from tests.deploy.conftest import STEP_TIMES
 from tests.deploy.docker import REPO, CommandFailed, Engine
 
-pytestmark = [pytest.mark.deploy, pytest.mark.slow]
+# The first test here also waits for the images to build (several minutes on 2 busy cores).
+pytestmark = [pytest.mark.deploy, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def in_image(engine: Engine, image: str, *command: str) -> str:
