@@ -4,8 +4,8 @@ s3:// destinations use dagster-aws's `S3Resource` (its boto3 client; `endpoint_u
 MinIO, R2, B2) and gs:// destinations dagster-gcp's `GCSResource` (when the extra `gcp` is
 installed), as optional nested resources. `backup_resource_from_env` attaches them only
 when `KOTOMI_BACKUP_URL` names such a destination, so the code location does not import
-dagster_aws/dagster_gcp (about a second each) for a local-only setup. Without them, `stores()` builds clients from the
-providers' standard credential chains, as the CLI does.
+dagster_aws/dagster_gcp (about a second each) for a local-only setup. Without them,
+`stores()` builds clients from the providers' standard credential chains, as the CLI does.
 """
 
 from __future__ import annotations
