@@ -15,6 +15,7 @@ import pytest
 from tests.deploy.docker import REPO, Engine, missing_tools, run, start_engine, stop_engine
 
 STEP_TIMES: dict[str, float] = {}
+FACTS: list[str] = []  # measured on the way, printed with the step times
 IMAGE = "kotomi-backup-dagster"
 
 
@@ -36,7 +37,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if STEP_TIMES:
         terminalreporter.section("deployment test, step times")
         for name, seconds in STEP_TIMES.items():
-            terminalreporter.write_line(f"{name:<40} {seconds:7.1f} s")
+            terminalreporter.write_line(f"{name:<44} {seconds:7.1f} s")
+        for fact in FACTS:
+            terminalreporter.write_line(fact)
 
 
 @pytest.fixture(scope="session")
