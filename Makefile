@@ -11,20 +11,22 @@ DEMO_ENV  := DAGSTER_HOME=$(DEMO)/dagster_home \
              KOTOMI_BACKUP_URL=$(DEMO)/backups \
              KOTOMI_BACKUP_STAGING_DIR=$(DEMO)/staging
 
-.PHONY: setup system-deps demo dev check test lint typecheck clean
+.PHONY: setup system-deps demo dev check test test-deploy lock-image lint typecheck clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/pip install -q -e '.[dev,test,bench]'
 	touch $(STAMP)
 
 setup: $(STAMP)
 
-# Debian packages the tests use (zstd, age, sqlite3, restic, PostgreSQL, Chromium), installed
-# when missing, and PostgreSQL started for the end-to-end test.
+# Debian packages the tests use (zstd, age, sqlite3, restic, PostgreSQL, Chromium; Docker's
+# engine, docker-compose and debootstrap for the deployment test), installed when missing, and
+# PostgreSQL started for the end-to-end test.
 system-deps:
 	@scripts/install-system-deps.sh
+	@scripts/install-docker.sh
 	@scripts/start-postgres.sh
 
 $(DEMO)/dagster_home/dagster.yaml: dagster_home/dagster.yaml
@@ -53,6 +55,14 @@ test: $(STAMP) system-deps
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy kotomi_backup_dagster
 	$(BIN)/python -m pytest -q
+
+# The deployment test alone: its own dockerd, the images, docker-compose.yml run for real.
+test-deploy: $(STAMP) system-deps
+	$(BIN)/python -m pytest -q -m deploy
+
+# Regenerate deploy/constraints.txt, the image's pinned dependency set.
+lock-image:
+	scripts/lock-image-deps.sh
 
 lint:
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

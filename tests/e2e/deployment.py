@@ -84,20 +84,10 @@ class Receiver(ThreadingHTTPServer):
 
 
 @dataclass
-class Deployment:
-    root: Path
-    env: dict[str, str]
+class WebserverClient:
+    """The webserver's GraphQL API, driven like the UI drives it (also by tests/deploy/)."""
+
     web_port: int
-    receiver: Receiver
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    @property
-    def backups(self) -> Path:
-        return Path(self.env["KOTOMI_BACKUP_URL"])
-
-    @property
-    def db(self) -> Path:
-        return Path(self.env["KOTOMI_DB_PATH"])
 
     @property
     def web_url(self) -> str:
@@ -256,6 +246,24 @@ class Deployment:
             time.sleep(1)
         raise AssertionError(f"run {run_id} did not finish in {timeout} s: {self.run(run_id)}")
 
+    def messages(self, run_id: str) -> list[tuple[str, str]]:
+        """A run's event log as (event type, message and error), oldest first."""
+        data = self.graphql(
+            """query($id: ID!) { logsForRun(runId: $id, limit: 1000) {
+                ... on EventConnection { events { __typename
+                    ... on MessageEvent { message }
+                    ... on ErrorEvent { error { errorChain { error { message } } } } } } } }""",
+            id=run_id,
+        )
+        events: list[dict[str, Any]] = data["logsForRun"]["events"]
+        found = []
+        for event in events:
+            # The error and its causes: an op's own error sits below Dagster's wrapper.
+            chain = (event.get("error") or {}).get("errorChain") or []
+            texts = [event.get("message") or "", *(link["error"]["message"] for link in chain)]
+            found.append((event["__typename"], " ".join(texts)))
+        return found
+
     def runs(self) -> list[dict[str, Any]]:
         data = self.graphql(
             """{ runsOrError(limit: 100) { ... on Runs { results {
@@ -263,6 +271,22 @@ class Deployment:
         )
         results: list[dict[str, Any]] = data["runsOrError"]["results"]
         return results
+
+
+@dataclass
+class Deployment(WebserverClient):
+    root: Path
+    env: dict[str, str]
+    receiver: Receiver
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def backups(self) -> Path:
+        return Path(self.env["KOTOMI_BACKUP_URL"])
+
+    @property
+    def db(self) -> Path:
+        return Path(self.env["KOTOMI_DB_PATH"])
 
 
 def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
@@ -308,7 +332,10 @@ def start_deployment(root: Path, extra_env: dict[str, str]) -> Iterator[Deployme
 
     home = root / "dagster_home"
     home.mkdir()
-    shutil.copyfile(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    instance = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text())
+    for part in ("local_artifact_storage", "compute_logs"):  # the image's volume, here a folder
+        instance[part]["config"]["base_dir"] = str(home / "storage")
+    (home / "dagster.yaml").write_text(yaml.safe_dump(instance))
     grpc_port, web_port = free_port(), free_port()
     workspace = yaml.safe_load((REPO / "deploy" / "workspace.yaml").read_text())
     workspace["load_from"][0]["grpc_server"].update(host="127.0.0.1", port=grpc_port)

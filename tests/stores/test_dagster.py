@@ -139,3 +139,29 @@ def test_a_cut_upload_fails_the_run_and_reexecution_lands_only_the_upload(
         assert manifest.backup_id == snapshot["backup_id"].value
         check_download(open_store(url), manifest)
         assert not Path(snapshot["staging"].value).exists()
+
+
+def test_gs_destination_without_dagster_gcp_uses_the_standard_chain(
+    kotomi_db: Path,
+    gs_bucket: str,
+    gcs_env: Endpoint,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The image leaves out dagster-gcp (the extra `gcp`): gs:// still backs up through Dagster."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "dagster_gcp", None)  # `import dagster_gcp` now fails
+    monkeypatch.setitem(sys.modules, "dagster_gcp.gcs", None)
+    url = f"gs://{gs_bucket}/dagster"
+    monkeypatch.setenv("KOTOMI_DB_PATH", str(kotomi_db))
+    monkeypatch.setenv("KOTOMI_BACKUP_URL", url)
+    monkeypatch.setenv("KOTOMI_BACKUP_STAGING_DIR", str(tmp_path / "staging"))
+    resource = backup_resource_from_env(DatabaseSpec("kotomi"))
+    assert resource.gcs is None
+
+    # In process: a subprocess would import the real dagster_gcp again.
+    result = kotomi_backup_job().execute_in_process(instance=DagsterInstance.ephemeral())
+    assert result.success
+    [manifest] = list_backups(open_store(url), "kotomi").backups
+    check_download(open_store(url), manifest)

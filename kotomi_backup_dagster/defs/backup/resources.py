@@ -1,11 +1,11 @@
 """The backup settings as a Dagster resource, read from the DESIGN.md environment variables.
 
 s3:// destinations use dagster-aws's `S3Resource` (its boto3 client; `endpoint_url` for
-MinIO, R2, B2) and gs:// destinations dagster-gcp's `GCSResource`, as optional nested
-resources. `backup_resource_from_env` attaches them only when `KOTOMI_BACKUP_URL` names
-such a destination, so the code location does not import dagster_aws/dagster_gcp (about
-a second each) for a local-only setup. Without them, `stores()` builds clients from the
-providers' standard credential chains, as the CLI does.
+MinIO, R2, B2) and gs:// destinations dagster-gcp's `GCSResource` (when the extra `gcp` is
+installed), as optional nested resources. `backup_resource_from_env` attaches them only
+when `KOTOMI_BACKUP_URL` names such a destination, so the code location does not import
+dagster_aws/dagster_gcp (about a second each) for a local-only setup. Without them,
+`stores()` builds clients from the providers' standard credential chains, as the CLI does.
 """
 
 from __future__ import annotations
@@ -161,9 +161,13 @@ def _s3_resource_from_env() -> ConfigurableResource:  # type: ignore[type-arg]
     )
 
 
-def _gcs_resource_from_env() -> ConfigurableResource:  # type: ignore[type-arg]
-    from dagster_gcp.gcs import GCSResource
-
+def _gcs_resource_from_env() -> ConfigurableResource | None:  # type: ignore[type-arg]
+    try:
+        from dagster_gcp.gcs import GCSResource
+    except ImportError:
+        # dagster-gcp is the extra `gcp` (the image leaves out its BigQuery stack): the store
+        # then builds its client from Google's standard credential chain, as the CLI does.
+        return None
     return GCSResource(project=_env_or("GOOGLE_CLOUD_PROJECT", None))
 
 

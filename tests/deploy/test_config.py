@@ -1,0 +1,57 @@
+"""The deployment's files agree with each other (no Docker needed): the two Dagster instances
+differ only by their run launcher, and a run in a container of its own gets what the code
+server has (settings and volumes)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import yaml
+
+from tests.deploy.docker import REPO
+
+DEPLOY = REPO / "deploy"
+
+
+def load(path: str) -> Any:
+    return yaml.safe_load((REPO / path).read_text())
+
+
+def defaults(text: str) -> str:
+    """`${VAR:-default}` as compose resolves it with VAR unset."""
+    return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", text)
+
+
+def test_the_docker_runs_instance_is_the_default_one_plus_its_launcher() -> None:
+    default = load("deploy/dagster.yaml")
+    docker_runs = load("deploy/docker-runs/dagster.yaml")
+    launcher = docker_runs.pop("run_launcher")
+    assert docker_runs == default
+    assert launcher["class"] == "DockerRunLauncher"
+
+
+def test_a_run_container_gets_the_code_servers_settings_and_volumes() -> None:
+    compose = load("docker-compose.yml")
+    code_server = compose["services"]["user_code"]
+    settings = set(code_server["environment"])
+    launcher = load("deploy/docker-runs/dagster.yaml")["run_launcher"]["config"]
+    passed = set(launcher["env_vars"])
+    # Every setting but those the image or the launcher itself provides.
+    assert passed == settings - {
+        "DAGSTER_HOME",
+        "KOTOMI_BACKUP_CODE_SERVER_HOST",
+        "KOTOMI_BACKUP_CODE_SERVER_PORT",
+    }
+
+    overlay = load("deploy/docker-runs/compose.yml")["services"]["user_code"]["environment"]
+    context = json.loads(defaults(overlay["DAGSTER_CONTAINER_CONTEXT"]))["docker"]
+    named = {key: (value or {}).get("name", key) for key, value in compose["volumes"].items()}
+    mounts = {
+        f"{defaults(named[v.split(':')[0]])}:{v.split(':')[1].split()[0]}"
+        for v in code_server["volumes"]
+    }
+    assert set(context["container_kwargs"]["volumes"]) == mounts
+    assert context["networks"] == [compose["networks"]["default"]["name"]]
+    assert overlay["DAGSTER_CURRENT_IMAGE"] == code_server["image"]
