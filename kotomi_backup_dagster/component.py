@@ -19,7 +19,7 @@ from .defs.alerts.resources import AlertNotifier
 from .defs.backup.resources import KotomiBackupResource
 from .defs.databases import DatabaseSpec
 from .defs.factory import build_definitions
-from .defs.options import DEFAULT_OWNERS, Cadence, KotomiBackupOptions
+from .defs.options import DEFAULT_OWNERS, EVERY_15_MINUTES, OFF, Cadence, KotomiBackupOptions
 from .defs.retention.resources import RetentionPolicyResource
 from .engine.errors import ConfigError
 from .engine.health import Thresholds
@@ -66,9 +66,11 @@ class Retention(dg.Model):
 
 
 class Schedules(dg.Model):
-    """Cron strings in `timezone`; `backup` unset: daily 02:00, or hourly with hourly tiers."""
+    """Cron strings in `timezone`; `backup` unset: daily 02:00, or hourly with hourly tiers;
+    `frequent`: a paged backup every 15 minutes by default (null or "off": none)."""
 
     backup: str | None = None
+    frequent: str | None = EVERY_15_MINUTES
     prune: str = "0 3 * * *"
     drill: str = "0 4 * * 0"
     restore_test: str = "0 5 1 * *"
@@ -181,6 +183,9 @@ class KotomiBackupComponent(dg.Component, dg.Model, dg.Resolvable):
             notifier=notifier,
             cadence=Cadence(
                 backup=self.schedules.backup,
+                frequent=None
+                if (self.schedules.frequent or "off").lower() in OFF
+                else self.schedules.frequent,
                 prune=self.schedules.prune,
                 drill=self.schedules.drill,
                 restore_test=self.schedules.restore_test,

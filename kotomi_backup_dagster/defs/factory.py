@@ -16,6 +16,7 @@ from .alerts.resources import AlertNotifier
 from .backup.definitions import build_backup_definitions
 from .backup.resources import KotomiBackupResource
 from .databases import DatabaseSpec
+from .history import build_history_sensor
 from .options import DEFAULT_OWNERS, Cadence, KotomiBackupOptions, options_from_env
 from .restore.definitions import build_restore_definitions
 from .retention.definitions import build_retention_definitions
@@ -25,11 +26,17 @@ from .retention.resources import RetentionPolicyResource
 def build_definitions(options: KotomiBackupOptions) -> Definitions:
     """Every area for every database, checked first (a bad value fails the load)."""
     options.check()
-    return Definitions.merge(
+    areas = [
         build_backup_definitions(options),
         build_retention_definitions(options),
         build_restore_definitions(options),
         build_alerts_definitions(options),
+    ]
+    jobs = [j.name for area in areas for j in area.jobs or []]
+    databases = {spec.name for spec in options.databases}
+    return Definitions.merge(
+        *areas,
+        Definitions(sensors=[build_history_sensor(jobs, databases, options.run_history_days)]),
         # Stages are sequential: ~5 s a run in process instead of ~12 s with a process per
         # step, for the jobs and for the UI's "Materialize" runs alike.
         Definitions(executor=in_process_executor),

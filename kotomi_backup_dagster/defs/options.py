@@ -30,6 +30,8 @@ from .retention.resources import RetentionPolicyResource, retention_resource_fro
 
 DAILY_AT_2 = "0 2 * * *"
 HOURLY = "0 * * * *"
+EVERY_15_MINUTES = "*/15 * * * *"
+OFF = ("off", "none", "no", "0")
 DAILY_AT_3 = "0 3 * * *"
 WEEKLY_SUNDAY_4 = "0 4 * * 0"
 MONTHLY_FIRST_5 = "0 5 1 * *"
@@ -50,9 +52,11 @@ SCHEME_KINDS = {"s3": "s3", "gs": "gcs", "file": "file", "": "file"}
 @dataclass(frozen=True)
 class Cadence:
     """Cron strings, in `timezone`. `backup` None: daily at 02:00, or hourly when hourly
-    retention tiers are kept."""
+    retention tiers are kept (and no frequent backup runs). `frequent`: a paged backup that
+    often (every 15 minutes: the RPO), beside the daily full one; None: off."""
 
     backup: str | None = None
+    frequent: str | None = EVERY_15_MINUTES
     prune: str = DAILY_AT_3
     drill: str = WEEKLY_SUNDAY_4
     restore_test: str = MONTHLY_FIRST_5
@@ -70,13 +74,21 @@ class KotomiBackupOptions:
     upload_retry_delay: float = 10.0
     thresholds: Thresholds | None = None  # None: from the backup interval
     restore_test_sample: int = 0  # N > 0: the monthly test drills only the N oldest
+    run_history_days: int = 30  # Dagster runs kept (history.py); 0 keeps them all
     owners: tuple[str, ...] = DEFAULT_OWNERS
     # Destination URLs known at load (for asset kinds); the resource may resolve them later.
     destination_urls: tuple[str, ...] = ()
 
     @property
     def hourly(self) -> bool:
-        return self.retention_policy().keep_hourly != 0  # a count, or -1: unlimited
+        """The hourly backup schedule is on: hourly tiers are kept (a count, or -1: all) and
+        no frequent backup fills them already."""
+        return self.retention_policy().keep_hourly != 0 and not self.cadence.frequent
+
+    def backup_interval(self) -> timedelta:
+        """The longest wait for the next backup: the frequent cadence's when it is on."""
+        crons = [self.backup_cron, *([self.cadence.frequent] if self.cadence.frequent else [])]
+        return min(cron_interval(c, self.cadence.timezone) for c in crons)
 
     @property
     def backup_cron(self) -> str:
@@ -93,7 +105,7 @@ class KotomiBackupOptions:
     def health_thresholds(self) -> Thresholds:
         if self.thresholds is not None:
             return self.thresholds
-        return Thresholds.from_env({}, backup_interval=cron_interval(self.backup_cron))
+        return Thresholds.from_env({}, backup_interval=self.backup_interval())
 
     def upload_retry_policy(self) -> RetryPolicy:
         """Step-level retries of the upload, on top of the stores' per-request retries: they
@@ -129,6 +141,7 @@ class KotomiBackupOptions:
             raise ConfigError(str(exc).splitlines()[0]) from None
         for what, cron in (
             ("backup", self.backup_cron),
+            ("frequent backup", self.cadence.frequent or DAILY_AT_2),
             ("prune", self.cadence.prune),
             ("drill", self.cadence.drill),
             ("restore test", self.cadence.restore_test),
@@ -141,6 +154,8 @@ class KotomiBackupOptions:
                 ) from None
         if self.upload_retries < 0 or self.upload_retry_delay < 0:
             raise ConfigError("upload retries and their delay cannot be negative")
+        if self.run_history_days < 0:
+            raise ConfigError("KOTOMI_BACKUP_RUN_HISTORY_DAYS cannot be negative (0 keeps all)")
         if self.restore_test_sample < 0:
             raise ConfigError("the restore test sample cannot be negative (0 drills every backup)")
         for owner in self.owners:
@@ -206,8 +221,10 @@ def options_from_env(environ: Mapping[str, str] | None = None) -> KotomiBackupOp
     security = (env.get("KOTOMI_BACKUP_SMTP_SECURITY") or "starttls").strip().lower()
     if security not in ("starttls", "ssl", "none"):
         raise ConfigError(f"KOTOMI_BACKUP_SMTP_SECURITY {security!r}: use starttls, ssl or none")
+    frequent = (env.get("KOTOMI_BACKUP_FREQUENT_CRON") or "").strip() or EVERY_15_MINUTES
     cadence = Cadence(
         backup=(env.get("KOTOMI_BACKUP_CRON") or "").strip() or None,
+        frequent=None if frequent.lower() in OFF else frequent,
         timezone=(env.get("KOTOMI_BACKUP_TIMEZONE") or "UTC").strip() or "UTC",
     )
     options = KotomiBackupOptions(
@@ -219,20 +236,25 @@ def options_from_env(environ: Mapping[str, str] | None = None) -> KotomiBackupOp
         upload_retries=_env_int(env, "KOTOMI_BACKUP_UPLOAD_RETRIES", 2),
         upload_retry_delay=_env_float(env, "KOTOMI_BACKUP_UPLOAD_RETRY_DELAY", 10.0),
         restore_test_sample=_env_int(env, "KOTOMI_BACKUP_RESTORE_TEST_SAMPLE", 0),
+        run_history_days=_env_int(env, "KOTOMI_BACKUP_RUN_HISTORY_DAYS", 30),
         destination_urls=tuple(
             u.strip() for u in (env.get("KOTOMI_BACKUP_URL") or "").split(",") if u.strip()
         ),
     )
-    try:
-        interval = cron_interval(options.backup_cron, cadence.timezone)
-    except Exception:
-        raise ConfigError(
-            f"KOTOMI_BACKUP_CRON {options.backup_cron!r} is not a cron expression "
-            "(e.g. '0 2 * * *')"
-        ) from None
-    thresholds = Thresholds.from_env(env, backup_interval=interval)
+    for name, cron in (
+        ("KOTOMI_BACKUP_CRON", options.backup_cron),
+        ("KOTOMI_BACKUP_FREQUENT_CRON", cadence.frequent or DAILY_AT_2),
+    ):
+        try:
+            cron_interval(cron, cadence.timezone)
+        except Exception:
+            raise ConfigError(
+                f"{name} {cron!r} is not a cron expression (e.g. '{EVERY_15_MINUTES}'; "
+                "off turns the frequent backup off)"
+            ) from None
+    thresholds = Thresholds.from_env(env, backup_interval=options.backup_interval())
     return replace(options, thresholds=thresholds).check()
 
 
 def interval_of(options: KotomiBackupOptions) -> timedelta:
-    return cron_interval(options.backup_cron, options.cadence.timezone)
+    return options.backup_interval()

@@ -55,6 +55,7 @@ def per_database_schedule(
     description: str,
     keys_of: Callable[[DatabaseSpec], Sequence[AssetKey]],
     running: bool = True,
+    tags: dict[str, str] | None = None,
 ) -> ScheduleDefinition:
     timezone = options.cadence.timezone
     specs = options.databases
@@ -75,7 +76,11 @@ def per_database_schedule(
                 context.log.info(f"{spec.name} is busy: {busy[spec.name]} in progress; skipped")
                 continue
             requests.append(
-                RunRequest(run_key=spec.name, asset_selection=list(keys_of(spec)), tags=spec.tags)
+                RunRequest(
+                    run_key=spec.name,
+                    asset_selection=list(keys_of(spec)),
+                    tags={**spec.tags, **(tags or {})},
+                )
             )
         if not requests:
             detail = "; ".join(f"{n}: {what}" for n, what in sorted(busy.items())[:5])

@@ -79,6 +79,7 @@ def test_a_failed_prune_does_not_fail_the_backup(dest: Path) -> None:
 
 
 def test_backup_cadence_follows_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KOTOMI_BACKUP_FREQUENT_CRON", "off")  # without the 15-minute backup
     d = defs()
     assert d.resolve_schedule_def("kotomi_daily_backup").default_status == (
         DefaultScheduleStatus.RUNNING

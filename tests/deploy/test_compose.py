@@ -29,8 +29,9 @@ def stack(engine: Engine, images: str, tmp_path_factory: pytest.TempPathFactory)
             engine,
             "kotomi-backup",
             docker_runs=False,
-            # The daemon fires the backup schedule every minute, so a tick is seen here.
-            env={"KOTOMI_BACKUP_CRON": "* * * * *"},
+            # The daemon fires the backup schedule every minute, so a tick is seen here; the
+            # 15-minute paged one is off (its runs would land at random in the journey).
+            env={"KOTOMI_BACKUP_CRON": "* * * * *", "KOTOMI_BACKUP_FREQUENT_CRON": "off"},
             logs=logs,
         )
         stack = started.__enter__()

@@ -22,7 +22,13 @@ pytestmark = [pytest.mark.deploy, pytest.mark.slow, pytest.mark.timeout(1800)]
 def stack(engine: Engine, images: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     logs = tmp_path_factory.mktemp("docker-runs") / "compose.log"
     with timed("compose up (runs in containers)"):
-        started = bring_up(engine, "kotomi-backup-runs", docker_runs=True, env={}, logs=logs)
+        started = bring_up(
+            engine,
+            "kotomi-backup-runs",
+            docker_runs=True,
+            env={"KOTOMI_BACKUP_FREQUENT_CRON": "off"},  # no 15-minute runs in the journey
+            logs=logs,
+        )
         stack = started.__enter__()
     try:
         with timed("journey (runs in containers)"):

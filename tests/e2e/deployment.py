@@ -356,6 +356,8 @@ def start_deployment(root: Path, extra_env: dict[str, str]) -> Iterator[Deployme
         KOTOMI_BACKUP_STAGING_DIR=str(root / "staging"),
         KOTOMI_BACKUP_ALERT_WEBHOOK_URL=receiver.url,
         KOTOMI_BACKUP_WEBSERVER_URL=f"http://127.0.0.1:{web_port}",
+        # The 15-minute paged backup is off: its runs would land at random in the journey.
+        KOTOMI_BACKUP_FREQUENT_CRON="off",
         **extra_env,
     )
     deployment = Deployment(root=root, env=env, web_port=web_port, receiver=receiver)

@@ -7,6 +7,7 @@ directory (staged.py), so any stage can run alone, and "re-execute from failure"
 failed upload re-runs only the upload, on the failed run's own backup.
 """
 
+import dataclasses
 from typing import Any
 
 from dagster import (
@@ -33,6 +34,9 @@ from .resources import KotomiBackupResource
 from .staged import staged_backup_for
 
 SETTINGS_KEY = "kotomi_backup_settings"
+# A run's backup format, when its schedule chose one (the frequent cadence: paged); else the
+# resource's. Read by the snapshot stage only: later stages follow what it staged.
+FORMAT_TAG = "kotomi_backup/format"
 
 
 def _table(rows: dict[str, int]) -> str:
@@ -105,7 +109,11 @@ def build_backup_assets(
 
     def settings_of(context: Any, key: AssetKey) -> Any:
         res: KotomiBackupResource = getattr(context.resources, resource_key)
-        return by_name[key.path[0]], res, res.settings(by_name[key.path[0]])
+        settings = res.settings(by_name[key.path[0]])
+        chosen = context.run.tags.get(FORMAT_TAG)
+        if chosen in ("full", "paged"):
+            settings = dataclasses.replace(settings, backup_format=chosen)
+        return by_name[key.path[0]], res, settings
 
     @asset(
         key=AssetKey([spec.name, "snapshot"]),

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dagster import AssetKey, AssetSelection, Definitions, define_asset_job
 
 from ..databases import DatabaseSpec
-from ..options import HOURLY, KotomiBackupOptions
+from ..options import EVERY_15_MINUTES, HOURLY, KotomiBackupOptions
 from ..scheduling import per_database_schedule
-from .assets import SETTINGS_KEY, build_all_backup_assets
+from .assets import FORMAT_TAG, SETTINGS_KEY, build_all_backup_assets
 
 BACKUP_JOB = "kotomi_backup"
 
@@ -38,6 +38,19 @@ def build_backup_definitions(options: KotomiBackupOptions) -> Definitions:
             description="Back up every database (KOTOMI_BACKUP_CRON, default daily at 02:00)",
             keys_of=backup_keys,
             running=not hourly,
+        ),
+        per_database_schedule(
+            options,
+            job,
+            name="kotomi_frequent_backup",
+            cron=options.cadence.frequent or EVERY_15_MINUTES,
+            description=(
+                "A paged backup of every database, every 15 minutes by default: the pages that "
+                "changed, read in place (KOTOMI_BACKUP_FREQUENT_CRON; off turns it off)"
+            ),
+            keys_of=backup_keys,
+            running=bool(options.cadence.frequent),
+            tags={FORMAT_TAG: "paged"},
         ),
         per_database_schedule(
             options,

@@ -1,8 +1,10 @@
-"""The retention area: per database a prune asset, run after every successful upload (its
-own run: a prune failure never marks the backup failed) and daily as a backstop. One job,
-one sensor and one schedule serve every database."""
+"""The retention area: per database a prune asset, run after a successful upload (its own
+run: a prune failure never marks the backup failed; at most once an hour per database, so a
+15-minute cadence does not double its runs) and daily as a backstop. One job, one sensor and
+one schedule serve every database."""
 
 import json
+import time
 
 from dagster import (
     AssetKey,
@@ -27,6 +29,8 @@ from .assets import RETENTION_KEY, build_prune_assets
 
 PRUNE_JOB = "kotomi_prune"
 PRUNE_SENSOR = "kotomi_prune_after_upload"
+# Uploads closer together than this share one prune: the next one after the hour catches up.
+PRUNE_AT_MOST_EVERY = 3600.0
 
 
 def prune_key(spec: DatabaseSpec) -> AssetKey:
@@ -49,14 +53,17 @@ def _prune_after_upload(
         ),
     )
     def prune_after_upload(context: SensorEvaluationContext) -> SensorResult | SkipReason:
-        seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
+        # cursor: {database: [storage id of the newest upload pruned for, time of that prune]}
+        seen = _read_cursor(context.cursor)
+        now = time.time()
         requests = []
         for record in context.instance.get_asset_records(list(uploads)):
             spec = uploads[record.asset_entry.asset_key]
             last = record.asset_entry.last_materialization_record
-            if last is None or last.storage_id <= seen.get(spec.name, 0):
+            done, at = seen.get(spec.name, (0, 0.0))
+            if last is None or last.storage_id <= done or now - at < PRUNE_AT_MOST_EVERY:
                 continue
-            seen[spec.name] = last.storage_id
+            seen[spec.name] = (last.storage_id, now)
             # One prune per upload: the run key makes a re-evaluated event a no-op.
             requests.append(
                 RunRequest(
@@ -66,10 +73,21 @@ def _prune_after_upload(
                 )
             )
         if not requests:
-            return SkipReason("no new upload since the last prune request")
+            return SkipReason(
+                "no upload since the last prune request, or one less than an hour ago"
+            )
         return SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
 
     return prune_after_upload
+
+
+def _read_cursor(cursor: str | None) -> dict[str, tuple[int, float]]:
+    """The sensor's cursor; an older one held only storage ids (no time: prune now)."""
+    raw = json.loads(cursor) if cursor else {}
+    return {
+        name: (int(v[0]), float(v[1])) if isinstance(v, list) else (int(v), 0.0)
+        for name, v in raw.items()
+    }
 
 
 def build_retention_definitions(options: KotomiBackupOptions) -> Definitions:
