@@ -101,7 +101,7 @@ EXAMPLE_ATTRIBUTES: dict[str, Any] = {
     "age_identity": {"env": "KOTOMI_BACKUP_AGE_IDENTITY"},
     "timezone": "UTC",
     "retention": {"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 12, "keep_yearly": 3},
-    "schedules": {"backup": "0 2 * * *"},
+    "schedules": {"backup": "0 2 * * *", "frequent": "*/15 * * * *"},
     "alerts": {"webhook_url": {"env": "KOTOMI_BACKUP_ALERT_WEBHOOK_URL"}},
 }
 
