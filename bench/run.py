@@ -602,7 +602,8 @@ NOTES = [
     "CPU time is the steadier figure.",
     "- `restic` is its first backup into an empty repository. Its later backups of a changed "
     "file are incremental (content-defined chunks), ours are whole archives each time "
-    "(DESIGN.md: restic stored 265 MB more for a 1 GB file with 3 % of its pages changed).",
+    "(measured when the project was designed: restic stored 265 MB more for a 1 GB file "
+    "with 3 % of its pages changed).",
     "- Restores: restic's restore checks its blobs' hashes, not the database; the comparable of "
     "ours is `bench/fetch.py` (download, both sha256s, decrypt, decompress). "
     "`kotomi-backup restore` adds a full `integrity_check` and the manifest's row counts, "

@@ -143,7 +143,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from .engine.catalog import list_backups
+    from .engine.layout import list_backups
     from .engine.notify import without_repeated_prefix
     from .engine.prune import backup_refs
     from .engine.stores import open_store, safe_url
@@ -330,7 +330,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .engine.checkup import verify_path
+    from .engine.verify_path import verify_path
 
     settings = BackupSettings.from_env()
     result = verify_path(

@@ -1,12 +1,15 @@
 """One backup in four stages, each leaving its result in a staging directory:
 
-    snapshot -> verify -> archive (compress + encrypt) -> upload (manifest last)
+    snapshot -> verify -> archive (compress + encrypt, or hash pages) -> upload (manifest last)
 
-Stages hand over files, not memory, so any stage can be re-run alone (Dagster's
-"re-execute from failure" re-runs only the upload after a failed upload). The CLI runs
-all four with `run_backup`, which overlaps verification with compression (two cores: SQLite's
-check and zstd both run without the GIL, both reading the snapshot from the page cache) and
-skips the fsyncs of its transient staging files; nothing is uploaded unless the check passed.
+This module only sequences the stages: what differs between a full and a paged backup is the
+format's (engine/formats/), chosen once at the snapshot and recorded in the staging folder
+(engine/staging.py), which every later stage follows. Stages hand over files, not memory, so
+any stage can be re-run alone (Dagster's "re-execute from failure" re-runs only the upload
+after a failed upload). The CLI runs all four with `run_backup`, which overlaps verification
+with the archive's work (two cores: SQLite's check and zstd or hashing both run without the
+GIL, both reading the snapshot from the page cache) and skips the fsyncs of its transient
+staging files; nothing is uploaded unless the check passed.
 """
 
 from __future__ import annotations
@@ -14,48 +17,27 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
-from .. import __version__
-from .archive import (
-    ArchiveResult,
-    Progress,
-    parse_recipients,
-    write_archive,
-)
-from .catalog import already_published, backup_prefix, manifest_key, publish_backup
+from .archive import Progress, parse_recipients
 from .errors import BackupError, ConfigError
-from .fsutil import fsync_file, no_space_is_disk_full
-from .manifest import (
-    PAGED_FORMAT,
-    ArchiveInfo,
-    Manifest,
-    VerifyInfo,
-    backup_id_time,
-    new_backup_id,
-    rfc3339,
-)
+from .formats import Publish, format_named, staged_format
+from .fsutil import no_space_is_disk_full
+from .manifest import Manifest, new_backup_id, rfc3339
 from .notify import without_repeated_prefix
-from .paged import HashCache, PageHashes, hash_pages, publish_paged, recipients_fingerprint
-from .paged.delta import DELTA, DELTA_INDEX, DeltaPages, PageSource, SnapshotPages
-from .paged.liveread import LiveReadRequest, LiveReadUnavailable, read_live
-from .paged.publish import MissingBase, page_map_key
 from .settings import BackupSettings
 from .snapshot import Snapshot, check_source, take_snapshot
 from .staging import (
     DRAFT_MANIFEST,
-    PAGE_HASHES,
-    PAGE_HASHES_INFO,
     SNAPSHOT_INFO,
     STALE_STAGING_SECONDS,
     VERIFY_INFO,
     StagedBackup,
     StagingArea,
 )
-from .stores import BackupStore, ObjectNotFound, deadline, open_store, safe_url
+from .stores import BackupStore, deadline, open_store, safe_url
 from .verify import VerifyReport, verify_database
 
 __all__ = [
@@ -183,14 +165,12 @@ def _take(
     progress: Progress | None,
     durable: bool,
 ) -> Snapshot:
-    fallback: str | None = None
-    if settings.backup_format == "paged" and settings.verify_mode == "quick":
-        stores = stores if stores is not None else [open_store(u) for u in settings.urls]
-        live, fallback = _stage_live(
-            staged, settings, moment, stores, ask_stores, progress, durable
-        )
-        if live is not None:
-            return live
+    """The format's own snapshot (a paged backup reads in place), else the plain copy."""
+    fmt = format_named(settings.backup_format)
+    stores = list(stores) if stores is not None else [open_store(u) for u in settings.urls]
+    own, fallback = fmt.take(staged, settings, moment, stores, ask_stores, progress, durable)
+    if own is not None:
+        return own
     snap = take_snapshot(
         settings.require_db(),
         staged.snapshot_path,
@@ -199,101 +179,20 @@ def _take(
     )
     info = asdict(snap)
     info["created_at"] = rfc3339(moment)
-    info["format"] = settings.backup_format  # decided here, once: later stages read it
+    info["format"] = fmt.name  # decided here, once: later stages read it
     if fallback:
         info["live_read_unavailable"] = fallback  # why the database was copied instead
     staged.write_json(SNAPSHOT_INFO, info)
     return snap
 
 
-def _stage_live(
-    staged: StagedBackup,
-    settings: BackupSettings,
-    moment: datetime,
-    stores: Sequence[BackupStore],
-    ask_stores: bool,
-    progress: Progress | None,
-    durable: bool,
-) -> tuple[Snapshot | None, str | None]:
-    """The paged format's snapshot, check and hashes in one live read (paged/liveread.py);
-    (None, why) when it cannot be used and a snapshot must be copied instead.
-
-    `ask_stores` is set by a caller that may contact the stores (the CLI, after its preflight):
-    each destination is then asked for its newest backup's manifest first, so one deleted by
-    hand costs a copy now rather than a failed upload. Dagster's snapshot stage does not
-    contact the stores (their failures belong to the upload stage)."""
-    db_path = settings.require_db()
-    cache = HashCache(settings.page_hash_cache)
-    urls = [safe_url(store.url) for store in stores]
-    bases = cache.bases_for(urls, recipients_fingerprint(settings.age_recipients))
-    if not bases:
-        return None, "not every destination has a backup with these keys cached here"
-    landed = cache.landed()
-    for store, url in zip(stores if ask_stores else [], urls, strict=False):
-        newest = landed[url]["backup_id"]
-        try:
-            store.get_bytes(manifest_key(settings.name, newest))
-        except ObjectNotFound:
-            cache.forget_landed(url, frozenset({newest}))
-            return None, f"{url} no longer has backup {newest}"
-    try:
-        read = read_live(
-            LiveReadRequest(
-                db_path=db_path,
-                workdir=staged.workdir,
-                backup_id=staged.backup_id,
-                cache=cache,
-                bases=bases,
-                hashes_out=staged.workdir / PAGE_HASHES,
-                profile=settings.profile,
-                busy_timeout=min(5.0, settings.snapshot_timeout),
-                progress=progress,
-            )
-        )
-    except LiveReadUnavailable as exc:
-        for leftover in (PAGE_HASHES, DELTA, DELTA_INDEX):
-            (staged.workdir / leftover).unlink(missing_ok=True)
-        return None, f"live read unavailable: {exc}"
-    if durable:
-        for written in (PAGE_HASHES, DELTA, DELTA_INDEX):
-            fsync_file(staged.workdir / written)
-    snap = Snapshot(
-        path=staged.workdir,  # no copy: never the live database's path (nothing may delete it)
-        size=read.hashes.db_size,
-        page_size=read.hashes.page_size,
-        page_count=read.hashes.page_count,
-        journal_mode="wal",
-        seconds=read.seconds,
-        busy_retries=0,
-        method="live read",
-    )
-    info = asdict(snap)
-    info["created_at"] = rfc3339(moment)
-    info["format"] = "paged"
-    info["live_read"] = {
-        "bases": read.bases,
-        "staged_pages": read.staged_pages,
-        "pages_from_wal": read.pages_from_wal,
-    }
-    staged.write_json(SNAPSHOT_INFO, info)
-    staged.write_json(VERIFY_INFO, read.report.record())
-    staged.write_bytes(PAGE_HASHES_INFO, read.hashes.to_json())
-    return snap, None
-
-
-def _live_bases(staged: StagedBackup) -> frozenset[str] | None:
-    """The bases of a backup read live (its staged pages are only the change from them)."""
-    live = staged.read_json(SNAPSHOT_INFO, "snapshot").get("live_read")
-    return frozenset(live["bases"]) if isinstance(live, dict) else None
-
-
 @_in_staging
 def stage_verify(staged: StagedBackup, settings: BackupSettings) -> VerifyReport:
     """Check the snapshot; the result is kept beside it so the archive stage can refuse.
 
-    A backup read live was checked during its read (the same transaction): that result."""
-    if _live_bases(staged) is not None:
-        return VerifyReport.from_record(staged.read_json(VERIFY_INFO, "verify"), staged.workdir)
+    A backup read in place was checked during its read (the same transaction): that result."""
+    if staged_format(staged, settings).checked_at_snapshot(staged):
+        return staged.verify_report()
     report = verify_database(
         staged.snapshot_path, mode=settings.verify_mode, profile=settings.profile
     )
@@ -305,133 +204,19 @@ def stage_verify(staged: StagedBackup, settings: BackupSettings) -> VerifyReport
 def stage_archive(
     staged: StagedBackup, settings: BackupSettings, progress: Progress | None = None
 ) -> tuple[Manifest, float]:
-    """Compress (and encrypt) a verified snapshot; write the final manifest beside it."""
-    verify = staged.read_json(VERIFY_INFO, "verify")
-    if verify.get("result") != "ok":
+    """The format's archive work on a verified snapshot; the draft manifest is kept beside
+    it for the upload."""
+    verify = staged.verify_report()
+    if not verify.ok:
         raise BackupError(
-            f"backup {staged.backup_id}: snapshot failed verification ({verify.get('problems')}); "
+            f"backup {staged.backup_id}: snapshot failed verification ({verify.problems}); "
             "nothing is archived"
         )
-    if staged.backup_format(settings.backup_format) == "paged":
-        return _stage_pages(staged, settings, verify, progress)
-    recipients = parse_recipients(settings.age_recipients)
-    result = write_archive(
-        staged.snapshot_path,
-        staged.archive_path(bool(recipients)),
-        recipients=recipients,
-        progress=progress,
+    _, prepared = staged_format(staged, settings).prepare(
+        staged, settings, lambda: verify, progress, durable=True
     )
-    return _write_manifest(staged, verify, result), result.seconds
-
-
-def _hash_snapshot(
-    staged: StagedBackup, progress: Progress | None = None
-) -> tuple[PageHashes, float]:
-    """The paged format's archive stage: hash every page (packs are made per destination at
-    upload, against what that destination already has). A live read hashed them already."""
-    if _live_bases(staged) is not None:
-        return staged.page_hashes(), 0.0
-    started = time.monotonic()
-    snap = staged.read_json(SNAPSHOT_INFO, "snapshot")
-    page_size = int(snap["page_size"])
-    path = staged.workdir / PAGE_HASHES
-    db_sha256, db_size, hashes_sha256 = hash_pages(staged.snapshot_path, page_size, path, progress)
-    info = PageHashes(
-        backup_id=staged.backup_id,
-        db_sha256=db_sha256,
-        db_size=db_size,
-        page_size=page_size,
-        page_count=db_size // page_size,
-        hashes_sha256=hashes_sha256,
-    )
-    staged.write_bytes(PAGE_HASHES_INFO, info.to_json())
-    return info, time.monotonic() - started
-
-
-def _stage_pages(
-    staged: StagedBackup,
-    settings: BackupSettings,
-    verify: dict[str, Any],
-    progress: Progress | None,
-) -> tuple[Manifest, float]:
-    info, seconds = _hash_snapshot(staged, progress)
-    return _write_paged_manifest(staged, settings, verify, info), seconds
-
-
-def _write_paged_manifest(
-    staged: StagedBackup, settings: BackupSettings, verify: dict[str, Any], info: PageHashes
-) -> Manifest:
-    """The draft of a paged manifest: its archive (the page map) and packs are filled in per
-    destination by `publish_paged`."""
-    encrypted = bool(parse_recipients(settings.age_recipients))
-    draft = _manifest_fields(
-        staged,
-        verify,
-        db_sha256=info.db_sha256,
-        db_size=info.db_size,
-        archive=ArchiveInfo(
-            key=page_map_key(staged.name, staged.backup_id),
-            size=0,
-            sha256="",
-            compression="zstd",
-            encryption="age" if encrypted else "none",
-        ),
-    )
-    draft = replace(
-        draft,
-        format=PAGED_FORMAT,
-        paged={"recipients": recipients_fingerprint(settings.age_recipients), "packs": {}},
-    )
-    staged.write_bytes(DRAFT_MANIFEST, draft.to_json())
-    return draft
-
-
-def _write_manifest(
-    staged: StagedBackup, verify: dict[str, Any], result: ArchiveResult
-) -> Manifest:
-    """The final manifest of a verified, archived snapshot, kept beside it for the upload."""
-    manifest = _manifest_fields(
-        staged,
-        verify,
-        db_sha256=result.db_sha256,
-        db_size=result.db_size,
-        archive=ArchiveInfo(
-            key=f"{backup_prefix(staged.name, staged.backup_id)}/{result.path.name}",
-            size=result.size,
-            sha256=result.sha256,
-            compression=result.compression,
-            encryption=result.encryption,
-        ),
-    )
-    staged.write_bytes(DRAFT_MANIFEST, manifest.to_json())
-    return manifest
-
-
-def _manifest_fields(
-    staged: StagedBackup,
-    verify: dict[str, Any],
-    *,
-    db_sha256: str,
-    db_size: int,
-    archive: ArchiveInfo,
-) -> Manifest:
-    snap = staged.read_json(SNAPSHOT_INFO, "snapshot")
-    return Manifest(
-        backup_id=staged.backup_id,
-        name=staged.name,
-        created_at=str(snap.get("created_at") or rfc3339(backup_id_time(staged.backup_id))),
-        db_sha256=db_sha256,
-        db_size=db_size,
-        page_size=int(verify["page_size"]),
-        page_count=int(verify["page_count"]),
-        sqlite_version=str(verify["sqlite_version"]),
-        archive=archive,
-        verify=VerifyInfo(mode=str(verify["mode"]), result="ok", seconds=float(verify["seconds"])),
-        tables={str(k): int(v) for k, v in verify["tables"].items()},
-        tool_version=__version__,
-        source_journal_mode=str(snap.get("journal_mode", "unknown")),
-        snapshot_seconds=round(float(snap.get("seconds", 0.0)), 3),
-    )
+    assert prepared.manifest is not None  # the check passed
+    return prepared.manifest, prepared.seconds
 
 
 @_in_staging
@@ -442,59 +227,12 @@ def verify_and_archive(
     *,
     durable: bool = True,
 ) -> tuple[VerifyReport, Manifest | None, float]:
-    """`stage_verify` and the archive stage at once: the check runs in a thread while this
-    one compresses. The archive is kept only if the check passed; on failure it is deleted
-    and the manifest is None (the caller must not upload)."""
-    if staged.backup_format(settings.backup_format) == "paged":
-        return _verify_and_hash(staged, settings, progress)
-    recipients = parse_recipients(settings.age_recipients)
-    archive_path = staged.archive_path(bool(recipients))
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kotomi-verify") as pool:
-        checking = pool.submit(stage_verify, staged, settings)
-        try:
-            result = write_archive(
-                staged.snapshot_path,
-                archive_path,
-                recipients=recipients,
-                progress=progress,
-                durable=durable,
-            )
-        except BaseException:
-            wait([checking])  # the check reads the snapshot: let it end before cleanup
-            raise
-        try:
-            report = checking.result()
-        except BaseException:
-            archive_path.unlink(missing_ok=True)
-            raise
-    if not report.ok:
-        archive_path.unlink(missing_ok=True)
-        return report, None, result.seconds
-    verify = staged.read_json(VERIFY_INFO, "verify")
-    return report, _write_manifest(staged, verify, result), result.seconds
-
-
-def _verify_and_hash(
-    staged: StagedBackup, settings: BackupSettings, progress: Progress | None
-) -> tuple[VerifyReport, Manifest | None, float]:
-    """The paged format's `verify_and_archive`: the check runs beside the page hashing (a
-    read in place did both already: their recorded results)."""
-    if _live_bases(staged) is not None:
-        report = stage_verify(staged, settings)
-        info, seconds = _hash_snapshot(staged, progress)
-    else:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kotomi-verify") as pool:
-            checking = pool.submit(stage_verify, staged, settings)
-            try:
-                info, seconds = _hash_snapshot(staged, progress)
-            except BaseException:
-                wait([checking])
-                raise
-            report = checking.result()
-    if not report.ok:
-        return report, None, seconds
-    verify = staged.read_json(VERIFY_INFO, "verify")
-    return report, _write_paged_manifest(staged, settings, verify, info), seconds
+    """`stage_verify` and the archive stage at once: the check runs in a thread beside the
+    format's work. The manifest is None when the check failed (the caller must not upload)."""
+    report, prepared = staged_format(staged, settings).prepare(
+        staged, settings, lambda: stage_verify(staged, settings), progress, durable
+    )
+    return report, prepared.manifest, prepared.seconds
 
 
 def load_staged_manifest(staged: StagedBackup) -> Manifest:
@@ -532,142 +270,44 @@ def _upload(
     settings: BackupSettings | None,
     cleanup: bool,
 ) -> list[UploadOutcome]:
-    manifest = load_staged_manifest(staged)
-    if manifest.is_paged:
-        if settings is None:
+    draft = load_staged_manifest(staged)
+    if settings is None:
+        if draft.is_paged:
             raise ValueError("a paged backup's upload needs the settings")
-        paged = _upload_paged(staged, stores, manifest, settings)
-        if cleanup and paged and all(o.ok for o in paged):
-            staged.remove()
-        return paged
-    archive = staged.archive_path(manifest.encrypted)
-    if not archive.exists():
-        raise BackupError(f"staged archive {archive} is gone; run the whole backup again")
-    outcomes: list[UploadOutcome] = []
-    for store in stores:
-        started = time.monotonic()
-        if already_published(store, manifest):
-            # A re-run after a partial failure only fills in what is missing.
-            outcomes.append(
-                UploadOutcome(url=safe_url(store.url), ok=True, requests=1, already_there=True)
-            )
-            continue
-        try:
-            stored = publish_backup(store, manifest, archive)
-        except BackupError as exc:
-            outcomes.append(
-                UploadOutcome(
-                    url=safe_url(store.url),
-                    ok=False,
-                    error=str(exc),
-                    permanent=isinstance(exc, ConfigError),
-                    seconds=time.monotonic() - started,
-                )
-            )
-            continue
-        outcomes.append(
-            UploadOutcome(
-                url=safe_url(store.url),
-                ok=True,
-                bytes=stored.size,
-                seconds=time.monotonic() - started,
-                requests=stored.requests,
-            )
-        )
+        settings = BackupSettings(name=staged.name)  # a full backup's upload needs nothing else
+    fmt = format_named(draft.kind)
+    with fmt.publisher(staged, draft, settings) as publish:
+        outcomes = [_publish_to(store, draft, publish) for store in stores]
     if cleanup and outcomes and all(o.ok for o in outcomes):
         staged.remove()
     return outcomes
 
 
-def _upload_paged(
-    staged: StagedBackup,
-    stores: Sequence[BackupStore],
-    draft: Manifest,
-    settings: BackupSettings,
-) -> list[UploadOutcome]:
-    if recipients_fingerprint(settings.age_recipients) != (draft.paged or {}).get("recipients"):
-        raise ConfigError(
-            f"backup {draft.backup_id}: KOTOMI_BACKUP_AGE_RECIPIENTS changed since its archive "
-            "stage; run the whole backup again"
-        )
-    recipients = parse_recipients(settings.age_recipients)
-    bases = _live_bases(staged)
-    pages = staged.workdir / DELTA if bases is not None else staged.snapshot_path
-    needed = (staged.workdir / PAGE_HASHES, staged.workdir / PAGE_HASHES_INFO, pages)
-    if not all(path.exists() for path in needed):
-        raise BackupError(
-            f"backup {draft.backup_id}: staged pages or page hashes are gone; "
-            "run the whole backup again"
-        )
-    info = staged.page_hashes()
-    source: PageSource = (
-        DeltaPages(staged.workdir, info.page_size)
-        if bases is not None
-        else SnapshotPages(pages, info.page_size)
-    )
+def _publish_to(store: BackupStore, draft: Manifest, publish: Publish) -> UploadOutcome:
+    """One destination: already there (a re-run only fills in what is missing), stored, or
+    failed with one line; a failing destination never stops the others."""
+    started = time.monotonic()
+    url = safe_url(store.url)
+    if format_named(draft.kind).published(store, draft):
+        return UploadOutcome(url=url, ok=True, requests=1, already_there=True)
     try:
-        return _publish_each(staged, stores, draft, settings, recipients, info, source, bases)
-    finally:
-        source.close()
-
-
-def _publish_each(
-    staged: StagedBackup,
-    stores: Sequence[BackupStore],
-    draft: Manifest,
-    settings: BackupSettings,
-    recipients: Sequence[Any],
-    info: PageHashes,
-    source: PageSource,
-    bases: frozenset[str] | None,
-) -> list[UploadOutcome]:
-    hashes = staged.workdir / PAGE_HASHES
-    cache = HashCache(settings.page_hash_cache)
-    outcomes: list[UploadOutcome] = []
-    for store in stores:
-        started = time.monotonic()
-        url = safe_url(store.url)
-        try:
-            if already_published(store, draft):
-                outcomes.append(UploadOutcome(url=url, ok=True, requests=1, already_there=True))
-                continue
-            done = publish_paged(
-                store,
-                draft,
-                source,
-                hashes,
-                staged.workdir,
-                cache=cache,
-                recipients=recipients,
-                recipients_text=settings.age_recipients,
-                bases=bases,
-            )
-        except BackupError as exc:
-            if isinstance(exc, MissingBase):
-                cache.forget_landed(url, bases or frozenset())  # the next backup copies
-            outcomes.append(
-                UploadOutcome(
-                    url=url,
-                    ok=False,
-                    error=str(exc),
-                    permanent=isinstance(exc, ConfigError),
-                    seconds=time.monotonic() - started,
-                )
-            )
-            continue
-        cache.remember(info, hashes)  # the next backup to this store builds on this one
-        cache.mark_landed(url, draft.backup_id, (draft.paged or {}).get("recipients", ""))
-        outcomes.append(
-            UploadOutcome(
-                url=url,
-                ok=True,
-                bytes=done.stored_bytes,
-                seconds=time.monotonic() - started,
-                requests=done.requests,
-                manifest=done.manifest,
-            )
+        done = publish(store)
+    except BackupError as exc:
+        return UploadOutcome(
+            url=url,
+            ok=False,
+            error=str(exc),
+            permanent=isinstance(exc, ConfigError),
+            seconds=time.monotonic() - started,
         )
-    return outcomes
+    return UploadOutcome(
+        url=url,
+        ok=True,
+        bytes=done.bytes,
+        seconds=time.monotonic() - started,
+        requests=done.requests,
+        manifest=done.manifest if draft.is_paged else None,
+    )
 
 
 def run_backup(settings: BackupSettings, progress: Progress | None = None) -> BackupResult:

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from .catalog import DrillRecord, list_backups, write_drill
 from .errors import BackupError, ConfigError, DiskFull
 from .fsutil import scratch_folder
 from .kotomi import KOTOMI_READ_QUERIES, read_query_params
+from .layout import DrillRecord, list_backups, write_drill
 from .manifest import Manifest, rfc3339
 from .restore import Chosen, fetch_backup
 from .stores import BackupStore, safe_url

@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .archive import parse_recipients
-from .catalog import Listing, backup_prefix, latest_drill, list_backups, manifest_key
 from .errors import BackupError, ConfigError
+from .layout import Listing, backup_prefix, latest_drill, list_backups, manifest_key
 from .manifest import Manifest, backup_id_time
 from .objects import damaged_backups
 from .paged.packgc import PackReport, prune_packs

@@ -26,13 +26,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .archive import Progress, extract_archive
-from .catalog import list_backups, list_drills
+from .archive import Progress
 from .errors import BackupError, ConfigError, DiskFull
-from .fsutil import PRIVATE_FILE, fsync_dir, fsync_file, require_room, try_lock_dir, unlock_dir
+from .formats import format_of
+from .fsutil import PRIVATE_FILE, fsync_dir, fsync_file, try_lock_dir, unlock_dir
+from .layout import list_backups, list_drills
 from .manifest import Manifest, backup_id_time
-from .paged import rebuild_database
-from .stores import BackupStore, ObjectNotFound, safe_url
+from .stores import BackupStore, safe_url
 from .verify import Profile, VerifyMode, VerifyReport, verify_database
 
 
@@ -116,43 +116,14 @@ def fetch_backup(
 
     On any mismatch `dest` is not left behind. `durable=False`: the caller fsyncs `dest`.
     """
-    manifest = chosen.manifest
-    if manifest.is_paged:
-        return rebuild_database(
-            chosen.store,
-            manifest,
-            dest,
-            identities=identities,
-            progress=progress,
-            durable=durable,
-        )
-    require_room(dest.parent, manifest.db_size)  # a size from the store: checked before use
-    try:
-        stream = chosen.store.open_read(manifest.archive.key)
-    except ObjectNotFound as exc:
-        raise BackupError(
-            f"backup {manifest.backup_id}: archive {manifest.archive.key} is missing at "
-            f"{chosen.store.url}"
-        ) from exc
-    with contextlib.closing(stream):
-        result = extract_archive(
-            stream,
-            dest,
-            identities=identities,
-            encrypted=manifest.encrypted,
-            progress=progress,
-            limit=manifest.db_size,
-            durable=durable,
-        )
-    problems = []
-    if result.archive_sha256 != manifest.archive.sha256:
-        problems.append("archive sha256 differs from the manifest (tampered or torn)")
-    if result.db_sha256 != manifest.db_sha256 or result.db_size != manifest.db_size:
-        problems.append("restored database sha256 differs from the manifest")
-    if problems:
-        dest.unlink(missing_ok=True)
-        raise BackupError(f"backup {manifest.backup_id}: {'; '.join(problems)}; nothing restored")
-    return dest
+    return format_of(chosen.manifest).fetch(
+        chosen.store,
+        chosen.manifest,
+        dest,
+        identities=list(identities),
+        progress=progress,
+        durable=durable,
+    )
 
 
 @dataclass(frozen=True)

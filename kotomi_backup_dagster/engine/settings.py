@@ -1,4 +1,5 @@
-"""Settings from the DESIGN.md environment variables; CLI flags override them."""
+"""Settings from the documented KOTOMI_* environment variables (README, Configure); CLI flags
+override them."""
 
 from __future__ import annotations
 

@@ -38,6 +38,7 @@ from .fsutil import (
 )
 from .manifest import backup_id_time, is_backup_id
 from .paged import PageHashes
+from .verify import VerifyReport
 
 SNAPSHOT_INFO = "snapshot.json"
 VERIFY_INFO = "verify.json"
@@ -154,6 +155,17 @@ class StagedBackup:
                 f"backup {self.backup_id}: staged {filename} is damaged; run the whole backup again"
             ) from exc
         return data
+
+    def verify_report(self) -> VerifyReport:
+        """The verify stage's record (verify.json)."""
+        record = self.read_json(VERIFY_INFO, "verify")
+        try:
+            return VerifyReport.from_record(record, self.workdir)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BackupError(
+                f"backup {self.backup_id}: staged {VERIFY_INFO} is damaged; "
+                "run the whole backup again"
+            ) from exc
 
     def page_hashes(self) -> PageHashes:
         try:

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kotomi_backup_dagster.engine.catalog import DrillRecord
 from kotomi_backup_dagster.engine.errors import ConfigError
 from kotomi_backup_dagster.engine.health import (
     BACKUP_DAMAGED,
@@ -30,6 +29,7 @@ from kotomi_backup_dagster.engine.health import (
     load_state,
     reconcile,
 )
+from kotomi_backup_dagster.engine.layout import DrillRecord
 from kotomi_backup_dagster.engine.manifest import ArchiveInfo, Manifest, VerifyInfo, rfc3339
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -312,7 +312,7 @@ def test_inspect_destination_reads_backups_and_drills_and_turns_errors_into_one_
 ) -> None:
     from pathlib import Path
 
-    from kotomi_backup_dagster.engine.catalog import manifest_key, write_drill
+    from kotomi_backup_dagster.engine.layout import manifest_key, write_drill
     from kotomi_backup_dagster.engine.stores import LocalStore
 
     root = Path(str(tmp_path))

@@ -26,7 +26,7 @@ from dagster import (
 
 from kotomi_backup_dagster.defs.factory import definitions_from_env
 from kotomi_backup_dagster.engine.backup import run_backup
-from kotomi_backup_dagster.engine.catalog import DrillRecord, write_drill
+from kotomi_backup_dagster.engine.layout import DrillRecord, write_drill
 from kotomi_backup_dagster.engine.manifest import Manifest, new_backup_id, rfc3339
 from kotomi_backup_dagster.engine.settings import BackupSettings
 from kotomi_backup_dagster.engine.stores import LocalStore

@@ -24,7 +24,7 @@ from dagster._core.storage.dagster_run import DagsterRunStatus
 
 from kotomi_backup_dagster.defs.databases import databases_from_env
 from kotomi_backup_dagster.defs.factory import definitions_from_env
-from kotomi_backup_dagster.engine.catalog import list_backups
+from kotomi_backup_dagster.engine.layout import list_backups
 from kotomi_backup_dagster.engine.stores import LocalStore
 from tests.conftest import corrupt_table
 

@@ -23,7 +23,7 @@ from dagster._core.test_utils import create_run_for_test
 from kotomi_backup_dagster.defs.backup.assets import FORMAT_TAG
 from kotomi_backup_dagster.defs.factory import definitions_from_env
 from kotomi_backup_dagster.defs.history import HISTORY_SENSOR
-from kotomi_backup_dagster.engine.catalog import list_backups
+from kotomi_backup_dagster.engine.layout import list_backups
 from kotomi_backup_dagster.engine.stores import LocalStore
 
 

@@ -17,7 +17,7 @@ from dagster import (
 )
 
 from kotomi_backup_dagster.defs.factory import definitions_from_env
-from kotomi_backup_dagster.engine.catalog import list_backups
+from kotomi_backup_dagster.engine.layout import list_backups
 from kotomi_backup_dagster.engine.manifest import PAGED_FORMAT, Manifest
 from kotomi_backup_dagster.engine.restore import choose_backup, fetch_backup
 from kotomi_backup_dagster.engine.stores import LocalStore

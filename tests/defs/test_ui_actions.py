@@ -22,7 +22,7 @@ from dagster import (
 )
 
 from kotomi_backup_dagster.defs.factory import definitions_from_env
-from kotomi_backup_dagster.engine.catalog import list_backups, list_drills
+from kotomi_backup_dagster.engine.layout import list_backups, list_drills
 from kotomi_backup_dagster.engine.stores import LocalStore
 
 SNAPSHOT, ARCHIVE, UPLOAD = (AssetKey(["kotomi", s]) for s in ("snapshot", "archive", "upload"))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kotomi_backup_dagster.defs.databases import DATABASE_TAG
-from kotomi_backup_dagster.engine.catalog import list_backups
+from kotomi_backup_dagster.engine.layout import list_backups
 from kotomi_backup_dagster.engine.stores import LocalStore
 from tests.e2e.deployment import (
     REPO,

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from kotomi_backup_dagster.engine.backup import run_backup
-from kotomi_backup_dagster.engine.catalog import list_backups
 from kotomi_backup_dagster.engine.errors import BackupError
+from kotomi_backup_dagster.engine.layout import list_backups
 from kotomi_backup_dagster.engine.settings import BackupSettings
 from kotomi_backup_dagster.engine.stores import LocalStore
 from tests.conftest import AgeKey, LiveWriter, comment_ids, corrupt_table

@@ -382,7 +382,7 @@ def test_a_killed_drill_leaves_no_scratch_behind(kotomi_db: Path, tmp_path: Path
     killed_child(
         """
         from kotomi_backup_dagster.engine import drill
-        from kotomi_backup_dagster.engine.catalog import list_backups
+        from kotomi_backup_dagster.engine.layout import list_backups
         from kotomi_backup_dagster.engine.restore import fetch_backup, Chosen
         from kotomi_backup_dagster.engine.settings import BackupSettings
         from kotomi_backup_dagster.engine.stores import open_store

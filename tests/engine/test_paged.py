@@ -404,7 +404,7 @@ def test_young_unnamed_packs_are_kept_and_encrypted_repack_needs_the_key(
 
 
 def _listed(store: Path) -> list[Manifest]:
-    from kotomi_backup_dagster.engine.catalog import list_backups
+    from kotomi_backup_dagster.engine.layout import list_backups
 
     listing = list_backups(LocalStore(store), "kotomi")
     assert not listing.unreadable
@@ -462,9 +462,9 @@ def test_cli_backup_format_flag_and_env(kotomi_db: Path, tmp_path: Path) -> None
 
 
 def test_drills_and_verify_work_on_paged_backups(kotomi_db: Path, tmp_path: Path) -> None:
-    from kotomi_backup_dagster.engine.catalog import latest_drill
-    from kotomi_backup_dagster.engine.checkup import verify_path
     from kotomi_backup_dagster.engine.drill import drill_store
+    from kotomi_backup_dagster.engine.layout import latest_drill
+    from kotomi_backup_dagster.engine.verify_path import verify_path
 
     store = tmp_path / "store"
     first = run_backup(settings(kotomi_db, store)).manifest

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from kotomi_backup_dagster.engine.backup import run_backup
-from kotomi_backup_dagster.engine.catalog import DrillRecord, list_backups, write_drill
 from kotomi_backup_dagster.engine.errors import ConfigError
+from kotomi_backup_dagster.engine.layout import DrillRecord, list_backups, write_drill
 from kotomi_backup_dagster.engine.manifest import Manifest, rfc3339
 from kotomi_backup_dagster.engine.prune import prune_store
 from kotomi_backup_dagster.engine.retention import RetentionPolicy, plan_retention

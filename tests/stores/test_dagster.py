@@ -24,7 +24,7 @@ from kotomi_backup_dagster.defs.backup.resources import (
 from kotomi_backup_dagster.defs.databases import DatabaseSpec
 from kotomi_backup_dagster.defs.factory import definitions_from_env
 from kotomi_backup_dagster.defs.options import KotomiBackupOptions
-from kotomi_backup_dagster.engine.catalog import list_backups
+from kotomi_backup_dagster.engine.layout import list_backups
 from kotomi_backup_dagster.engine.stores import LocalStore, open_store
 from kotomi_backup_dagster.engine.stores.gcs import GCSStore
 from kotomi_backup_dagster.engine.stores.s3 import S3Store

@@ -21,8 +21,8 @@ from kotomi_backup_dagster.engine.backup import (
     stage_upload,
     stage_verify,
 )
-from kotomi_backup_dagster.engine.catalog import list_backups
 from kotomi_backup_dagster.engine.errors import BackupError
+from kotomi_backup_dagster.engine.layout import list_backups
 from kotomi_backup_dagster.engine.stores import RetryPolicy, open_store
 from kotomi_backup_dagster.engine.stores.gcs import GCSStore, KiB
 from kotomi_backup_dagster.engine.stores.s3 import MiB, S3Store

@@ -12,8 +12,8 @@ import google_crc32c
 import pytest
 
 from kotomi_backup_dagster.engine.backup import run_backup
-from kotomi_backup_dagster.engine.catalog import list_backups
 from kotomi_backup_dagster.engine.errors import BackupError, ConfigError
+from kotomi_backup_dagster.engine.layout import list_backups
 from kotomi_backup_dagster.engine.stores import ObjectNotFound, open_store
 from kotomi_backup_dagster.engine.stores.gcs import GCSStore, KiB
 from tests.servers import Endpoint

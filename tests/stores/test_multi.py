@@ -11,7 +11,7 @@ from kotomi_backup_dagster.engine.backup import (
     stage_upload,
     stage_verify,
 )
-from kotomi_backup_dagster.engine.catalog import list_backups
+from kotomi_backup_dagster.engine.layout import list_backups
 from kotomi_backup_dagster.engine.stores import open_store
 from tests.servers import Endpoint
 from tests.stores.conftest import check_download, settings

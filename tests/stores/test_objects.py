@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from kotomi_backup_dagster.engine.backup import run_backup
-from kotomi_backup_dagster.engine.catalog import list_backups, manifest_key
+from kotomi_backup_dagster.engine.layout import list_backups, manifest_key
 from kotomi_backup_dagster.engine.manifest import Manifest, rfc3339
 from kotomi_backup_dagster.engine.objects import damaged_backups
 from kotomi_backup_dagster.engine.paged.packs import pack_key

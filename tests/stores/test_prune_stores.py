@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kotomi_backup_dagster.engine.backup import run_backup
-from kotomi_backup_dagster.engine.catalog import list_backups, manifest_key
+from kotomi_backup_dagster.engine.layout import list_backups, manifest_key
 from kotomi_backup_dagster.engine.manifest import rfc3339
 from kotomi_backup_dagster.engine.prune import prune_store
 from kotomi_backup_dagster.engine.retention import RetentionPolicy, plan_retention

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from kotomi_backup_dagster.engine.backup import run_backup
-from kotomi_backup_dagster.engine.catalog import list_backups
 from kotomi_backup_dagster.engine.errors import BackupError, ConfigError
+from kotomi_backup_dagster.engine.layout import list_backups
 from kotomi_backup_dagster.engine.stores import ObjectNotFound, open_store
 from kotomi_backup_dagster.engine.stores.s3 import MiB, S3Store
 from tests.servers import Endpoint

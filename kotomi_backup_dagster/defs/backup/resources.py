@@ -1,4 +1,4 @@
-"""The backup settings as a Dagster resource, read from the DESIGN.md environment variables.
+"""The backup settings as a Dagster resource, read from the documented KOTOMI_* variables.
 
 s3:// destinations use dagster-aws's `S3Resource` (its boto3 client; `endpoint_url` for
 MinIO, R2, B2) and gs:// destinations dagster-gcp's `GCSResource` (when the extra `gcp` is

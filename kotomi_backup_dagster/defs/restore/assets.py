@@ -19,8 +19,8 @@ from dagster import (
     asset,
 )
 
-from ...engine.catalog import DrillRecord
 from ...engine.drill import CHECKS, drill_store
+from ...engine.layout import DrillRecord
 from ...engine.manifest import Manifest
 from ...engine.stores import safe_url
 from ..backup.assets import SETTINGS_KEY, group_of

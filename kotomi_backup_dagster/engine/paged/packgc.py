@@ -26,9 +26,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..catalog import backup_prefix, list_backups, manifest_key
 from ..errors import BackupError, ConfigError
 from ..fsutil import scratch_folder, sweep_scratch
+from ..layout import backup_prefix, list_backups, manifest_key
 from ..manifest import Manifest
 from ..stores import BackupStore
 from .packs import (

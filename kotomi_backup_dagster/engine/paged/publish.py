@@ -22,8 +22,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..catalog import backup_prefix, manifest_key
 from ..errors import BackupError
+from ..layout import backup_prefix, manifest_key
 from ..manifest import Manifest
 from ..stores import BackupStore, ObjectNotFound
 from .delta import PageSource

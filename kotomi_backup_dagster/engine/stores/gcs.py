@@ -117,7 +117,8 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class GCSStore:
-    """A bucket and a prefix on GCS; keys below the prefix follow the DESIGN.md layout."""
+    """A bucket and a prefix on GCS; keys below the prefix follow the storage layout
+    (docs/architecture.md#storage-layout)."""
 
     def __init__(
         self,

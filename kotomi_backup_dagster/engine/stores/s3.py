@@ -164,7 +164,8 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class S3Store:
-    """A bucket and a prefix on S3; keys below the prefix follow the DESIGN.md layout."""
+    """A bucket and a prefix on S3; keys below the prefix follow the storage layout
+    (docs/architecture.md#storage-layout)."""
 
     def __init__(
         self,

@@ -1,4 +1,5 @@
-"""Backups on a store, in the agreed layout (see DESIGN.md):
+"""The storage layout (docs/architecture.md#storage-layout): where a backup's objects live,
+the listing of a store's backups, and drill records:
 
 <name>/<backup_id>/manifest.json     written last: a backup exists iff its manifest does
 <name>/<backup_id>/<name>.db.zst     (.age when encrypted)
@@ -10,11 +11,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 from .errors import BackupError
 from .manifest import MANIFEST_NAME, Manifest, is_backup_id
-from .stores import BackupStore, ObjectNotFound, StoredObject, UnreadableObject, safe_url
+from .stores import BackupStore, ObjectNotFound, UnreadableObject, safe_url
 
 
 def backup_prefix(name: str, backup_id: str) -> str:
@@ -79,38 +79,6 @@ def list_backups(store: BackupStore, name: str) -> Listing:
 def _reason(message: str, where: str) -> str:
     """The message without its location prefix (the listing names the entry already)."""
     return message.removeprefix(f"{where}: ").removeprefix(f"{where}/{MANIFEST_NAME}: ")
-
-
-def publish_backup(store: BackupStore, manifest: Manifest, archive: Path) -> StoredObject:
-    """Upload the archive, confirm it landed intact, then write the manifest (last)."""
-    stored = store.put_file(manifest.archive.key, archive, sha256=manifest.archive.sha256)
-    if stored.size != manifest.archive.size:
-        raise BackupError(
-            f"{store.url}/{manifest.archive.key}: {stored.size} bytes landed, "
-            f"expected {manifest.archive.size}; the manifest was not written"
-        )
-    store.put_bytes(manifest_key(manifest.name, manifest.backup_id), manifest.to_json())
-    return StoredObject(
-        key=stored.key, size=stored.size, sha256=stored.sha256, requests=stored.requests + 1
-    )
-
-
-def already_published(store: BackupStore, manifest: Manifest) -> bool:
-    """True when this exact backup is complete on the store (its manifest is there)."""
-    try:
-        raw = store.get_bytes(manifest_key(manifest.name, manifest.backup_id))
-    except ObjectNotFound:
-        return False
-    except BackupError:
-        return False
-    if manifest.is_paged:
-        # Each destination's paged manifest names its own packs: the same snapshot is enough.
-        try:
-            there = Manifest.from_json(raw)
-        except BackupError:
-            return False
-        return there.is_paged and there.db_sha256 == manifest.db_sha256
-    return raw == manifest.to_json()
 
 
 # Drill records: one JSON object per drill, beside the backup it drilled.

@@ -1,7 +1,8 @@
-"""`kotomi-backup verify PATH`: check a database file, an archive, or a backup directory.
+"""`kotomi-backup verify PATH`: check a database file, a lone archive, or a backup folder.
 
-A backup directory is checked end to end: archive size and sha256 against the manifest,
-decrypt + decompress into scratch space, database sha256, SQLite's check, row counts.
+A backup folder is checked end to end, as a restore would fetch it from the store it sits in
+(its format's `fetch`: every checksum), then SQLite's check and the manifest's row counts on
+the file, in scratch space. The SQLite check itself is `verify.py`'s, as in the pipeline.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import Any
 
 from .archive import AgeIdentity, extract_archive
 from .errors import BackupError, ConfigError, DiskFull
+from .formats import format_of
 from .fsutil import scratch_folder
 from .manifest import MANIFEST_NAME, Manifest
-from .paged import rebuild_database
 from .stores import LocalStore
 from .verify import Profile, VerifyMode, VerifyReport, verify_database
 
@@ -75,7 +76,7 @@ def verify_path(
             path if path.is_dir() else path.parent, mode, identity, profile, scratch_dir
         )
     if path.name.endswith((".zst", ".zst.age")):
-        return _verify_archive(path, None, mode, identity, profile, scratch_dir)
+        return _verify_archive(path, mode, identity, profile, scratch_dir)
     report = verify_database(path, mode=mode, profile=profile, with_sha256=True)
     return Checkup(path=path, kind="database", report=report)
 
@@ -87,36 +88,26 @@ def _verify_backup_dir(
     profile: Profile,
     scratch_dir: Path | None,
 ) -> Checkup:
+    """A backup folder (`<store>/<name>/<id>/`) is fetched from the store it sits in, as a
+    restore would (every checksum), then checked like a restored file."""
     manifest_path = directory / MANIFEST_NAME
     if not manifest_path.exists():
         raise ConfigError(f"{directory} has no {MANIFEST_NAME}: it is not a complete backup")
     manifest = Manifest.from_json(manifest_path.read_bytes(), where=str(manifest_path))
-    if manifest.is_paged:
-        return _verify_paged_dir(directory, manifest, mode, identity, profile, scratch_dir)
-    archive = directory / Path(manifest.archive.key).name
-    if not archive.exists():
-        check = Checkup(path=directory, kind="backup", manifest=manifest)
-        check.problems.append(f"archive {archive.name} is missing")
-        return check
-    return _verify_archive(archive, manifest, mode, identity, profile, scratch_dir, shown=directory)
-
-
-def _verify_paged_dir(
-    directory: Path,
-    manifest: Manifest,
-    mode: VerifyMode,
-    identity: AgeIdentity | None,
-    profile: Profile,
-    scratch_dir: Path | None,
-) -> Checkup:
-    """A paged backup is rebuilt from the store it sits in (`<store>/<name>/<id>/`)."""
     check = Checkup(path=directory, kind="backup", manifest=manifest)
-    store = LocalStore(directory.parent.parent)
     identities = identity.load() if manifest.encrypted and identity else []
+    if manifest.encrypted and not identities:
+        raise ConfigError(
+            f"backup {manifest.backup_id} is encrypted: set KOTOMI_BACKUP_AGE_IDENTITY to the "
+            "age key file (or the key itself)"
+        )
+    store = LocalStore(directory.parent.parent)
     with scratch_folder(scratch_dir or Path(tempfile.gettempdir()), "kotomi-verify-") as tmp:
-        db = Path(tmp) / "restored.db"
+        db = tmp / "restored.db"
         try:
-            rebuild_database(store, manifest, db, identities=identities)
+            format_of(manifest).fetch(
+                store, manifest, db, identities=identities, progress=None, durable=False
+            )
         except (ConfigError, DiskFull):
             raise
         except BackupError as exc:
@@ -133,45 +124,27 @@ def _verify_paged_dir(
 
 def _verify_archive(
     archive: Path,
-    manifest: Manifest | None,
     mode: VerifyMode,
     identity: AgeIdentity | None,
     profile: Profile,
     scratch_dir: Path | None,
-    shown: Path | None = None,
 ) -> Checkup:
-    check = Checkup(
-        path=shown or archive, kind="backup" if manifest else "archive", manifest=manifest
-    )
+    """A lone archive file: decrypt, decompress, check the database inside."""
+    check = Checkup(path=archive, kind="archive")
     encrypted = archive.name.endswith(".age")
     identities = identity.load() if encrypted and identity else []
     if encrypted and not identities:
         raise ConfigError(
             f"{archive.name} is encrypted: set KOTOMI_BACKUP_AGE_IDENTITY to the age key file"
         )
-    if manifest is not None and archive.stat().st_size != manifest.archive.size:
-        check.problems.append(
-            f"archive is {archive.stat().st_size} bytes, manifest says {manifest.archive.size}"
-        )
-    with scratch_folder(scratch_dir or Path(tempfile.gettempdir()), "kotomi-verify-") as tmp:
-        db = Path(tmp) / "restored.db"
-        with archive.open("rb") as fh:
-            extracted = extract_archive(
-                fh,
-                db,
-                identities=identities,
-                encrypted=encrypted,
-                limit=manifest.db_size if manifest is not None else None,
-            )
-        if manifest is not None:
-            if extracted.archive_sha256 != manifest.archive.sha256:
-                check.problems.append("archive sha256 differs from the manifest (tampered or torn)")
-            if extracted.db_sha256 != manifest.db_sha256:
-                check.problems.append("database sha256 differs from the manifest")
+    with (
+        scratch_folder(scratch_dir or Path(tempfile.gettempdir()), "kotomi-verify-") as tmp,
+        archive.open("rb") as fh,
+    ):
+        db = tmp / "restored.db"
+        extracted = extract_archive(fh, db, identities=identities, encrypted=encrypted)
         report = verify_database(db, mode=mode, profile=profile, with_sha256=False)
         check.report = VerifyReport(
             **{**asdict(report), "path": archive, "db_sha256": extracted.db_sha256}
         )
-        if manifest is not None and report.tables != manifest.tables:
-            check.problems.append("row counts differ from the manifest")
     return check
