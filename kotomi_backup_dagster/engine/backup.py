@@ -117,7 +117,7 @@ def stage_snapshot(
     *,
     durable: bool = True,
     stores: Sequence[BackupStore] | None = None,
-    ask_stores: bool = False,
+    contact_stores: bool = False,
     progress: Progress | None = None,
     hold: bool = False,
 ) -> tuple[StagedBackup, Snapshot]:
@@ -127,12 +127,12 @@ def stage_snapshot(
     marks nothing for re-execution: once this process is gone its folder is garbage. A
     durable one is kept for re-execution, and only the newest `settings.keep_staged` such
     backups stay (the older ones' ids, and those dropped for room, are in
-    `Snapshot.dropped_staging`). With
-    `hold` the folder stays locked for the caller (who ends with `staged.remove()` or
-    `staged.release()`). A failed snapshot leaves no folder. A paged backup whose every
-    destination already has a backup cached here reads the live database in place instead
-    (`_stage_live`): no copy, and its check and hashes are done here too. `stores` are the
-    preflight's (else opened here); `ask_stores` lets `_stage_live` ask them.
+    `Snapshot.dropped_staging`). With `hold` the folder stays locked for the caller (who ends
+    with `staged.remove()` or `staged.release()`). A failed snapshot leaves no folder. The
+    format may take the snapshot its own way (`BackupFormat.take`: a paged backup whose every
+    destination has a backup cached here reads the live database in place: no copy, and its
+    check and hashes are done there too). `stores` are the preflight's (else opened here); with `contact_stores` the format may ask them (a paged
+    backup asks each for its newest backup before reading in place).
     """
     db_path = settings.require_db()
     check_source(db_path)
@@ -143,7 +143,7 @@ def stage_snapshot(
     staged, dropped = area.create(new_backup_id(exact), needed=needed)
     try:
         with no_space_is_disk_full(staged.workdir, needed):
-            snap = _take(staged, settings, moment, stores, ask_stores, progress, durable)
+            snap = _take(staged, settings, moment, stores, contact_stores, progress, durable)
         if durable:
             staged.keep_for_reexecution()
     except BaseException:
@@ -161,14 +161,14 @@ def _take(
     settings: BackupSettings,
     moment: datetime,
     stores: Sequence[BackupStore] | None,
-    ask_stores: bool,
+    contact_stores: bool,
     progress: Progress | None,
     durable: bool,
 ) -> Snapshot:
     """The format's own snapshot (a paged backup reads in place), else the plain copy."""
     fmt = format_named(settings.backup_format)
     stores = list(stores) if stores is not None else [open_store(u) for u in settings.urls]
-    own, fallback = fmt.take(staged, settings, moment, stores, ask_stores, progress, durable)
+    own, fallback = fmt.take(staged, settings, moment, stores, contact_stores, progress, durable)
     if own is not None:
         return own
     snap = take_snapshot(
@@ -324,7 +324,7 @@ def _run_backup(settings: BackupSettings, progress: Progress | None) -> BackupRe
     # Staging files live only as long as this call: no fsync (the stores' copies are durable).
     # Held all along: a folder of this process is garbage once it is gone (staging.py).
     staged, snap = stage_snapshot(
-        settings, durable=False, stores=stores, ask_stores=True, progress=progress, hold=True
+        settings, durable=False, stores=stores, contact_stores=True, progress=progress, hold=True
     )
     try:
         report, manifest, archive_seconds = verify_and_archive(

@@ -69,7 +69,7 @@ class BackupFormat(Protocol):
         settings: BackupSettings,
         moment: datetime,
         stores: list[BackupStore],
-        ask_stores: bool,
+        contact_stores: bool,
         progress: Progress | None,
         durable: bool,
     ) -> tuple[Snapshot | None, str | None]:

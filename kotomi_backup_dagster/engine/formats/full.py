@@ -32,7 +32,7 @@ class FullFormat:
         settings: BackupSettings,
         moment: datetime,
         stores: list[BackupStore],
-        ask_stores: bool,
+        contact_stores: bool,
         progress: Progress | None,
         durable: bool,
     ) -> tuple[Snapshot | None, str | None]:

@@ -47,7 +47,7 @@ class PagedFormat:
         settings: BackupSettings,
         moment: datetime,
         stores: list[BackupStore],
-        ask_stores: bool,
+        contact_stores: bool,
         progress: Progress | None,
         durable: bool,
     ) -> tuple[Snapshot | None, str | None]:
@@ -55,7 +55,7 @@ class PagedFormat:
         (paged/liveread.py), when every destination has a backup cached here; (None, why)
         otherwise (a copy is taken, as for the full format).
 
-        `ask_stores` is set by a caller that may contact the stores (the CLI, after its
+        `contact_stores` is set by a caller that may contact the stores (the CLI, after its
         preflight): each destination is then asked for its newest backup's manifest first, so
         one deleted by hand costs a copy now rather than a failed upload. Dagster's snapshot
         stage does not contact the stores (their failures belong to the upload stage)."""
@@ -67,7 +67,7 @@ class PagedFormat:
         if not bases:
             return None, "not every destination has a backup with these keys cached here"
         landed = cache.landed()
-        for store, url in zip(stores if ask_stores else [], urls, strict=False):
+        for store, url in zip(stores if contact_stores else [], urls, strict=False):
             newest = landed[url]["backup_id"]
             try:
                 store.get_bytes(manifest_key(settings.name, newest))
