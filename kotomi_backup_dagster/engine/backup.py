@@ -131,8 +131,9 @@ def stage_snapshot(
     with `staged.remove()` or `staged.release()`). A failed snapshot leaves no folder. The
     format may take the snapshot its own way (`BackupFormat.take`: a paged backup whose every
     destination has a backup cached here reads the live database in place: no copy, and its
-    check and hashes are done there too). `stores` are the preflight's (else opened here); with `contact_stores` the format may ask them (a paged
-    backup asks each for its newest backup before reading in place).
+    check and hashes are done there too). `stores` are the preflight's (else opened here);
+    with `contact_stores` the format may ask them (a paged backup asks each for its newest
+    backup before reading in place).
     """
     db_path = settings.require_db()
     check_source(db_path)
