@@ -28,15 +28,16 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
-START, END = "<!-- load:start -->", "<!-- load:end -->"
+from harness import BIN as VENV_BIN  # bench/harness.py
+from harness import ROOT as REPO
+from harness import markers, write_section
+
+START, END = markers("load")
 SNAPSHOT = (
     "from kotomi_backup_dagster.definitions import defs\n"
     "from dagster._core.remote_representation.external_data import RepositorySnap\n"
@@ -154,7 +155,7 @@ def main() -> None:
                         print(f"{count:>4} dbs {version:>6} {name:<12} {wall:6.2f} s", flush=True)
     report = render(sizes, reps, commit, args.before, results, defined)
     target = REPO / ("bench/.cache/quick/load.md" if args.quick else "docs/benchmarks.md")
-    write_section(target, report)
+    write_section(target, "load", report)
     print(f"wrote {target.relative_to(REPO)}")
 
 
@@ -231,17 +232,6 @@ def render(
         END,
     ]
     return "\n".join(lines)
-
-
-def write_section(target: Path, section: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    text = target.read_text() if target.exists() else ""
-    start, end = text.find(START), text.find(END)
-    if start >= 0 and end > start:
-        text = text[:start] + section + text[end + len(END) :]
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + section + "\n"
-    target.write_text(text)
 
 
 if __name__ == "__main__":

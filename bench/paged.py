@@ -35,22 +35,24 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import (  # bench/run.py, the harness
+from harness import (  # bench/harness.py
     BENCH,
     BIN,
     CACHE,
     NAME,
-    PAGED_END,
-    PAGED_START,
     ROOT,
     Sample,
+    engine_state,
     ensure_db,
     log,
     machine,
+    markers,
     measure,
     tree_size,
+    write_section,
 )
+
+PAGED_START, PAGED_END = markers("paged")
 
 TARGET_CHURN = 0.03
 CHURN_TOLERANCE = 0.95  # an hour's churn is reached at 95 % of the target (2.85 % for 3 %)
@@ -684,31 +686,6 @@ def render_size(run: SizeRun) -> list[str]:
     return lines
 
 
-def write_section(out: Path, section: str) -> None:
-    """Replace the section between the paged markers of `out`, or append it."""
-    text = out.read_text() if out.exists() else ""
-    start, end = text.find(PAGED_START), text.find(PAGED_END)
-    if start >= 0 and end > start:
-        text = text[:start] + section + text[end + len(PAGED_END) :].lstrip("\n")
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text else "") + section
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-
-
-def engine_state() -> str:
-    """The last commit of the package the CLI runs, and whether it has uncommitted changes."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(ROOT), *args], capture_output=True, text=True
-        ).stdout.strip()
-
-    head = git("log", "-1", "--format=%h", "--", "kotomi_backup_dagster") or "unknown"
-    dirty = git("status", "--porcelain", "--", "kotomi_backup_dagster")
-    return head + (" plus uncommitted changes to kotomi_backup_dagster/" if dirty else "")
-
-
 def paged_flag_exists() -> bool:
     usage = subprocess.run(
         [str(BIN / "kotomi-backup"), "backup", "--help"], capture_output=True, text=True
@@ -751,7 +728,7 @@ def main(argv: list[str] | None = None) -> int:
         engine = f"{engine} at start, {engine_state()} at end (it changed during the run)"
         log(f"the engine changed during the run: {engine}")
     info["engine"] = engine
-    write_section(out, render(runs, command.strip(), info, args.hours, args.reps))
+    write_section(out, "paged", render(runs, command.strip(), info, args.hours, args.reps))
     (CACHE / "paged-last-run.json").write_text(json.dumps([asdict(r) for r in runs], indent=1))
     log(f"wrote {out}")
     return 0

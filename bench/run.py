@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -33,80 +31,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "bench"
-CACHE = BENCH / ".cache"
-BIN = Path(sys.executable).parent
-NAME = "kotomi"
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-# -- inputs ----------------------------------------------------------------------------------
-
-
-def ensure_db(mb: int) -> Path:
-    """The cached demo database of `mb` MB (seed 1, as bench/memory.sh makes it)."""
-    path = CACHE / f"kotomi-{mb}mb.db"
-    if not path.exists():
-        from kotomi_backup_dagster.engine.demo import generate_demo_database
-
-        log(f"generating {path.name} (about 45 s per GB)...")
-        CACHE.mkdir(parents=True, exist_ok=True)
-        generate_demo_database(path, size_bytes=mb * 1_000_000, seed=1)
-    return path
-
-
-def ensure_age_key() -> tuple[Path, str]:
-    import pyrage
-
-    key = CACHE / "age-key.txt"
-    if not key.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        key.write_text(f"{pyrage.x25519.Identity.generate()}\n")
-    identity = pyrage.x25519.Identity.from_str(key.read_text().strip())
-    return key, str(identity.to_public())
-
-
-# -- measuring -------------------------------------------------------------------------------
-
-
-@dataclass
-class Sample:
-    wall: float
-    cpu: float
-    rss_mb: float
-    stored: int = 0
-
-
-def measure(
-    argv: list[str], env: dict[str, str], cwd: Path | None = None, stdout: Path | None = None
-) -> Sample:
-    """Run one command; wall, CPU (process tree) and peak RSS from wait4.
-
-    Its output goes to `stdout` if given (e.g. `--json`), else is discarded.
-    """
-    started = time.perf_counter()
-    with open(stdout or os.devnull, "wb") as out:
-        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.PIPE)
-        assert proc.stderr is not None
-        stderr = proc.stderr.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"{shlex.join(argv)} exited {proc.returncode}: {stderr.decode(errors='replace')[-800:]}"
-        )
-    return Sample(wall=wall, cpu=usage.ru_utime + usage.ru_stime, rss_mb=usage.ru_maxrss / 1024)
-
-
-def tree_size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+from harness import (  # bench/harness.py
+    BENCH,
+    BIN,
+    CACHE,
+    NAME,
+    ROOT,
+    Sample,
+    ensure_age_key,
+    ensure_db,
+    log,
+    machine,
+    marked_sections,
+    measure,
+    tree_size,
+)
 
 
 @dataclass
@@ -371,43 +310,6 @@ def dagster_cost(db: Path, reps: int) -> dict[str, float]:
 # -- machine ---------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, str]:
-    def first(cmd: list[str]) -> str:
-        try:
-            return subprocess.run(cmd, capture_output=True, text=True).stdout.splitlines()[0]
-        except (OSError, IndexError):
-            return "not installed"
-
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem = "unknown"
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal"):
-            mem = f"{int(line.split()[1]) / 1024 / 1024:.0f} GiB"
-    os_name = "unknown"
-    if Path("/etc/os-release").exists():
-        for line in Path("/etc/os-release").read_text().splitlines():
-            if line.startswith("PRETTY_NAME="):
-                os_name = line.split("=", 1)[1].strip('"')
-    import zstandard
-
-    return {
-        "cpu": f"{cpu}, {os.cpu_count()} cores",
-        "memory": mem,
-        "os": f"{os_name}, Linux {platform.release()}",
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "zstd": f"python-zstandard {zstandard.__version__} (libzstd {zstandard.ZSTD_VERSION})",
-        "restic": first(["restic", "version"]),
-        "sqlite3 shell": first(["sqlite3", "--version"])[:20],
-        "gzip": first(["gzip", "--version"]),
-        "load": "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()),
-    }
-
-
 # -- report ----------------------------------------------------------------------------------
 
 TARGETS = [
@@ -623,12 +525,6 @@ NOTES = [
 ]
 
 MEMORY_HEADING = "## Memory does not grow with the database"
-# bench/paged.py writes its section between these markers; render() keeps it.
-PAGED_START = "<!-- paged:start -->"
-PAGED_END = "<!-- paged:end -->"
-# bench/load.py's section (code location load time with many databases), kept the same way.
-LOAD_START = "<!-- load:start -->"
-LOAD_END = "<!-- load:end -->"
 
 
 def keep_memory_section(previous: Path) -> str:
@@ -639,23 +535,9 @@ def keep_memory_section(previous: Path) -> str:
     start = text.find(MEMORY_HEADING)
     if start < 0:
         return ""
-    ends = [text.find(m, start + len(MEMORY_HEADING)) for m in ("\n## ", f"\n{PAGED_START}")]
+    ends = [text.find(m, start + len(MEMORY_HEADING)) for m in ("\n## ", "\n<!-- ")]
     end = min((e for e in ends if e >= 0), default=-1)
     return text[start:] if end < 0 else text[start : end + 1]
-
-
-def keep_paged_section(
-    previous: Path, start_marker: str = PAGED_START, end_marker: str = PAGED_END
-) -> str:
-    """The section of an earlier docs/benchmarks.md written by bench/paged.py (or another
-    script's, by its markers), markers included."""
-    if not previous.exists():
-        return ""
-    text = previous.read_text()
-    start, end = text.find(start_marker), text.find(end_marker)
-    if start < 0 or end < start:
-        return ""
-    return text[start : end + len(end_marker)]
 
 
 def chart(res: Results, sizes: list[int], path: Path) -> bool:
@@ -763,14 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         png_name,
         keep_memory_section(previous),
         order,
-        "\n\n".join(
-            part
-            for part in (
-                keep_paged_section(previous),
-                keep_paged_section(previous, LOAD_START, LOAD_END),
-            )
-            if part
-        ),
+        "\n\n".join(marked_sections(previous)),  # the other scripts' sections
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

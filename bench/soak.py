@@ -43,12 +43,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import BIN, CACHE, ROOT, ensure_db, log, machine, tree_size  # bench/run.py
+from harness import (  # bench/harness.py
+    BIN,
+    CACHE,
+    ROOT,
+    engine_state,
+    ensure_db,
+    log,
+    machine,
+    markers,
+    tree_size,
+    write_section,
+)
 
 NAME = "kotomi"
-SOAK_START = "<!-- soak:start -->"
-SOAK_END = "<!-- soak:end -->"
+SOAK_START, SOAK_END = markers("soak")
 START = datetime(2027, 1, 4, tzinfo=UTC)  # a Monday: the week's drill falls on its Sunday
 RESTIC_PASSWORD = "soak"
 TARGET_CPU_SHARE = 0.03
@@ -660,17 +669,6 @@ def render(soak: Soak, command: str, info: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def write_section(out: Path, section: str) -> None:
-    text = out.read_text() if out.exists() else ""
-    start, end = text.find(SOAK_START), text.find(SOAK_END)
-    if start >= 0 and end > start:
-        text = text[:start] + section + text[end + len(SOAK_END) :].lstrip("\n")
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text else "") + section
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mb", type=int, default=1000)
@@ -710,16 +708,8 @@ def main(argv: list[str] | None = None) -> int:
     week.soak.wall_seconds = time.monotonic() - started
     info["load"] += " at start; {:.2f} {:.2f} {:.2f} at end".format(*os.getloadavg())
     info["bench time"] = f"{week.soak.wall_seconds:.0f} s"
-    info["engine"] = (
-        subprocess.run(
-            ["git", "-C", str(ROOT), "log", "-1", "--format=%h", "--", "kotomi_backup_dagster"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-        or "unknown"
-    )
-    write_section(out, render(week.soak, command.strip(), info))
+    info["engine"] = engine_state()
+    write_section(out, "soak", render(week.soak, command.strip(), info))
     CACHE.mkdir(parents=True, exist_ok=True)
     (CACHE / "soak-last-run.json").write_text(json.dumps(asdict(week.soak), indent=1, default=str))
     log(f"wrote {out}")
