@@ -28,7 +28,7 @@ from rich.progress import (
 from rich.table import Table
 
 from . import __version__
-from .engine.errors import BackupError, ConfigError, DiskFull, is_no_space
+from .engine.errors import BackupError, ConfigError, DiskFull, first_line, is_no_space
 from .engine.redaction import redact
 from .engine.settings import BackupSettings
 
@@ -704,7 +704,7 @@ class _Redacting(io.TextIOBase):
 def _fail(args: argparse.Namespace, exc: BaseException, code: int, unexpected: bool = False) -> int:
     if args.debug:
         traceback.print_exc()
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    first = first_line(str(exc)) or type(exc).__name__
     if unexpected:
         first = f"unexpected {type(exc).__name__}: {first} (run with --debug for details)"
     sys.stderr.write(f"kotomi-backup: error: {first}\n")

@@ -15,8 +15,7 @@ from typing import Any
 
 from dagster import Failure
 
-from ..engine.errors import BackupError, ConfigError
-from ..engine.notify import first_line
+from ..engine.errors import BackupError, ConfigError, first_line
 from ..engine.redaction import redact
 
 

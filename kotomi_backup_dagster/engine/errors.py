@@ -8,6 +8,7 @@ it goes (CLI, Dagster events, alerts, drill records on the store).
 from __future__ import annotations
 
 import errno
+import re
 from pathlib import Path
 
 from .redaction import redact
@@ -47,6 +48,21 @@ class DiskFull(BackupError):
 def mib(size: int) -> int:
     """Whole MiB, rounded up (a 1-byte need is 1 MiB, not 0)."""
     return max(1, -(-size // (1 << 20)))
+
+
+def first_line(text: str | None, limit: int = 300) -> str:
+    """Our own message as one line: its first non-empty line, stripped, cut to `limit`."""
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if line:
+            return line if len(line) <= limit else line[: limit - 1] + "…"
+    return ""
+
+
+def squeezed(text: str, limit: int = 200) -> str:
+    """Someone else's text (a server's error body) as one line: every run of whitespace one
+    space, cut to `limit`."""
+    return re.sub(r"\s+", " ", text).strip()[:limit]
 
 
 def is_no_space(exc: BaseException) -> bool:

@@ -36,10 +36,10 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from .errors import BackupError, ConfigError
+from .errors import BackupError, ConfigError, first_line
 from .layout import DrillRecord, latest_drill, list_backups
 from .manifest import Manifest, rfc3339
-from .notify import destination_advice, first_line, without_repeated_prefix
+from .notify import destination_advice, without_repeated_prefix
 from .objects import damaged_backups
 from .stores import BackupStore, safe_url
 

@@ -50,7 +50,7 @@ from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
 from .. import __version__
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 from .redaction import redact
 
 Status = Literal["firing", "recovered"]
@@ -58,15 +58,6 @@ SmtpSecurity = Literal["starttls", "ssl", "none"]
 SMTP_SECURITIES: tuple[SmtpSecurity, ...] = ("starttls", "ssl", "none")
 DEFAULT_SMTP_PORTS: dict[str, int] = {"starttls": 587, "ssl": 465, "none": 25}
 DISCORD_LIMIT = 2000
-
-
-def first_line(text: str | None, limit: int = 300) -> str:
-    """The first non-empty line, stripped and cut to `limit` characters."""
-    for line in (text or "").splitlines():
-        line = line.strip()
-        if line:
-            return line if len(line) <= limit else line[: limit - 1] + "…"
-    return ""
 
 
 # What a destination's error says about its cause, and what to check first. The phrases are

@@ -26,6 +26,7 @@ from dagster import (
     multi_observable_source_asset,
 )
 
+from ...engine.errors import first_line
 from ...engine.health import DestinationState, inspect_destination, unlistable_destination, utcnow
 from ...engine.stores import open_store
 from ...retention import BackupRef, RetentionPolicy, plan_backups
@@ -91,7 +92,7 @@ def _tiers(state: DestinationState, now: datetime) -> tuple[list[str], str | Non
     try:
         decisions = plan_backups(refs, RetentionPolicy.from_env(), now=now)
     except ValueError as exc:
-        return ["?"] * len(state.backups), str(exc).splitlines()[0]
+        return ["?"] * len(state.backups), first_line(str(exc))
     by_id = {d.backup_id: d for d in decisions}
     return [
         ", ".join(by_id[m.backup_id].reasons)
@@ -135,7 +136,7 @@ def catalog_view(name: str, states: Sequence[DestinationState], now: datetime) -
                 last_pass = max(last_pass or drill.time, drill.time)
             else:
                 failed_drills += 1
-                first = drill.problems[0].splitlines()[0] if drill.problems else "failed"
+                first = first_line(drill.problems[0]) if drill.problems else "failed"
                 drill_text = f"**FAILED** {drill.drilled_at}: {first}"
             problem = state.damaged.get(manifest.backup_id)
             if problem:  # fills no slot, whatever the policy says (engine/objects.py)

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
-from ..errors import BackupError, ConfigError
+from ..errors import BackupError, ConfigError, squeezed
 from .base import LIST_FROM, ObjectNotFound, StoredObject, by_folder, join_key
 from .retry import (
     Readable,
@@ -71,10 +71,6 @@ class NoProgress(ConnectionError):
 
 def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    return re.sub(r"\s+", " ", text).strip()[:limit]
 
 
 def _status(exc: BaseException) -> int | None:
@@ -218,7 +214,7 @@ class GCSStore:
                 + upload_hint(what)
             )
         message = getattr(exc, "message", None)
-        detail = f": {_one_line(str(message))}" if isinstance(message, str) and message else ""
+        detail = f": {squeezed(str(message))}" if isinstance(message, str) and message else ""
         label = f"HTTP {status}" if status else type(exc).__name__
         return BackupError(f"{self.url}: {what} failed: {label}{detail}")
 

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
-from ..errors import BackupError, ConfigError
+from ..errors import BackupError, ConfigError, squeezed
 from .base import LIST_FROM, ObjectNotFound, StoredObject, by_folder, join_key
 from .retry import (
     Readable,
@@ -110,10 +110,6 @@ HEAD_BUCKET_STATUS = {
 
 def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    return re.sub(r"\s+", " ", text).strip()[:limit]
 
 
 def client_error_code(exc: BaseException) -> str | None:
@@ -295,7 +291,7 @@ class S3Store:
                 + upload_hint(what)
             )
         if code is not None:
-            message = _one_line(str(getattr(exc, "response", {}).get("Error", {}).get("Message")))
+            message = squeezed(str(getattr(exc, "response", {}).get("Error", {}).get("Message")))
             return BackupError(f"{self.url}: {what} failed: {code}: {message}")
         return BackupError(f"{self.url}: {what} failed: {type(exc).__name__}")
 
