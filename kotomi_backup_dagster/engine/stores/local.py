@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 import stat
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -66,9 +67,10 @@ class LocalStore:
                     f"destination {self.url} is not usable ({exc}); "
                     "choose another KOTOMI_BACKUP_URL"
                 ) from None
-            probe = self.root / f".kotomi-backup-write-test-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
+            # An unnamed file (O_TMPFILE where the filesystem has it): a killed preflight
+            # leaves nothing behind.
+            with tempfile.TemporaryFile(dir=self.root):
+                pass
         except PermissionError as exc:
             raise ConfigError(
                 f"destination {self.url} is not writable (permission denied); "
