@@ -428,55 +428,29 @@ RESTORE_TEST_SAMPLE = Setting[int](
     whole=True,
     dagster_only=True,
 )
-_KEEP_COUNT = "give a whole number >= 0, or -1 for unlimited"
-KEEP_LAST = Setting[int](
-    name="KOTOMI_BACKUP_KEEP_LAST",
-    value="count, -1 = all",
-    help="retention: the newest N backups",
-    default=0,
-    parse=_whole(-1, None, _KEEP_COUNT),
-    whole=True,
+
+
+def _keep_count(name: str, default: int, what: str) -> Setting[int]:
+    return Setting[int](
+        name=name,
+        value="count, -1 = all",
+        help=f"retention: {what}",
+        default=default,
+        parse=_whole(-1, None, "give a whole number >= 0, or -1 for unlimited"),
+        whole=True,
+    )
+
+
+KEEP_LAST = _keep_count("KOTOMI_BACKUP_KEEP_LAST", 0, "the newest N backups")
+KEEP_HOURLY = _keep_count("KOTOMI_BACKUP_KEEP_HOURLY", 0, "the newest backup of each of N hours")
+KEEP_DAILY = _keep_count("KOTOMI_BACKUP_KEEP_DAILY", 7, "the newest backup of each of N days")
+KEEP_WEEKLY = _keep_count(
+    "KOTOMI_BACKUP_KEEP_WEEKLY", 4, "the newest backup of each of N ISO weeks"
 )
-KEEP_HOURLY = Setting[int](
-    name="KOTOMI_BACKUP_KEEP_HOURLY",
-    value="count, -1 = all",
-    help="retention: the newest backup of each of the last N hours",
-    default=0,
-    parse=_whole(-1, None, _KEEP_COUNT),
-    whole=True,
+KEEP_MONTHLY = _keep_count(
+    "KOTOMI_BACKUP_KEEP_MONTHLY", 12, "the newest backup of each of N months"
 )
-KEEP_DAILY = Setting[int](
-    name="KOTOMI_BACKUP_KEEP_DAILY",
-    value="count, -1 = all",
-    help="retention: the newest backup of each of the last N days",
-    default=7,
-    parse=_whole(-1, None, _KEEP_COUNT),
-    whole=True,
-)
-KEEP_WEEKLY = Setting[int](
-    name="KOTOMI_BACKUP_KEEP_WEEKLY",
-    value="count, -1 = all",
-    help="retention: the newest backup of each of the last N ISO weeks",
-    default=4,
-    parse=_whole(-1, None, _KEEP_COUNT),
-    whole=True,
-)
-KEEP_MONTHLY = Setting[int](
-    name="KOTOMI_BACKUP_KEEP_MONTHLY",
-    value="count, -1 = all",
-    help="retention: the newest backup of each of the last N months",
-    default=12,
-    parse=_whole(-1, None, _KEEP_COUNT),
-    whole=True,
-)
-KEEP_YEARLY = Setting[int](
-    name="KOTOMI_BACKUP_KEEP_YEARLY",
-    value="count, -1 = all",
-    help="retention: the newest backup of each of the last N years",
-    default=3,
-    parse=_whole(-1, None, _KEEP_COUNT),
-    whole=True,
-)
+KEEP_YEARLY = _keep_count("KOTOMI_BACKUP_KEEP_YEARLY", 3, "the newest backup of each of N years")
 KEEP_WITHIN = Setting[CalendarDuration | None](
     name="KOTOMI_BACKUP_KEEP_WITHIN",
     value="duration",
@@ -492,22 +466,34 @@ WEBSERVER_URL = Setting[str](
     parse=_text,
     dagster_only=True,
 )
-ALERT_WEBHOOK_URL = Setting[str | None](
-    name="KOTOMI_BACKUP_ALERT_WEBHOOK_URL",
-    value="URL (secret)",
-    help="JSON webhook for alerts (Slack, Mattermost, Discord incoming webhooks)",
-    default=None,
-    parse=_text,
+
+
+def _alert_text(
+    name: str, value: str, help: str, *, secret: bool = False, shown_default: str = ""
+) -> Setting[str | None]:
+    """An optional alert channel setting (Dagster only)."""
+    return Setting[str | None](
+        name=name,
+        value=f"{value} (secret)" if secret else value,
+        help=help,
+        default=None,
+        shown_default=shown_default,
+        parse=_raw if secret else _text,  # a secret is taken as given, spaces and all
+        secret=secret,
+        dagster_only=True,
+    )
+
+
+ALERT_WEBHOOK_URL = _alert_text(
+    "KOTOMI_BACKUP_ALERT_WEBHOOK_URL",
+    "URL",
+    "JSON webhook for alerts (Slack, Mattermost, Discord incoming webhooks)",
     secret=True,
-    dagster_only=True,
 )
-SMTP_HOST = Setting[str | None](
-    name="KOTOMI_BACKUP_SMTP_HOST",
-    value="host",
-    help="alerts by email: the SMTP server; set to turn email on, with `_SMTP_TO`",
-    default=None,
-    parse=_text,
-    dagster_only=True,
+SMTP_HOST = _alert_text(
+    "KOTOMI_BACKUP_SMTP_HOST",
+    "host",
+    "alerts by email: the SMTP server; set to turn email on, with `_SMTP_TO`",
 )
 SMTP_PORT = Setting[int | None](
     name="KOTOMI_BACKUP_SMTP_PORT",
@@ -528,56 +514,25 @@ SMTP_SECURITY = Setting[str](
     choices=SMTP_SECURITIES,
     dagster_only=True,
 )
-SMTP_USER = Setting[str | None](
-    name="KOTOMI_BACKUP_SMTP_USER",
-    value="text",
-    help="SMTP login (optional)",
-    default=None,
-    parse=_text,
-    dagster_only=True,
-)
-SMTP_PASSWORD = Setting[str | None](
-    name="KOTOMI_BACKUP_SMTP_PASSWORD",
-    value="text (secret)",
-    help="SMTP password",
-    default=None,
-    parse=_raw,
-    secret=True,
-    dagster_only=True,
-)
-SMTP_FROM = Setting[str | None](
-    name="KOTOMI_BACKUP_SMTP_FROM",
-    value="address",
-    help="the alerts' sender",
-    default=None,
+SMTP_USER = _alert_text("KOTOMI_BACKUP_SMTP_USER", "text", "SMTP login (optional)")
+SMTP_PASSWORD = _alert_text("KOTOMI_BACKUP_SMTP_PASSWORD", "text", "SMTP password", secret=True)
+SMTP_FROM = _alert_text(
+    "KOTOMI_BACKUP_SMTP_FROM",
+    "address",
+    "the alerts' sender",
     shown_default="the login, else `kotomi-backup@<host>`",
-    parse=_text,
-    dagster_only=True,
 )
-SMTP_TO = Setting[str | None](
-    name="KOTOMI_BACKUP_SMTP_TO",
-    value="addresses",
-    help="the alerts' recipients, comma-separated",
-    default=None,
-    parse=_text,
-    dagster_only=True,
+SMTP_TO = _alert_text(
+    "KOTOMI_BACKUP_SMTP_TO", "addresses", "the alerts' recipients, comma-separated"
 )
-SLACK_TOKEN = Setting[str | None](
-    name="KOTOMI_BACKUP_SLACK_TOKEN",
-    value="token (secret)",
-    help="alerts through dagster-slack: the bot token, with `_SLACK_CHANNEL`",
-    default=None,
-    parse=_text,
+SLACK_TOKEN = _alert_text(
+    "KOTOMI_BACKUP_SLACK_TOKEN",
+    "token",
+    "alerts through dagster-slack: the bot token, with `_SLACK_CHANNEL`",
     secret=True,
-    dagster_only=True,
 )
-SLACK_CHANNEL = Setting[str | None](
-    name="KOTOMI_BACKUP_SLACK_CHANNEL",
-    value="channel",
-    help="the Slack channel for alerts, e.g. `#ops`",
-    default=None,
-    parse=_text,
-    dagster_only=True,
+SLACK_CHANNEL = _alert_text(
+    "KOTOMI_BACKUP_SLACK_CHANNEL", "channel", "the Slack channel for alerts, e.g. `#ops`"
 )
 STALE_HOURS = Setting[float | None](
     name="KOTOMI_BACKUP_STALE_HOURS",
