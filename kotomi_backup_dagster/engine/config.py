@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, get_args
 
 from .calendar_time import CalendarDuration, time_zone
 from .errors import ConfigError
@@ -29,8 +29,8 @@ from .verify import PROFILES, VERIFY_MODES
 
 T = TypeVar("T")
 
-BackupFormat = Literal["full", "paged"]
-BACKUP_FORMATS: tuple[BackupFormat, ...] = ("full", "paged")
+FormatName = Literal["full", "paged"]  # engine/formats/: one implementation each
+FORMAT_NAMES: tuple[FormatName, ...] = get_args(FormatName)
 SMTP_SECURITIES = ("starttls", "ssl", "none")
 DEFAULT_SMTP_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 S3_SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse")
@@ -305,15 +305,15 @@ PROFILE = Setting[Literal["kotomi", "generic"]](
     parse=_choice(*PROFILES),
     choices=PROFILES,
 )
-FORMAT = Setting[BackupFormat](
+FORMAT = Setting[FormatName](
     name="KOTOMI_BACKUP_FORMAT",
     value="`full` or `paged`",
     help="`full` (one archive per backup) or `paged` (only the pages a destination lacks; see "
     "below)",
     flags="`backup --format`",
     default="full",
-    parse=_choice(*BACKUP_FORMATS),
-    choices=BACKUP_FORMATS,
+    parse=_choice(*FORMAT_NAMES),
+    choices=FORMAT_NAMES,
 )
 STAGING_DIR = Setting[Path | None](
     name="KOTOMI_BACKUP_STAGING_DIR",

@@ -11,7 +11,7 @@ from typing import Any
 
 from . import config
 from .archive import AgeIdentity
-from .config import BackupFormat
+from .config import FormatName
 from .errors import ConfigError
 from .verify import Profile, VerifyMode
 
@@ -49,7 +49,7 @@ class BackupSettings:
     profile: Profile = config.PROFILE.default
     staging_dir: Path = Path()
     snapshot_timeout: float = config.SNAPSHOT_TIMEOUT.default
-    backup_format: BackupFormat = config.FORMAT.default  # paged: engine/paged/
+    backup_format: FormatName = config.FORMAT.default  # engine/formats/
     # Seconds a backup may take before its store requests give up (stores/timeouts.py);
     # None: no deadline.
     deadline: float | None = config.DEADLINE.default
