@@ -84,7 +84,7 @@ def test_scaffolded_configured_and_listed_by_dg(tmp_path: Path, kotomi_db: Path)
     schedules = {s["name"]: s["cron_schedule"] for s in found["schedules"]}
     assert schedules["kotomi_daily_backup"] == "30 1 * * *"
     assert schedules["kotomi_weekly_restore_drill"] == "0 6 * * 1"
-    assert len(found["sensors"]) == 3
+    assert len(found["sensors"]) == 4  # health, run failure, prune after uploads, run history
 
     # A bad value fails `dg check defs` with the component's line.
     attributes["verify"] = "thorough"
