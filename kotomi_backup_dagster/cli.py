@@ -706,7 +706,8 @@ class _Redacting(io.TextIOBase):
 def _fail(args: argparse.Namespace, exc: BaseException, code: int, unexpected: bool = False) -> int:
     if args.debug:
         traceback.print_exc()
-    first = first_line(str(exc)) or type(exc).__name__
+    # Whole: a long path must not cut "nothing restored, <db> is unchanged" off the end.
+    first = first_line(str(exc), limit=sys.maxsize) or type(exc).__name__
     if unexpected:
         first = f"unexpected {type(exc).__name__}: {first} (run with --debug for details)"
     sys.stderr.write(f"kotomi-backup: error: {first}\n")
