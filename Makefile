@@ -11,7 +11,7 @@ DEMO_ENV  := DAGSTER_HOME=$(DEMO)/dagster_home \
              KOTOMI_BACKUP_URL=$(DEMO)/backups \
              KOTOMI_BACKUP_STAGING_DIR=$(DEMO)/staging
 
-.PHONY: setup system-deps demo dev check test test-deploy lock-image lint typecheck clean
+.PHONY: setup system-deps demo dev check test test-deploy lock-image settings-table lint typecheck clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,11 @@ test-deploy: $(STAMP) system-deps
 # Regenerate deploy/constraints.txt, the image's pinned dependency set.
 lock-image:
 	scripts/lock-image-deps.sh
+
+# Rewrite README's Configure table from the settings table (engine/config.py); a test fails
+# while they differ.
+settings-table: $(STAMP)
+	$(BIN)/python scripts/settings-table.py
 
 lint:
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

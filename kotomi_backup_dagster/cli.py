@@ -28,6 +28,7 @@ from rich.progress import (
 from rich.table import Table
 
 from . import __version__
+from .engine import config
 from .engine.errors import BackupError, ConfigError, DiskFull, first_line, is_no_space
 from .engine.redaction import redact
 from .engine.settings import BackupSettings
@@ -146,9 +147,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     from .engine.layout import list_backups
     from .engine.notify import without_repeated_prefix
     from .engine.prune import backup_refs
+    from .engine.retention import RetentionPolicy
     from .engine.stores import open_store, safe_url
 
     settings = _settings(args)
+    policy = RetentionPolicy.from_env()  # a bad KOTOMI_BACKUP_KEEP_* is refused here too
     failed = misconfigured = False
     report: list[dict[str, Any]] = []
     for url in settings.require_urls():
@@ -165,7 +168,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 + without_repeated_prefix(f"{safe_url(url)}: {exc}").removeprefix("destination ")
             )
             continue
-        tiers = _tiers(refs)
+        tiers = _tiers(refs, policy)
         damaged = {r.backup_id: r.problem for r in refs if r.problem}
         report.append(
             {
@@ -226,12 +229,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _tiers(refs: Sequence[Any]) -> dict[str, list[str]]:
-    """The retention tiers each backup fills now (empty when no valid policy is set)."""
-    from .engine.retention import RetentionPolicy, plan_backups
+def _tiers(refs: Sequence[Any], policy: Any) -> dict[str, list[str]]:
+    """The retention tiers each backup fills now (none when the policy keeps nothing)."""
+    from .engine.retention import plan_backups
 
     try:
-        decisions = plan_backups(refs, RetentionPolicy.from_env()) if refs else []
+        decisions = plan_backups(refs, policy) if refs else []
     except ValueError:
         return {}
     return {d.backup_id: d.reasons for d in decisions if d.backup_id}
@@ -244,10 +247,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from .engine.stores import open_store, safe_url
 
     settings = _settings(args)
-    try:
-        policy = RetentionPolicy.from_env()
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+    policy = RetentionPolicy.from_env()
     results, failures = [], []
     for url in settings.require_urls():
         try:
@@ -517,18 +517,20 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _positive_seconds(text: str) -> float:
+def _deadline_seconds(text: str) -> float | None:
     try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
-    return value
+        return config.DEADLINE.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="kotomi-backup", description=__doc__.splitlines()[0] if __doc__ else "")
+    parser = _Parser(
+        prog="kotomi-backup",
+        description=__doc__.splitlines()[0] if __doc__ else "",
+        epilog=config.cli_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"kotomi-backup {__version__}")
     parser.add_argument("--debug", action="store_true", help="print tracebacks on failure")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -539,34 +541,34 @@ def build_parser() -> argparse.ArgumentParser:
                 url_flag,
                 dest=url_flag.strip("-").replace("from", "from_"),
                 metavar="URL",
-                help="destination(s), comma-separated (default: KOTOMI_BACKUP_URL)",
+                help=config.URL.flag_help("destination(s), comma-separated"),
             )
-        p.add_argument("--name", help="backup name (default: KOTOMI_BACKUP_NAME or kotomi)")
+        p.add_argument("--name", help=config.NAME.flag_help("backup name"))
         p.add_argument("--json", action="store_true", help="machine-readable output")
         _debug_flag(p)
 
     p = sub.add_parser("backup", help="snapshot, verify, compress (+encrypt) and upload")
-    p.add_argument("--db", metavar="PATH", help="database file (default: KOTOMI_DB_PATH)")
+    p.add_argument("--db", metavar="PATH", help=config.DB_PATH.flag_help("database file"))
     p.add_argument(
         "--verify",
-        choices=("quick", "full"),
+        choices=config.VERIFY.choices,
         default=None,
-        help="quick_check (default) or full integrity_check",
+        help=config.VERIFY.flag_help("quick_check or full integrity_check"),
     )
     p.add_argument(
         "--format",
-        choices=("full", "paged"),
+        choices=config.FORMAT.choices,
         default=None,
-        help="full archive (default) or paged: only pages the destination lacks "
-        "(default: KOTOMI_BACKUP_FORMAT or full)",
+        help=config.FORMAT.flag_help("full archive or paged: only pages the destination lacks"),
     )
     p.add_argument(
         "--deadline",
-        type=_positive_seconds,
+        type=_deadline_seconds,
         default=None,
         metavar="SECONDS",
-        help="give up on the destinations once the backup has run this long "
-        "(default: KOTOMI_BACKUP_DEADLINE, or none)",
+        help=config.DEADLINE.flag_help(
+            "give up on the destinations once the backup has run this long"
+        ),
     )
     common(p, "--to")
     p.set_defaults(func=cmd_backup)
@@ -577,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("restore", help="restore a backup over (or into) a database file")
     p.add_argument("backup", metavar="ID|latest", help="a backup id, or latest")
-    p.add_argument("--db", metavar="PATH", help="database to replace (default: KOTOMI_DB_PATH)")
+    p.add_argument("--db", metavar="PATH", help=config.DB_PATH.flag_help("database to replace"))
     p.add_argument("--before", metavar="RFC3339", help="the newest backup created before this")
     p.add_argument("--force", action="store_true", help="restore even if the database is open")
     p.add_argument(
@@ -704,7 +706,8 @@ class _Redacting(io.TextIOBase):
 def _fail(args: argparse.Namespace, exc: BaseException, code: int, unexpected: bool = False) -> int:
     if args.debug:
         traceback.print_exc()
-    first = first_line(str(exc)) or type(exc).__name__
+    # Whole: a long path must not cut "nothing restored, <db> is unchanged" off the end.
+    first = first_line(str(exc), limit=sys.maxsize) or type(exc).__name__
     if unexpected:
         first = f"unexpected {type(exc).__name__}: {first} (run with --debug for details)"
     sys.stderr.write(f"kotomi-backup: error: {first}\n")

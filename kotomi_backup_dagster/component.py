@@ -8,8 +8,9 @@ variable name, `{env: NAME}`, and read when a run needs them. Every value is che
 the project loads (`dg check defs`), with one line saying what is wrong.
 """
 
-import os
 from collections.abc import Sequence
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import dagster as dg
@@ -18,11 +19,22 @@ from dagster import EnvVar
 from .defs.alerts.resources import AlertNotifier
 from .defs.backup.resources import KotomiBackupResource
 from .defs.databases import DatabaseSpec
+from .defs.envvars import env_var_if_set
 from .defs.factory import build_definitions
-from .defs.options import DEFAULT_OWNERS, EVERY_15_MINUTES, OFF, Cadence, KotomiBackupOptions
+from .defs.options import (
+    DAILY_AT_3,
+    DEFAULT_OWNERS,
+    MONTHLY_FIRST_5,
+    WEEKLY_SUNDAY_4,
+    Cadence,
+    KotomiBackupOptions,
+    interval_of,
+)
 from .defs.retention.resources import RetentionPolicyResource
+from .engine import config
+from .engine.config import DAILY_AT_2, EVERY_15_MINUTES
 from .engine.errors import ConfigError
-from .engine.health import Thresholds
+from .engine.health import Thresholds, default_stale_after
 from .engine.manifest import check_name
 
 
@@ -39,7 +51,7 @@ def _text(value: Text | None) -> Any:
     """An optional value: a variable unset where the code location loads means not set (a
     run would otherwise fail resolving it)."""
     if isinstance(value, Env):
-        return EnvVar(value.env) if os.environ.get(value.env) else None
+        return env_var_if_set(value.env)
     return value
 
 
@@ -55,13 +67,14 @@ class Database(dg.Model):
     path: Text
 
 
+# Defaults and checks: the settings table (engine/config.py), as for the variables.
 class Retention(dg.Model):
-    keep_last: int = 0
-    keep_hourly: int = 0
-    keep_daily: int = 7
-    keep_weekly: int = 4
-    keep_monthly: int = 12
-    keep_yearly: int = 3
+    keep_last: int = config.KEEP_LAST.default
+    keep_hourly: int = config.KEEP_HOURLY.default
+    keep_daily: int = config.KEEP_DAILY.default
+    keep_weekly: int = config.KEEP_WEEKLY.default
+    keep_monthly: int = config.KEEP_MONTHLY.default
+    keep_yearly: int = config.KEEP_YEARLY.default
     keep_within: str = ""
 
 
@@ -69,40 +82,59 @@ class Schedules(dg.Model):
     """Cron strings in `timezone`; `backup` unset: daily 02:00, or hourly with hourly tiers;
     `frequent`: a paged backup every 15 minutes by default (null or "off": none)."""
 
-    backup: str | None = None
-    frequent: str | None = EVERY_15_MINUTES
-    prune: str = "0 3 * * *"
-    drill: str = "0 4 * * 0"
-    restore_test: str = "0 5 1 * *"
+    backup: str | None = config.CRON.default
+    frequent: str | None = config.FREQUENT_CRON.default
+    prune: str = DAILY_AT_3
+    drill: str = WEEKLY_SUNDAY_4
+    restore_test: str = MONTHLY_FIRST_5
 
 
 class Alerts(dg.Model):
-    webserver_url: str = "http://127.0.0.1:3000"
+    webserver_url: str = config.WEBSERVER_URL.default
     webhook_url: Text | None = None
     smtp_host: str | None = None
     smtp_port: int | None = None
-    smtp_security: str = "starttls"
+    smtp_security: str = config.SMTP_SECURITY.default
     smtp_user: Text | None = None
     smtp_password: Text | None = None
     smtp_from: str | None = None
     smtp_to: list[str] = []
     slack_token: Text | None = None
     slack_channel: str | None = None
-    stale_hours: float | None = None  # default 1.5x the backup interval (36 h daily)
-    drill_overdue_days: float = 8
-    size_drop_ratio: float = 0.5
+    stale_hours: float | None = config.STALE_HOURS.default  # 1.5x the backup interval
+    drill_overdue_days: float = config.DRILL_OVERDUE_DAYS.default
+    size_drop_ratio: float = config.SIZE_DROP_RATIO.default
+
+
+# Each attribute's setting: a bad value is refused with the setting's line, named by its key.
+CHECKED_ATTRIBUTES: dict[str, config.Setting[Any]] = {
+    "verify": config.VERIFY,
+    "profile": config.PROFILE,
+    "format": config.FORMAT,
+    "timezone": config.TIMEZONE,
+    "upload_retries": config.UPLOAD_RETRIES,
+    "upload_retry_delay": config.UPLOAD_RETRY_DELAY,
+    "restore_test_sample": config.RESTORE_TEST_SAMPLE,
+    **{f"retention.{field}": s for field, s in config.KEEP_COUNTS.items()},
+    "retention.keep_within": config.KEEP_WITHIN,
+    "alerts.smtp_port": config.SMTP_PORT,
+    "alerts.smtp_security": config.SMTP_SECURITY,
+    "alerts.stale_hours": config.STALE_HOURS,
+    "alerts.drill_overdue_days": config.DRILL_OVERDUE_DAYS,
+    "alerts.size_drop_ratio": config.SIZE_DROP_RATIO,
+}
 
 
 # What `dg scaffold defs` writes: a working start, secrets by variable name.
 EXAMPLE_ATTRIBUTES: dict[str, Any] = {
-    "databases": [{"name": "kotomi", "path": {"env": "KOTOMI_DB_PATH"}}],
+    "databases": [{"name": config.NAME.default, "path": {"env": config.DB_PATH.name}}],
     "destinations": ["/var/backups/kotomi"],
-    "age_recipients": {"env": "KOTOMI_BACKUP_AGE_RECIPIENTS"},
-    "age_identity": {"env": "KOTOMI_BACKUP_AGE_IDENTITY"},
-    "timezone": "UTC",
-    "retention": {"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 12, "keep_yearly": 3},
-    "schedules": {"backup": "0 2 * * *", "frequent": "*/15 * * * *"},
-    "alerts": {"webhook_url": {"env": "KOTOMI_BACKUP_ALERT_WEBHOOK_URL"}},
+    "age_recipients": {"env": config.AGE_RECIPIENTS.name},
+    "age_identity": {"env": config.AGE_IDENTITY.name},
+    "timezone": config.TIMEZONE.default,
+    "retention": {f: s.default for f, s in config.KEEP_COUNTS.items() if s.default},
+    "schedules": {"backup": DAILY_AT_2, "frequent": EVERY_15_MINUTES},
+    "alerts": {"webhook_url": {"env": config.ALERT_WEBHOOK_URL.name}},
 }
 
 
@@ -121,21 +153,26 @@ class KotomiBackupComponent(dg.Component, dg.Model, dg.Resolvable):
     destinations: list[str]
     age_recipients: Text | None = None
     age_identity: Text | None = None
-    verify: str = "quick"
-    profile: str = "kotomi"
-    format: str = "full"
+    verify: str = config.VERIFY.default
+    profile: str = config.PROFILE.default
+    format: str = config.FORMAT.default
     staging_dir: str | None = None
-    timezone: str = "UTC"
+    timezone: str = config.TIMEZONE.default
     retention: Retention = Retention()
     schedules: Schedules = Schedules()
     alerts: Alerts = Alerts()
-    upload_retries: int = 2
-    upload_retry_delay: float = 10.0
-    restore_test_sample: int = 0
+    upload_retries: int = config.UPLOAD_RETRIES.default
+    upload_retry_delay: float = config.UPLOAD_RETRY_DELAY.default
+    restore_test_sample: int = config.RESTORE_TEST_SAMPLE.default
     owners: list[str] = list(DEFAULT_OWNERS)
 
     def options(self) -> KotomiBackupOptions:
         """The component's values as the factory's options, checked (ConfigError, one line)."""
+        for key, setting in CHECKED_ATTRIBUTES.items():
+            value: Any = self
+            for part in key.split("."):
+                value = getattr(value, part)
+            setting.check(value, label=key)
         specs: list[DatabaseSpec] = []
         for db in self.databases:
             try:
@@ -147,7 +184,7 @@ class KotomiBackupComponent(dg.Component, dg.Model, dg.Resolvable):
                 raise ConfigError(f"database {name}: its path is empty (or its variable unset)")
             specs.append(DatabaseSpec(name=name, db_path=path))
         backup = KotomiBackupResource(
-            name=specs[0].name if specs else "kotomi",
+            name=specs[0].name if specs else config.NAME.default,
             backup_url=",".join(self.destinations),
             age_recipients=_text(self.age_recipients),
             age_identity=_text(self.age_identity),
@@ -170,10 +207,6 @@ class KotomiBackupComponent(dg.Component, dg.Model, dg.Resolvable):
             slack_token=_text(self.alerts.slack_token),
             slack_channel=self.alerts.slack_channel,
         )
-        if self.alerts.smtp_security not in ("starttls", "ssl", "none"):
-            raise ConfigError(
-                f"alerts.smtp_security {self.alerts.smtp_security!r}: use starttls, ssl or none"
-            )
         options = KotomiBackupOptions(
             databases=tuple(specs),
             backup=backup,
@@ -183,9 +216,7 @@ class KotomiBackupComponent(dg.Component, dg.Model, dg.Resolvable):
             notifier=notifier,
             cadence=Cadence(
                 backup=self.schedules.backup,
-                frequent=None
-                if (self.schedules.frequent or "off").lower() in OFF
-                else self.schedules.frequent,
+                frequent=config.FREQUENT_CRON.check(self.schedules.frequent or "off"),
                 prune=self.schedules.prune,
                 drill=self.schedules.drill,
                 restore_test=self.schedules.restore_test,
@@ -204,25 +235,17 @@ class KotomiBackupComponent(dg.Component, dg.Model, dg.Resolvable):
 
 
 def _with_thresholds(options: KotomiBackupOptions, alerts: Alerts) -> KotomiBackupOptions:
-    from dataclasses import replace
-    from datetime import timedelta
-
-    from .defs.options import interval_of
-
     options.check()
     stale = (
         timedelta(hours=alerts.stale_hours)
         if alerts.stale_hours is not None
-        else Thresholds.from_env({}, backup_interval=interval_of(options)).stale_after
+        else default_stale_after(interval_of(options))
     )
-    try:
-        thresholds = Thresholds(
-            stale_after=stale,
-            drill_overdue_after=timedelta(days=alerts.drill_overdue_days),
-            size_drop_ratio=alerts.size_drop_ratio,
-        )
-    except ValueError as exc:
-        raise ConfigError(f"alerts: {exc}") from None
+    thresholds = Thresholds(
+        stale_after=stale,
+        drill_overdue_after=timedelta(days=alerts.drill_overdue_days),
+        size_drop_ratio=alerts.size_drop_ratio,
+    )
     return replace(options, thresholds=thresholds)
 
 

@@ -51,6 +51,16 @@ def test_backup_then_list_and_verify_as_json(kotomi_db: Path, tmp_path: Path) ->
     checked = run("verify", str(dest / "kotomi" / backup_id), "--full", "--json")
     assert checked.returncode == 0, checked.stdout
     assert json.loads(checked.stdout)["ok"] is True
+    # A bad retention value is refused by list as by prune: one line, exit 2.
+    for command in ("list", "prune"):
+        bad = run(command, "--to", str(dest), env={"KOTOMI_BACKUP_KEEP_HOURLY": "abc"})
+        assert bad.returncode == 2
+        assert "KOTOMI_BACKUP_KEEP_HOURLY 'abc': give a whole number" in one_line_error(bad)
+    assert tree(dest / "kotomi") == [
+        backup_id,
+        f"{backup_id}/kotomi.db.zst",
+        f"{backup_id}/manifest.json",
+    ]
 
 
 def test_environment_supplies_the_defaults(kotomi_db: Path, tmp_path: Path) -> None:
@@ -75,7 +85,7 @@ def test_environment_supplies_the_defaults(kotomi_db: Path, tmp_path: Path) -> N
         ("unknown scheme", 2, "unknown destination scheme"),
         ("bad age recipient", 2, "not an age public key"),
         ("no destination", 2, "no destination given"),
-        ("bad name", 2, "invalid backup name"),
+        ("bad name", 2, "KOTOMI_BACKUP_NAME '../escape': use 1-64 letters"),
         ("blank age recipients", 2, "holds no key"),
         ("bad snapshot timeout", 2, "positive number of seconds"),
     ],

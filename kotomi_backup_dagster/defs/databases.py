@@ -7,14 +7,12 @@ One database by default (`KOTOMI_BACKUP_NAME`, path from `KOTOMI_DB_PATH`). Seve
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..engine.manifest import check_name
-from ..engine.settings import DEFAULT_NAME
+from ..engine import config
 
 DATABASE_TAG = "kotomi_backup/database"
 POOL_PREFIX = "kotomi_backup_"  # + the database's name: its Dagster pool
@@ -44,21 +42,16 @@ class DatabaseSpec:
 
 
 def databases_from_env(environ: Mapping[str, str] | None = None) -> list[DatabaseSpec]:
-    env = os.environ if environ is None else environ
-    listed = env.get("KOTOMI_BACKUP_DATABASES", "").strip()
+    """KOTOMI_BACKUP_DATABASES, else the one database KOTOMI_BACKUP_NAME names (its path:
+    KOTOMI_DB_PATH, read at run time)."""
+    listed = config.DATABASES.read(environ)
     if not listed:
-        return [DatabaseSpec(name=check_name(env.get("KOTOMI_BACKUP_NAME") or DEFAULT_NAME))]
-    specs: list[DatabaseSpec] = []
-    for entry in (e.strip() for e in listed.split(",") if e.strip()):
-        name, sep, path = entry.partition("=")
-        if not sep or not path.strip():
-            raise ValueError(
-                f"KOTOMI_BACKUP_DATABASES entry {entry!r}: expected name=/path/to/db.sqlite"
-            )
-        specs.append(DatabaseSpec(name=check_name(name.strip()), db_path=path.strip()))
+        return [DatabaseSpec(name=config.NAME.read(environ))]
+    specs = [DatabaseSpec(name=name, db_path=path) for name, path in listed]
     keys = [s.key for s in specs]
     if len(set(keys)) != len(keys):
-        raise ValueError("KOTOMI_BACKUP_DATABASES: two databases share a name")
+        text = config.DATABASES.text(environ)
+        raise config.DATABASES.refuse(text, "give each database a name of its own")
     return specs
 
 

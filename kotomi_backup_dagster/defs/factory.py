@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from dagster import Definitions, EnvVar, in_process_executor
+from dagster import Definitions, in_process_executor
 
+from ..engine import config
 from ..engine.health import Thresholds
 from .alerts.definitions import build_alerts_definitions
 from .alerts.resources import AlertNotifier
 from .backup.definitions import build_backup_definitions
 from .backup.resources import KotomiBackupResource
 from .databases import DatabaseSpec
+from .envvars import resolved
 from .history import build_history_sensor
 from .options import DEFAULT_OWNERS, Cadence, KotomiBackupOptions, options_from_env
 from .restore.definitions import build_restore_definitions
@@ -56,10 +58,10 @@ def build_kotomi_backup_defs(
     retention: RetentionPolicyResource | None = None,
     notifier: AlertNotifier | None = None,
     cadence: Cadence | None = None,
-    upload_retries: int = 2,
-    upload_retry_delay: float = 10.0,
+    upload_retries: int = config.UPLOAD_RETRIES.default,
+    upload_retry_delay: float = config.UPLOAD_RETRY_DELAY.default,
     thresholds: Thresholds | None = None,
-    restore_test_sample: int = 0,
+    restore_test_sample: int = config.RESTORE_TEST_SAMPLE.default,
     owners: Sequence[str] = DEFAULT_OWNERS,
 ) -> Definitions:
     """Backups of `databases` ({name: path}, or DatabaseSpecs) to `destinations` (URLs).
@@ -75,12 +77,10 @@ def build_kotomi_backup_defs(
     urls = [destinations] if isinstance(destinations, str) else list(destinations)
     if backup is None:
         backup = KotomiBackupResource(
-            name=specs[0].name if specs else "kotomi", backup_url=",".join(urls)
+            name=specs[0].name if specs else config.NAME.default, backup_url=",".join(urls)
         )
-    elif not urls and isinstance(backup.backup_url, str):
-        urls = [u.strip() for u in backup.backup_url.split(",") if u.strip()]
-    elif not urls and isinstance(backup.backup_url, EnvVar):
-        urls = [u.strip() for u in (backup.backup_url.get_value() or "").split(",") if u.strip()]
+    elif not urls:  # an EnvVar is read now: its URLs' kinds show in the UI
+        urls = config.split_urls(resolved(backup.backup_url))
     options = KotomiBackupOptions(
         databases=specs,
         backup=backup,

@@ -1,23 +1,23 @@
 """Everything the Dagster layer decides when the code location loads, checked there.
 
 One `KotomiBackupOptions` is built either from the environment (`options_from_env`, the
-documented KOTOMI_* variables) or from a `defs.yaml` (component.py), and handed to
-`build_kotomi_backup_defs`. A bad value fails the load with one line (`dg check defs`,
-`dagster definitions validate`), not the first run.
+KOTOMI_* variables of the settings table, engine/config.py) or from a `defs.yaml`
+(component.py), and handed to `build_kotomi_backup_defs`. A bad value fails the load with
+one line (`dg check defs`, `dagster definitions validate`), not the first run.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from dagster import Backoff, Jitter, RetryPolicy
 from dagster._utils.schedules import cron_string_iterator
 
+from ..engine import config
+from ..engine.config import DAILY_AT_2, EVERY_15_MINUTES
 from ..engine.errors import ConfigError
 from ..engine.health import Thresholds
 from ..engine.retention import RetentionPolicy
@@ -26,12 +26,10 @@ from ..engine.stores import safe_url, url_scheme
 from .alerts.resources import AlertNotifier, alert_notifier_from_env
 from .backup.resources import KotomiBackupResource, backup_resource_from_env
 from .databases import DatabaseSpec, databases_from_env
+from .envvars import resolved
 from .retention.resources import RetentionPolicyResource, retention_resource_from_env
 
-DAILY_AT_2 = "0 2 * * *"
 HOURLY = "0 * * * *"
-EVERY_15_MINUTES = "*/15 * * * *"
-OFF = ("off", "none", "no", "0")
 DAILY_AT_3 = "0 3 * * *"
 WEEKLY_SUNDAY_4 = "0 4 * * 0"
 MONTHLY_FIRST_5 = "0 5 1 * *"
@@ -55,12 +53,12 @@ class Cadence:
     retention tiers are kept (and no frequent backup runs). `frequent`: a paged backup that
     often (every 15 minutes: the RPO), beside the daily full one; None: off."""
 
-    backup: str | None = None
-    frequent: str | None = EVERY_15_MINUTES
+    backup: str | None = config.CRON.default
+    frequent: str | None = config.FREQUENT_CRON.default
     prune: str = DAILY_AT_3
     drill: str = WEEKLY_SUNDAY_4
     restore_test: str = MONTHLY_FIRST_5
-    timezone: str = "UTC"
+    timezone: str = config.TIMEZONE.default
 
 
 @dataclass(frozen=True)
@@ -70,11 +68,11 @@ class KotomiBackupOptions:
     retention: RetentionPolicyResource = field(default_factory=RetentionPolicyResource)
     notifier: AlertNotifier = field(default_factory=AlertNotifier)
     cadence: Cadence = Cadence()
-    upload_retries: int = 2
-    upload_retry_delay: float = 10.0
+    upload_retries: int = config.UPLOAD_RETRIES.default
+    upload_retry_delay: float = config.UPLOAD_RETRY_DELAY.default
     thresholds: Thresholds | None = None  # None: from the backup interval
-    restore_test_sample: int = 0  # N > 0: the monthly test drills only the N oldest
-    run_history_days: int = 30  # Dagster runs kept (history.py); 0 keeps them all
+    restore_test_sample: int = config.RESTORE_TEST_SAMPLE.default  # N > 0: the N oldest only
+    run_history_days: int = config.RUN_HISTORY_DAYS.default  # runs kept (history.py); 0: all
     owners: tuple[str, ...] = DEFAULT_OWNERS
     # Destination URLs known at load (for asset kinds); the resource may resolve them later.
     destination_urls: tuple[str, ...] = ()
@@ -99,13 +97,13 @@ class KotomiBackupOptions:
     def retention_policy(self) -> RetentionPolicy:
         """The policy as a run would read it (environment variables resolved now)."""
         resource = self.retention
-        fields = {name: _value(getattr(resource, name)) for name in type(resource).model_fields}
+        fields = {name: resolved(getattr(resource, name)) for name in type(resource).model_fields}
         return RetentionPolicyResource.model_construct(**fields).policy()
 
     def health_thresholds(self) -> Thresholds:
         if self.thresholds is not None:
             return self.thresholds
-        return Thresholds.from_env({}, backup_interval=self.backup_interval())
+        return Thresholds.defaults(self.backup_interval())
 
     def upload_retry_policy(self) -> RetryPolicy:
         """Step-level retries of the upload, on top of the stores' per-request retries: they
@@ -135,10 +133,7 @@ class KotomiBackupOptions:
                     "s3://bucket/prefix or gs://bucket/prefix"
                 )
         _resolved_settings(self.backup, self.databases[0])
-        try:
-            self.retention_policy()
-        except ValueError as exc:
-            raise ConfigError(str(exc).splitlines()[0]) from None
+        self.retention_policy()
         for what, cron in (
             ("backup", self.backup_cron),
             ("frequent backup", self.cadence.frequent or DAILY_AT_2),
@@ -150,109 +145,63 @@ class KotomiBackupOptions:
                 cron_interval(cron, self.cadence.timezone)
             except Exception:
                 raise ConfigError(
-                    f"{what} cron {cron!r} is not a cron expression (e.g. '0 2 * * *')"
+                    f"{what} cron {cron!r} is not a cron expression (e.g. '{DAILY_AT_2}')"
                 ) from None
-        if self.upload_retries < 0 or self.upload_retry_delay < 0:
-            raise ConfigError("upload retries and their delay cannot be negative")
-        if self.run_history_days < 0:
-            raise ConfigError("KOTOMI_BACKUP_RUN_HISTORY_DAYS cannot be negative (0 keeps all)")
-        if self.restore_test_sample < 0:
-            raise ConfigError("the restore test sample cannot be negative (0 drills every backup)")
+        config.UPLOAD_RETRIES.check(self.upload_retries)
+        config.UPLOAD_RETRY_DELAY.check(self.upload_retry_delay)
+        config.RUN_HISTORY_DAYS.check(self.run_history_days)
+        config.RESTORE_TEST_SAMPLE.check(self.restore_test_sample)
         for owner in self.owners:
             if not (owner.startswith("team:") or "@" in owner):
                 raise ConfigError(f"owner {owner!r}: use an email address or team:<name>")
         return self
 
 
-def _value(value: Any) -> Any:
-    """A resource field's value now (an EnvVar is read from the environment)."""
-    # EnvVar (a str) and EnvVar.int (an int) both name their variable.
-    return value.get_value() if hasattr(value, "env_var_name") else value
-
-
 def _resolved_settings(resource: KotomiBackupResource, spec: DatabaseSpec) -> BackupSettings:
     """The engine's settings as a run would build them, to check them at load."""
-    fields = {name: _value(getattr(resource, name)) for name in type(resource).model_fields}
-    resolved = KotomiBackupResource.model_construct(**fields)
-    settings = resolved.settings(spec)
-    if not 0 <= int(resolved.client_retries) <= 20:
-        raise ConfigError(f"KOTOMI_BACKUP_RETRIES {resolved.client_retries}: use 0 to 20")
-    return settings
-
-
-def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
-    text = env.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        return int(text)
-    except ValueError:
-        raise ConfigError(f"{name} {text!r} is not a whole number") from None
-
-
-def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
-    text = env.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        return float(text)
-    except ValueError:
-        raise ConfigError(f"{name} {text!r} is not a number of seconds") from None
+    fields = {name: resolved(getattr(resource, name)) for name in type(resource).model_fields}
+    resolved_resource = KotomiBackupResource.model_construct(**fields)
+    resolved_resource.store_options()  # retries, S3 encryption
+    return resolved_resource.settings(spec)
 
 
 def options_from_env(environ: Mapping[str, str] | None = None) -> KotomiBackupOptions:
-    """The documented KOTOMI_* variables, checked now. Resources keep EnvVar references, so
-    the UI shows variable names and runs read the values of their own environment."""
-    env = os.environ if environ is None else environ
-    try:
-        databases = tuple(databases_from_env(env))
-    except ValueError as exc:
-        raise ConfigError(str(exc).splitlines()[0]) from None
-    for name in ("KOTOMI_BACKUP_RETRIES", "KOTOMI_BACKUP_SMTP_PORT"):
-        _env_int(env, name, 0)
-    verify = (env.get("KOTOMI_BACKUP_VERIFY") or "quick").strip()
-    if verify not in ("quick", "full"):
-        raise ConfigError(f"KOTOMI_BACKUP_VERIFY {verify!r}: use quick or full")
-    BackupSettings.from_env(env)  # profile, format, time zone, name, snapshot timeout
-    try:
-        RetentionPolicy.from_env(env)
-    except ValueError as exc:
-        raise ConfigError(str(exc).splitlines()[0]) from None
-    security = (env.get("KOTOMI_BACKUP_SMTP_SECURITY") or "starttls").strip().lower()
-    if security not in ("starttls", "ssl", "none"):
-        raise ConfigError(f"KOTOMI_BACKUP_SMTP_SECURITY {security!r}: use starttls, ssl or none")
-    frequent = (env.get("KOTOMI_BACKUP_FREQUENT_CRON") or "").strip() or EVERY_15_MINUTES
+    """The KOTOMI_* variables, every one checked now (the settings table). Resources keep
+    EnvVar references, so the UI shows variable names and runs read the values of their own
+    environment."""
+    config.read_all(environ)
+    databases = tuple(databases_from_env(environ))
+    timezone = config.TIMEZONE.read(environ)
     cadence = Cadence(
-        backup=(env.get("KOTOMI_BACKUP_CRON") or "").strip() or None,
-        frequent=None if frequent.lower() in OFF else frequent,
-        timezone=(env.get("KOTOMI_BACKUP_TIMEZONE") or "UTC").strip() or "UTC",
+        backup=config.CRON.read(environ),
+        frequent=config.FREQUENT_CRON.read(environ),
+        timezone=timezone,
     )
     options = KotomiBackupOptions(
         databases=databases,
-        backup=backup_resource_from_env(databases[0] if len(databases) == 1 else None),
-        retention=retention_resource_from_env(),
-        notifier=alert_notifier_from_env(),
+        backup=backup_resource_from_env(databases[0] if len(databases) == 1 else None, environ),
+        retention=retention_resource_from_env(environ),
+        notifier=alert_notifier_from_env(environ),
         cadence=cadence,
-        upload_retries=_env_int(env, "KOTOMI_BACKUP_UPLOAD_RETRIES", 2),
-        upload_retry_delay=_env_float(env, "KOTOMI_BACKUP_UPLOAD_RETRY_DELAY", 10.0),
-        restore_test_sample=_env_int(env, "KOTOMI_BACKUP_RESTORE_TEST_SAMPLE", 0),
-        run_history_days=_env_int(env, "KOTOMI_BACKUP_RUN_HISTORY_DAYS", 30),
-        destination_urls=tuple(
-            u.strip() for u in (env.get("KOTOMI_BACKUP_URL") or "").split(",") if u.strip()
-        ),
+        upload_retries=config.UPLOAD_RETRIES.read(environ),
+        upload_retry_delay=config.UPLOAD_RETRY_DELAY.read(environ),
+        restore_test_sample=config.RESTORE_TEST_SAMPLE.read(environ),
+        run_history_days=config.RUN_HISTORY_DAYS.read(environ),
+        destination_urls=config.URL.read(environ),
     )
-    for name, cron in (
-        ("KOTOMI_BACKUP_CRON", options.backup_cron),
-        ("KOTOMI_BACKUP_FREQUENT_CRON", cadence.frequent or DAILY_AT_2),
+    for setting, cron, expected in (
+        (config.CRON, options.backup_cron, f"give a cron expression, e.g. '{DAILY_AT_2}'"),
+        (
+            config.FREQUENT_CRON,
+            cadence.frequent or DAILY_AT_2,
+            f"give a cron expression, e.g. '{EVERY_15_MINUTES}', or off",
+        ),
     ):
         try:
-            cron_interval(cron, cadence.timezone)
+            cron_interval(cron, timezone)
         except Exception:
-            raise ConfigError(
-                f"{name} {cron!r} is not a cron expression (e.g. '{EVERY_15_MINUTES}'; "
-                "off turns the frequent backup off)"
-            ) from None
-    thresholds = Thresholds.from_env(env, backup_interval=options.backup_interval())
+            raise setting.refuse(cron, expected) from None
+    thresholds = Thresholds.from_env(environ, backup_interval=options.backup_interval())
     return replace(options, thresholds=thresholds).check()
 
 

@@ -18,34 +18,25 @@ is open is not sent again, and an alert whose condition clears sends one "recove
 An alert that no channel delivered stays unsent (or open, for a recovery), so the next check
 tries again: restarts neither repeat nor lose alerts.
 
-Thresholds (environment, read by `Thresholds.from_env`; 0 disables a check):
-
-    KOTOMI_BACKUP_STALE_HOURS          default: 1.5 x the backup interval, at least the
-                                       interval + 2 h (36 h for a daily backup)
-    KOTOMI_BACKUP_DRILL_OVERDUE_DAYS   default 8: no passing drill for that long
-    KOTOMI_BACKUP_SIZE_DROP_RATIO      default 0.5: newest db_size below this share of the
-                                       previous backup's
+Thresholds (`Thresholds.from_env`: KOTOMI_BACKUP_STALE_HOURS, _DRILL_OVERDUE_DAYS and
+_SIZE_DROP_RATIO in the settings table, config.py; 0 disables a check). The stale limit's
+default follows the backup interval: 1.5 x it, at least it + 2 h (36 h for a daily backup).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from .errors import BackupError, ConfigError, first_line
+from . import config
+from .errors import BackupError, first_line
 from .layout import DrillRecord, latest_drill, list_backups
 from .manifest import Manifest, rfc3339
 from .notify import destination_advice, without_repeated_prefix
 from .objects import damaged_backups
 from .stores import BackupStore, safe_url
-
-ENV_STALE_HOURS = "KOTOMI_BACKUP_STALE_HOURS"
-ENV_DRILL_OVERDUE_DAYS = "KOTOMI_BACKUP_DRILL_OVERDUE_DAYS"
-ENV_SIZE_DROP_RATIO = "KOTOMI_BACKUP_SIZE_DROP_RATIO"
 
 STALE = "stale"
 DRILL_OVERDUE = "drill_overdue"
@@ -65,13 +56,16 @@ def default_stale_after(interval: timedelta) -> timedelta:
     return max(interval * 1.5, interval + timedelta(hours=2))
 
 
+DAILY_STALE_AFTER = default_stale_after(timedelta(days=1))  # 36 h
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """When a finding is raised. A zero duration or ratio disables that check."""
 
-    stale_after: timedelta = timedelta(hours=36)
-    drill_overdue_after: timedelta = timedelta(days=8)
-    size_drop_ratio: float = 0.5
+    stale_after: timedelta = DAILY_STALE_AFTER
+    drill_overdue_after: timedelta = timedelta(days=config.DRILL_OVERDUE_DAYS.default)
+    size_drop_ratio: float = config.SIZE_DROP_RATIO.default
 
     def __post_init__(self) -> None:
         if self.stale_after < timedelta(0) or self.drill_overdue_after < timedelta(0):
@@ -86,38 +80,25 @@ class Thresholds:
         *,
         backup_interval: timedelta = timedelta(days=1),
     ) -> Thresholds:
-        env = os.environ if environ is None else environ
-        hours = _number(env, ENV_STALE_HOURS, "a number of hours, e.g. 30 (0 disables)")
-        days = _number(env, ENV_DRILL_OVERDUE_DAYS, "a number of days, e.g. 8 (0 disables)")
-        ratio = _number(env, ENV_SIZE_DROP_RATIO, "a ratio between 0 and 1, e.g. 0.5")
-        if ratio is not None and ratio > 1:
-            raise ConfigError(f"{ENV_SIZE_DROP_RATIO} {ratio:g}: expected a ratio between 0 and 1")
+        hours = config.STALE_HOURS.read(environ)
         return cls(
             stale_after=default_stale_after(backup_interval)
             if hours is None
             else timedelta(hours=hours),
-            drill_overdue_after=timedelta(days=8 if days is None else days),
-            size_drop_ratio=0.5 if ratio is None else ratio,
+            drill_overdue_after=timedelta(days=config.DRILL_OVERDUE_DAYS.read(environ)),
+            size_drop_ratio=config.SIZE_DROP_RATIO.read(environ),
         )
+
+    @classmethod
+    def defaults(cls, backup_interval: timedelta) -> Thresholds:
+        """The thresholds no variable changes, for this backup interval."""
+        return cls(stale_after=default_stale_after(backup_interval))
 
     def describe(self) -> str:
         return (
             f"stale after {_duration(self.stale_after)}, drill overdue after "
             f"{_duration(self.drill_overdue_after)}, size drop below {self.size_drop_ratio:.0%}"
         )
-
-
-def _number(env: Mapping[str, str], name: str, expected: str) -> float | None:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if value < 0 or not math.isfinite(value):
-        raise ConfigError(f"{name} {raw!r}: expected {expected}")
-    return value
 
 
 @dataclass(frozen=True)

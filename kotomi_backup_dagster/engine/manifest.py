@@ -17,6 +17,7 @@ READABLE_FORMATS = (MANIFEST_FORMAT, PAGED_FORMAT)
 MANIFEST_NAME = "manifest.json"
 BACKUP_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_RULE = "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 # A pack's file name on the store: <UTC time>-<6 hex>-<n>.pack[.age] (paged/packs.py).
 PACK_FILE_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}-\d+\.pack(\.age)?$")
@@ -43,10 +44,7 @@ def is_backup_id(text: str) -> bool:
 def check_name(name: str) -> str:
     """A database name is one path component on every store."""
     if not NAME_RE.match(name):
-        raise ValueError(
-            f"invalid backup name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
+        raise ValueError(f"invalid backup name {name!r}: {NAME_RULE}")
     return name
 
 

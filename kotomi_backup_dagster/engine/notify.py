@@ -50,13 +50,13 @@ from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
 from .. import __version__
+from . import config
+from .config import DEFAULT_SMTP_PORTS
 from .errors import ConfigError, first_line
 from .redaction import redact
 
 Status = Literal["firing", "recovered"]
 SmtpSecurity = Literal["starttls", "ssl", "none"]
-SMTP_SECURITIES: tuple[SmtpSecurity, ...] = ("starttls", "ssl", "none")
-DEFAULT_SMTP_PORTS: dict[str, int] = {"starttls": 587, "ssl": 465, "none": 25}
 DISCORD_LIMIT = 2000
 
 
@@ -287,10 +287,7 @@ class SmtpChannel:
     timeout: float = 10.0
 
     def __post_init__(self) -> None:
-        if self.security not in SMTP_SECURITIES:
-            raise ConfigError(
-                f"KOTOMI_BACKUP_SMTP_SECURITY {self.security!r}: use starttls, ssl or none"
-            )
+        object.__setattr__(self, "security", config.SMTP_SECURITY.check(self.security))
         if not self.recipients:
             raise ConfigError("KOTOMI_BACKUP_SMTP_TO is empty: set one or more addresses")
         if not self.sender:

@@ -34,13 +34,12 @@ removal of every backup (restic's CLI refuses it too).
 
 from __future__ import annotations
 
-import functools
-import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import UTC, datetime, timedelta, tzinfo
+
+from . import config
+from .calendar_time import CalendarDuration, time_zone
 
 __all__ = [
     "BackupRef",
@@ -51,144 +50,12 @@ __all__ = [
     "plan_retention",
 ]
 
-ENV_KEEP_LAST = "KOTOMI_BACKUP_KEEP_LAST"
-ENV_KEEP_HOURLY = "KOTOMI_BACKUP_KEEP_HOURLY"
-ENV_KEEP_DAILY = "KOTOMI_BACKUP_KEEP_DAILY"
-ENV_KEEP_WEEKLY = "KOTOMI_BACKUP_KEEP_WEEKLY"
-ENV_KEEP_MONTHLY = "KOTOMI_BACKUP_KEEP_MONTHLY"
-ENV_KEEP_YEARLY = "KOTOMI_BACKUP_KEEP_YEARLY"
-ENV_KEEP_WITHIN = "KOTOMI_BACKUP_KEEP_WITHIN"
-ENV_TIMEZONE = "KOTOMI_BACKUP_TIMEZONE"
-
-#: (policy field, environment variable, default) for every count, in restic's order.
-_COUNT_FIELDS: tuple[tuple[str, str, int], ...] = (
-    ("keep_last", ENV_KEEP_LAST, 0),
-    ("keep_hourly", ENV_KEEP_HOURLY, 0),
-    ("keep_daily", ENV_KEEP_DAILY, 7),
-    ("keep_weekly", ENV_KEEP_WEEKLY, 4),
-    ("keep_monthly", ENV_KEEP_MONTHLY, 12),
-    ("keep_yearly", ENV_KEEP_YEARLY, 3),
-)
-
 _KINDS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 _LAST, _HOURLY, _DAILY, _WEEKLY, _MONTHLY, _YEARLY = range(6)
 
 REASON_NEWEST = "newest"
 REASON_DRILL_FAILED = "drill failed: kept for inspection"
 KEPT_FOR_INSPECTION = "kept for inspection"
-
-_DURATION_PART = re.compile(r"(\d+)([ymdh])")
-
-
-@dataclass(frozen=True)
-class CalendarDuration:
-    """A restic-style duration (``1y2m3d4h``): years, months, days and hours.
-
-    Years, months and days are calendar steps in the policy's time zone (``2d`` before 12:00 is
-    12:00 two days earlier, even across a DST change); hours are exact hours. ``m`` is months,
-    as in restic, not minutes.
-    """
-
-    years: int = 0
-    months: int = 0
-    days: int = 0
-    hours: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("years", "months", "days", "hours"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"CalendarDuration.{name} must be an int, got {value!r}")
-            if value < 0:
-                raise ValueError(f"CalendarDuration.{name} must be >= 0, got {value}")
-
-    @classmethod
-    def parse(cls, text: str) -> CalendarDuration:
-        """Parse ``2d``, ``36h``, ``1y2m3d4h`` (units y, m = months, d, h; each at most once)."""
-        s = text.strip()
-        parts: dict[str, int] = {}
-        pos = 0
-        while pos < len(s):
-            match = _DURATION_PART.match(s, pos)
-            if match is None or match.group(2) in parts:
-                parts = {}
-                break
-            parts[match.group(2)] = int(match.group(1))
-            pos = match.end()
-        if not parts:
-            raise ValueError(
-                f"expected a duration like 2d, 36h or 1y2m3d4h "
-                f"(y years, m months, d days, h hours), got {text!r}"
-            )
-        return cls(
-            years=parts.get("y", 0),
-            months=parts.get("m", 0),
-            days=parts.get("d", 0),
-            hours=parts.get("h", 0),
-        )
-
-    def is_zero(self) -> bool:
-        return not (self.years or self.months or self.days or self.hours)
-
-    def __str__(self) -> str:
-        text = "".join(
-            f"{value}{unit}"
-            for value, unit in (
-                (self.years, "y"),
-                (self.months, "m"),
-                (self.days, "d"),
-                (self.hours, "h"),
-            )
-            if value
-        )
-        return text or "0h"
-
-    def before(self, instant: datetime, zone: tzinfo) -> datetime | None:
-        """``instant`` minus this duration, like Go's ``t.AddDate(-y, -m, -d).Add(-h)``.
-
-        The calendar part is done on the wall clock in ``zone``, with Go's normalisation
-        (March 31 minus one month is March 3, or 2 in a leap year). Returns None when the
-        result is before year 1, i.e. earlier than any backup.
-        """
-        local = instant.astimezone(zone)
-        month0 = local.month - 1 - self.months
-        year = local.year - self.years + month0 // 12
-        month = month0 % 12 + 1
-        try:
-            day = date(year, month, 1) + timedelta(days=local.day - 1 - self.days)
-            wall = datetime.combine(day, local.time())
-            return _wall_to_utc(wall, zone) - timedelta(hours=self.hours)
-        except (ValueError, OverflowError):
-            return None
-
-
-def _wall_to_utc(wall: datetime, zone: tzinfo) -> datetime:
-    """Resolve a naive wall-clock time in ``zone`` to UTC exactly as Go's ``time.Date`` does.
-
-    Go looks up the zone offset at the wall time read as UTC, and uses the offset at the
-    resulting instant instead if that one falls outside the zone period it found. For a
-    repeated (autumn) hour this picks the later instant east of Greenwich and the earlier one
-    west of it; for a skipped (spring) hour it moves by the offset difference.
-    """
-    offset = wall.replace(tzinfo=UTC).astimezone(zone).utcoffset() or timedelta(0)
-    utc = wall - offset
-    offset_at_utc = utc.replace(tzinfo=UTC).astimezone(zone).utcoffset() or timedelta(0)
-    if offset_at_utc != offset:
-        utc = wall - offset_at_utc
-    return utc.replace(tzinfo=UTC)
-
-
-@functools.lru_cache(maxsize=64)
-def _zone(name: str) -> tzinfo:
-    if name == "UTC":
-        return UTC
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValueError(
-            f"unknown time zone {name!r}: expected an IANA name such as UTC, "
-            f"Europe/Berlin or America/New_York"
-        ) from None
 
 
 def _format_timedelta(delta: timedelta) -> str:
@@ -220,7 +87,7 @@ class RetentionPolicy:
     timezone: str = "UTC"
 
     def __post_init__(self) -> None:
-        for name, _, _ in _COUNT_FIELDS:
+        for name in config.KEEP_COUNTS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int, got {value!r}")
@@ -241,59 +108,26 @@ class RetentionPolicy:
             )
         if not isinstance(self.timezone, str):
             raise TypeError(f"timezone must be a str, got {self.timezone!r}")
-        _zone(self.timezone)
+        time_zone(self.timezone)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RetentionPolicy:
-        """Read ``KOTOMI_BACKUP_KEEP_*``, ``KOTOMI_BACKUP_KEEP_WITHIN`` and
-        ``KOTOMI_BACKUP_TIMEZONE`` (defaults 0/0/7/4/12/3, no within, UTC).
+        """The policy of ``KOTOMI_BACKUP_KEEP_*``, ``KOTOMI_BACKUP_KEEP_WITHIN`` and
+        ``KOTOMI_BACKUP_TIMEZONE`` (defaults and checks: the settings table, config.py).
 
-        An unset or empty variable takes its default. A bad value raises ValueError naming the
-        variable and what it expects.
+        An unset or empty variable takes its default (0/0/7/4/12/3, no within, UTC); a bad
+        value raises ConfigError naming the variable and what it expects.
         """
-        env = os.environ if environ is None else environ
-        counts: dict[str, int] = {}
-        for name, var, default in _COUNT_FIELDS:
-            raw = env.get(var, "").strip()
-            if not raw:
-                counts[name] = default
-                continue
-            try:
-                value = int(raw)
-            except ValueError:
-                value = -2
-            if value < -1:
-                raise ValueError(
-                    f"{var}: expected a whole number >= 0, or -1 for unlimited; got {raw!r}"
-                )
-            counts[name] = value
-        within: CalendarDuration | None = None
-        raw_within = env.get(ENV_KEEP_WITHIN, "").strip()
-        if raw_within:
-            try:
-                within = CalendarDuration.parse(raw_within)
-            except ValueError as exc:
-                raise ValueError(f"{ENV_KEEP_WITHIN}: {exc}") from None
-        zone_name = env.get(ENV_TIMEZONE, "").strip() or "UTC"
-        try:
-            _zone(zone_name)
-        except ValueError as exc:
-            raise ValueError(f"{ENV_TIMEZONE}: {exc}") from None
         return cls(
-            keep_last=counts["keep_last"],
-            keep_hourly=counts["keep_hourly"],
-            keep_daily=counts["keep_daily"],
-            keep_weekly=counts["keep_weekly"],
-            keep_monthly=counts["keep_monthly"],
-            keep_yearly=counts["keep_yearly"],
-            keep_within=within,
-            timezone=zone_name,
+            **{name: setting.read(environ) for name, setting in config.KEEP_COUNTS.items()},
+            keep_within=config.KEEP_WITHIN.read(environ),
+            timezone=config.TIMEZONE.read(environ),
         )
 
     @property
     def tzinfo(self) -> tzinfo:
         """The policy's time zone."""
-        return _zone(self.timezone)
+        return time_zone(self.timezone)
 
     def counts(self) -> tuple[int, int, int, int, int, int]:
         """(last, hourly, daily, weekly, monthly, yearly)."""
@@ -404,8 +238,8 @@ def _require_policy(policy: RetentionPolicy) -> None:
     if policy.is_empty():
         raise ValueError(
             "retention policy keeps nothing: every keep count is 0 and keep_within is unset; "
-            f"set at least one of {', '.join(var for _, var, _ in _COUNT_FIELDS)} "
-            f"or {ENV_KEEP_WITHIN}"
+            f"set at least one of {', '.join(s.name for s in config.KEEP_COUNTS.values())} "
+            f"or {config.KEEP_WITHIN.name}"
         )
 
 

@@ -1,112 +1,86 @@
-"""Settings from the documented KOTOMI_* environment variables (README, Configure); CLI flags
-override them."""
+"""The settings of one backup, restore or drill: from the environment (the settings table,
+config.py), CLI flags and the Dagster resource override them."""
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, cast
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any
 
+from . import config
 from .archive import AgeIdentity
+from .config import FormatName
 from .errors import ConfigError
-from .manifest import check_name
-from .stores import split_urls
-from .verify import PROFILES, VERIFY_MODES, Profile, VerifyMode
+from .verify import Profile, VerifyMode
 
-DEFAULT_NAME = "kotomi"
-BACKUP_FORMATS = ("full", "paged")
-DEFAULT_KEEP_STAGED = 3
+DEFAULT_NAME = config.NAME.default
 
 
-def default_staging_dir(environ: Mapping[str, str]) -> Path:
-    cache = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+def default_staging_dir(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    cache = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(cache) / "kotomi-backup" / "staging"
+
+
+# Each field's setting: its default, and the check of any value it is given.
+_CHECKED: dict[str, config.Setting[Any]] = {
+    "name": config.NAME,
+    "timezone": config.TIMEZONE,
+    "verify_mode": config.VERIFY,
+    "profile": config.PROFILE,
+    "snapshot_timeout": config.SNAPSHOT_TIMEOUT,
+    "backup_format": config.FORMAT,
+    "deadline": config.DEADLINE,
+    "keep_staged": config.KEEP_STAGED,
+}
 
 
 @dataclass(frozen=True)
 class BackupSettings:
     db_path: Path | None = None
     urls: tuple[str, ...] = ()
-    name: str = DEFAULT_NAME
+    name: str = config.NAME.default
     age_recipients: str | None = None  # public keys: not secret
     age_identity: AgeIdentity | None = None  # a key file, or the key itself (never shown)
-    timezone: str = "UTC"
-    verify_mode: VerifyMode = "quick"
-    profile: Profile = "kotomi"
+    timezone: str = config.TIMEZONE.default
+    verify_mode: VerifyMode = config.VERIFY.default
+    profile: Profile = config.PROFILE.default
     staging_dir: Path = Path()
-    snapshot_timeout: float = 300.0
-    backup_format: str = "full"  # "paged": only changed pages are stored (engine/paged/)
+    snapshot_timeout: float = config.SNAPSHOT_TIMEOUT.default
+    backup_format: FormatName = config.FORMAT.default  # engine/formats/
     # Seconds a backup may take before its store requests give up (stores/timeouts.py);
-    # None: no deadline. KOTOMI_BACKUP_DEADLINE, `backup --deadline`.
-    deadline: float | None = None
+    # None: no deadline.
+    deadline: float | None = config.DEADLINE.default
     # Failed Dagster runs' staged backups kept for re-execution, newest first, per database.
-    keep_staged: int = DEFAULT_KEEP_STAGED
+    keep_staged: int = config.KEEP_STAGED.default
 
     def __post_init__(self) -> None:
-        if self.backup_format not in BACKUP_FORMATS:
-            raise ConfigError(
-                f"backup format {self.backup_format!r} (KOTOMI_BACKUP_FORMAT): use full or paged"
-            )
-        try:
-            check_name(self.name)
-        except ValueError as exc:
-            raise ConfigError(f"KOTOMI_BACKUP_NAME: {exc}") from exc
-        if self.verify_mode not in VERIFY_MODES:
-            raise ConfigError(f"verify mode {self.verify_mode!r}: use quick or full")
-        if self.deadline is not None and (not math.isfinite(self.deadline) or self.deadline <= 0):
-            raise ConfigError(
-                f"deadline {self.deadline!r} (KOTOMI_BACKUP_DEADLINE, --deadline): give a "
-                "positive number of seconds"
-            )
-        if isinstance(self.keep_staged, bool) or not 1 <= self.keep_staged <= 100:
-            raise ConfigError(
-                f"KOTOMI_BACKUP_KEEP_STAGED {self.keep_staged!r}: give a whole number from 1 "
-                "to 100 (staged backups kept for re-execution)"
-            )
-        if self.profile not in PROFILES:
-            raise ConfigError(f"KOTOMI_BACKUP_PROFILE {self.profile!r}: use kotomi or generic")
-        try:
-            ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ConfigError(
-                f"KOTOMI_BACKUP_TIMEZONE {self.timezone!r} is not a time zone (e.g. Europe/Berlin)"
-            ) from exc
+        # Flags and resource fields pass the variables' checks; values are normalised as
+        # the table reads them ("PAGED" is paged).
+        for name, setting in _CHECKED.items():
+            object.__setattr__(self, name, setting.check(getattr(self, name)))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> BackupSettings:
-        env = os.environ if environ is None else environ
-        db = env.get("KOTOMI_DB_PATH")
-        identity = env.get("KOTOMI_BACKUP_AGE_IDENTITY")
-        timeout_text = env.get("KOTOMI_BACKUP_SNAPSHOT_TIMEOUT", "300")
-        try:
-            timeout = float(timeout_text)
-        except ValueError:
-            timeout = math.nan
-        if not math.isfinite(timeout) or timeout <= 0:
-            raise ConfigError(
-                f"KOTOMI_BACKUP_SNAPSHOT_TIMEOUT {timeout_text!r}: "
-                "give a positive number of seconds"
-            )
+        """The settings the environment gives (default: this process's), with `overrides`
+        (CLI flags, resource fields) put over them; a None override is no override."""
+        identity = config.AGE_IDENTITY.read(environ)
         settings = cls(
-            db_path=Path(db).expanduser() if db else None,
-            urls=tuple(split_urls(env.get("KOTOMI_BACKUP_URL"))),
-            name=env.get("KOTOMI_BACKUP_NAME") or DEFAULT_NAME,
-            age_recipients=env.get("KOTOMI_BACKUP_AGE_RECIPIENTS") or None,
+            db_path=config.DB_PATH.read(environ),
+            urls=config.URL.read(environ),
+            name=config.NAME.read(environ),
+            age_recipients=config.AGE_RECIPIENTS.read(environ),
             age_identity=AgeIdentity.from_setting(identity) if identity else None,
-            timezone=env.get("KOTOMI_BACKUP_TIMEZONE") or "UTC",
-            verify_mode=cast(VerifyMode, env.get("KOTOMI_BACKUP_VERIFY") or "quick"),
-            profile=cast(Profile, env.get("KOTOMI_BACKUP_PROFILE") or "kotomi"),
-            staging_dir=Path(env["KOTOMI_BACKUP_STAGING_DIR"]).expanduser()
-            if env.get("KOTOMI_BACKUP_STAGING_DIR")
-            else default_staging_dir(env),
-            snapshot_timeout=timeout,
-            backup_format=(env.get("KOTOMI_BACKUP_FORMAT") or "full").strip().lower(),
-            deadline=_seconds_or_none(env, "KOTOMI_BACKUP_DEADLINE"),
-            keep_staged=_whole(env, "KOTOMI_BACKUP_KEEP_STAGED", DEFAULT_KEEP_STAGED),
+            timezone=config.TIMEZONE.read(environ),
+            verify_mode=config.VERIFY.read(environ),
+            profile=config.PROFILE.read(environ),
+            staging_dir=config.STAGING_DIR.read(environ) or default_staging_dir(environ),
+            snapshot_timeout=config.SNAPSHOT_TIMEOUT.read(environ),
+            backup_format=config.FORMAT.read(environ),
+            deadline=config.DEADLINE.read(environ),
+            keep_staged=config.KEEP_STAGED.read(environ),
         )
         given = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **given) if given else settings
@@ -129,26 +103,3 @@ class BackupSettings:
         if not self.urls:
             raise ConfigError("no destination given: pass --to URL or set KOTOMI_BACKUP_URL")
         return self.urls
-
-
-def _seconds_or_none(env: Mapping[str, str], name: str) -> float | None:
-    text = (env.get(name) or "").strip()
-    if not text:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name} {text!r}: give a positive number of seconds (or leave it unset)")
-    return value
-
-
-def _whole(env: Mapping[str, str], name: str, default: int) -> int:
-    text = (env.get(name) or "").strip()
-    if not text:
-        return default
-    try:
-        return int(text)
-    except ValueError:
-        raise ConfigError(f"{name} {text!r}: give a whole number") from None

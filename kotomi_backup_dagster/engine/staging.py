@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .archive import archive_suffix
+from .config import FORMAT_NAMES
 from .errors import BackupError, ConfigError, DiskFull, is_no_space
 from .fsutil import (
     dir_mutex,
@@ -93,7 +94,7 @@ class StagedBackup:
             chosen = json.loads((self.workdir / SNAPSHOT_INFO).read_text()).get("format")
         except (OSError, ValueError, AttributeError):
             return default
-        return chosen if chosen in ("full", "paged") else default
+        return chosen if chosen in FORMAT_NAMES else default
 
     def database_size(self) -> int | None:
         """The snapshot's size, once the snapshot stage recorded it."""

@@ -24,7 +24,9 @@ from dagster import (
     instance_for_test,
 )
 
-from kotomi_backup_dagster.defs.factory import definitions_from_env
+from kotomi_backup_dagster.defs.databases import DatabaseSpec
+from kotomi_backup_dagster.defs.factory import build_kotomi_backup_defs, definitions_from_env
+from kotomi_backup_dagster.defs.retention.resources import RetentionPolicyResource
 from kotomi_backup_dagster.engine.backup import run_backup
 from kotomi_backup_dagster.engine.layout import DrillRecord, write_drill
 from kotomi_backup_dagster.engine.manifest import Manifest, new_backup_id, rfc3339
@@ -117,7 +119,8 @@ def test_stale_backup_alerts_once_across_three_ticks_and_recovers_once(
         assert stale["status"] == "firing" and stale["kind"] == "stale"
         assert stale["what"] == "stale backup"
         assert stale["destination"] == f"file://{env}"
-        assert f"newest backup {old.backup_id} is 48.0 h old (limit 36.0 h)" in stale["error"]
+        # The default cadence backs up every 15 minutes: stale after the interval + 2 h.
+        assert f"newest backup {old.backup_id} is 48.0 h old (limit 2.2 h)" in stale["error"]
         assert "kotomi-backup backup" in stale["next_step"]
         assert smtp_server.messages[0]["Subject"] == "[kotomi-backup] FAILED kotomi: stale backup"
 
@@ -261,6 +264,33 @@ def test_backup_catalog_asset_observes_with_metadata_that_plots(env: Path) -> No
         assert isinstance(meta["newest_age_hours"], FloatMetadataValue)
         assert isinstance(meta["backups"], MarkdownMetadataValue)
         assert f"`{made.backup_id}`" in meta["backups"].value
+
+
+def test_the_catalog_tiers_follow_the_retention_resource_not_the_environment(env: Path) -> None:
+    """A policy given to the code location (here keep the newest backup only) decides the
+    catalog's tiers, as it decides prune; the environment's defaults (7 daily...) would keep
+    the older backup as "oldest daily"."""
+    older = make_old(env, backup(), hours=2)
+    newest = backup()
+    defs = build_kotomi_backup_defs(
+        [DatabaseSpec("kotomi")],
+        destinations=[str(env)],
+        retention=RetentionPolicyResource(
+            keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0, keep_yearly=0
+        ),
+    )
+    with instance_for_test() as instance:
+        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            asset_selection=[CATALOG], instance=instance
+        )
+        assert result.success
+        observation = instance.fetch_observations(CATALOG, limit=1).records[0].asset_observation
+        assert observation is not None
+        rows = observation.metadata["backups"].value.splitlines()
+    (newest_row,) = [r for r in rows if newest.backup_id in r]
+    (older_row,) = [r for r in rows if older.backup_id in r]
+    assert "| newest, last |" in newest_row
+    assert "pruned at the next prune" in older_row
 
 
 def test_a_backup_whose_archive_vanished_alerts_once_and_recovers_when_it_is_back(

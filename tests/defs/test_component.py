@@ -84,14 +84,14 @@ def test_scaffolded_configured_and_listed_by_dg(tmp_path: Path, kotomi_db: Path)
     schedules = {s["name"]: s["cron_schedule"] for s in found["schedules"]}
     assert schedules["kotomi_daily_backup"] == "30 1 * * *"
     assert schedules["kotomi_weekly_restore_drill"] == "0 6 * * 1"
-    assert len(found["sensors"]) == 3
+    assert len(found["sensors"]) == 4  # health, run failure, prune after uploads, run history
 
     # A bad value fails `dg check defs` with the component's line.
     attributes["verify"] = "thorough"
     defs_yaml.write_text(yaml.safe_dump(scaffolded))
     checked = dg("check", "defs", cwd=tmp_path, env=env)
     assert checked.returncode != 0
-    assert "verify mode 'thorough': use quick or full" in checked.stdout + checked.stderr
+    assert "verify 'thorough': use quick or full" in checked.stdout + checked.stderr
 
 
 def component(**changes: Any) -> KotomiBackupComponent:
@@ -130,7 +130,8 @@ def test_component_values_reach_the_definitions_and_secrets_stay_env_references(
         ({"timezone": "Mars/Olympus"}, "Mars/Olympus"),
         ({"schedules": {"backup": "never"}}, "backup cron 'never' is not a cron expression"),
         ({"owners": ["nobody"]}, "owner 'nobody': use an email address or team:<name>"),
-        ({"alerts": {"size_drop_ratio": 3}}, "alerts: size_drop_ratio must be within 0..1"),
+        ({"alerts": {"size_drop_ratio": 3}}, "alerts.size_drop_ratio '3.0': give a ratio"),
+        ({"retention": {"keep_daily": -5}}, "retention.keep_daily '-5': give a whole number"),
     ],
 )
 def test_a_bad_component_value_fails_at_load_with_one_line(

@@ -114,12 +114,16 @@ def test_every_run_holds_its_databases_pool_and_gets_its_database_tag_at_launch(
     ("name", "value", "expected"),
     [
         ("KOTOMI_BACKUP_VERIFY", "xyz", "KOTOMI_BACKUP_VERIFY 'xyz': use quick or full"),
-        ("KOTOMI_BACKUP_KEEP_DAILY", "abc", "KOTOMI_BACKUP_KEEP_DAILY: expected a whole number"),
-        ("KOTOMI_BACKUP_FORMAT", "zip", "KOTOMI_BACKUP_FORMAT): use full or paged"),
-        ("KOTOMI_BACKUP_CRON", "every day", "KOTOMI_BACKUP_CRON 'every day' is not a cron"),
-        ("KOTOMI_BACKUP_RETRIES", "many", "KOTOMI_BACKUP_RETRIES 'many' is not a whole number"),
-        ("KOTOMI_BACKUP_STALE_HOURS", "-3", "KOTOMI_BACKUP_STALE_HOURS '-3': expected"),
-        ("KOTOMI_BACKUP_DATABASES", "blog", "expected name=/path/to/db.sqlite"),
+        ("KOTOMI_BACKUP_KEEP_DAILY", "abc", "KOTOMI_BACKUP_KEEP_DAILY 'abc': give a whole number"),
+        ("KOTOMI_BACKUP_FORMAT", "zip", "KOTOMI_BACKUP_FORMAT 'zip': use full or paged"),
+        ("KOTOMI_BACKUP_CRON", "every day", "KOTOMI_BACKUP_CRON 'every day': give a cron"),
+        ("KOTOMI_BACKUP_RETRIES", "many", "KOTOMI_BACKUP_RETRIES 'many': give a whole number"),
+        ("KOTOMI_BACKUP_STALE_HOURS", "-3", "KOTOMI_BACKUP_STALE_HOURS '-3': give a number"),
+        ("KOTOMI_BACKUP_DATABASES", "blog", "entry 'blog': use name=/path/to/db.sqlite"),
+        # Checked at load since the settings table; before, at the first run that used them.
+        ("KOTOMI_BACKUP_S3_SSE", "yes", "KOTOMI_BACKUP_S3_SSE 'yes': use AES256, aws:kms"),
+        ("KOTOMI_BACKUP_SMTP_PORT", "0", "KOTOMI_BACKUP_SMTP_PORT '0': give a port number"),
+        ("KOTOMI_BACKUP_KEEP_STAGED", "0", "KOTOMI_BACKUP_KEEP_STAGED '0': give a whole number"),
     ],
 )
 def test_a_bad_setting_fails_the_load_with_one_line(
@@ -154,7 +158,8 @@ def test_dg_check_defs_passes_and_refuses_a_bad_setting_with_its_line() -> None:
     bad = dg("check", "defs", env={"KOTOMI_BACKUP_KEEP_DAILY": "abc"})
     assert bad.returncode != 0
     assert (
-        "ConfigError: KOTOMI_BACKUP_KEEP_DAILY: expected a whole number" in bad.stdout + bad.stderr
+        "ConfigError: KOTOMI_BACKUP_KEEP_DAILY 'abc': give a whole number"
+        in bad.stdout + bad.stderr
     )
 
 

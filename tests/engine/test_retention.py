@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kotomi_backup_dagster.engine.errors import ConfigError
 from kotomi_backup_dagster.retention import (
     BackupRef,
     CalendarDuration,
@@ -344,19 +345,19 @@ def test_from_env_defaults_and_values() -> None:
 @pytest.mark.parametrize(
     ("var", "value", "message"),
     [
-        ("KOTOMI_BACKUP_KEEP_DAILY", "seven", "KOTOMI_BACKUP_KEEP_DAILY: expected a whole number"),
-        ("KOTOMI_BACKUP_KEEP_YEARLY", "-2", "KOTOMI_BACKUP_KEEP_YEARLY: expected a whole number"),
-        ("KOTOMI_BACKUP_KEEP_LAST", "1.5", "KOTOMI_BACKUP_KEEP_LAST: expected a whole number"),
-        ("KOTOMI_BACKUP_KEEP_WITHIN", "2w", "KOTOMI_BACKUP_KEEP_WITHIN: expected a duration"),
-        ("KOTOMI_BACKUP_KEEP_WITHIN", "48", "KOTOMI_BACKUP_KEEP_WITHIN: expected a duration"),
-        ("KOTOMI_BACKUP_KEEP_WITHIN", "-1d", "KOTOMI_BACKUP_KEEP_WITHIN: expected a duration"),
-        ("KOTOMI_BACKUP_KEEP_WITHIN", "1d2d", "KOTOMI_BACKUP_KEEP_WITHIN: expected a duration"),
-        ("KOTOMI_BACKUP_TIMEZONE", "Berlin", "KOTOMI_BACKUP_TIMEZONE: unknown time zone"),
-        ("KOTOMI_BACKUP_TIMEZONE", "Europe", "KOTOMI_BACKUP_TIMEZONE: unknown time zone"),
+        ("KOTOMI_BACKUP_KEEP_DAILY", "seven", "KOTOMI_BACKUP_KEEP_DAILY 'seven': give a whole"),
+        ("KOTOMI_BACKUP_KEEP_YEARLY", "-2", "KOTOMI_BACKUP_KEEP_YEARLY '-2': give a whole"),
+        ("KOTOMI_BACKUP_KEEP_LAST", "1.5", "KOTOMI_BACKUP_KEEP_LAST '1.5': give a whole"),
+        ("KOTOMI_BACKUP_KEEP_WITHIN", "2w", "KOTOMI_BACKUP_KEEP_WITHIN '2w': give a duration"),
+        ("KOTOMI_BACKUP_KEEP_WITHIN", "48", "KOTOMI_BACKUP_KEEP_WITHIN '48': give a duration"),
+        ("KOTOMI_BACKUP_KEEP_WITHIN", "-1d", "KOTOMI_BACKUP_KEEP_WITHIN '-1d': give a duration"),
+        ("KOTOMI_BACKUP_KEEP_WITHIN", "1d2d", "KOTOMI_BACKUP_KEEP_WITHIN '1d2d': give a duration"),
+        ("KOTOMI_BACKUP_TIMEZONE", "Berlin", "KOTOMI_BACKUP_TIMEZONE 'Berlin': use an IANA time"),
+        ("KOTOMI_BACKUP_TIMEZONE", "Europe", "KOTOMI_BACKUP_TIMEZONE 'Europe': use an IANA time"),
     ],
 )
 def test_from_env_rejects_bad_values(var: str, value: str, message: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         RetentionPolicy.from_env({var: value})
 
 

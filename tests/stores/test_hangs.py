@@ -134,7 +134,7 @@ def test_the_deadline_is_a_setting_of_the_cli_the_environment_and_the_dagster_re
     )
     assert resource.settings().deadline == 45.0
     bad = run_cli("backup", "--deadline", "0", "--db", str(kotomi_db), "--to", str(tmp_path))
-    assert bad.returncode == 2 and "not a positive number of seconds" in bad.stderr
+    assert bad.returncode == 2 and "'0': give a positive number of seconds" in bad.stderr
 
 
 def test_a_dagster_upload_that_stalls_fails_at_the_deadline_and_keeps_the_staged_backup(

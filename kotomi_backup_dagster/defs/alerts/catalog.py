@@ -75,7 +75,9 @@ def _hours(seconds: float) -> float:
     return round(seconds / 3600, 2)
 
 
-def _tiers(state: DestinationState, now: datetime) -> tuple[list[str], str | None]:
+def _tiers(
+    state: DestinationState, now: datetime, policy: RetentionPolicy
+) -> tuple[list[str], str | None]:
     """What prune would decide for each backup (newest first), with its safety rails: a
     failed drill or missing objects fill no slot."""
     if not state.backups:
@@ -90,7 +92,7 @@ def _tiers(state: DestinationState, now: datetime) -> tuple[list[str], str | Non
         for m in state.backups
     ]
     try:
-        decisions = plan_backups(refs, RetentionPolicy.from_env(), now=now)
+        decisions = plan_backups(refs, policy, now=now)
     except ValueError as exc:
         return ["?"] * len(state.backups), first_line(str(exc))
     by_id = {d.backup_id: d for d in decisions}
@@ -102,7 +104,10 @@ def _tiers(state: DestinationState, now: datetime) -> tuple[list[str], str | Non
     ], None
 
 
-def catalog_view(name: str, states: Sequence[DestinationState], now: datetime) -> CatalogView:
+def catalog_view(
+    name: str, states: Sequence[DestinationState], now: datetime, policy: RetentionPolicy
+) -> CatalogView:
+    """The catalog's metadata; `policy`: the retention resource's (the tiers prune keeps)."""
     rows = [
         "| destination | backup | created (UTC) | age (h) | database | archive | tiers "
         "| last drill |",
@@ -124,7 +129,7 @@ def catalog_view(name: str, states: Sequence[DestinationState], now: datetime) -
             continue
         if not state.backups:
             rows.append(f"| {state.url} | (no backup) | — | — | — | — | — | — |")
-        tiers, tier_note = _tiers(state, now)
+        tiers, tier_note = _tiers(state, now, policy)
         if tier_note:
             notes.append(f"retention tiers unknown: {tier_note}")
         for manifest, tier in zip(state.backups, tiers, strict=False):
@@ -227,7 +232,8 @@ def _catalog_asset(
         resource: KotomiBackupResource = getattr(context.resources, settings_key)
         for key in sorted(context.selected_asset_keys):
             spec = by_key[key]
-            view = catalog_view(spec.name, read_destinations(resource, spec), utcnow())
+            states = read_destinations(resource, spec)
+            view = catalog_view(spec.name, states, utcnow(), options.retention_policy())
             yield ObserveResult(
                 asset_key=key, data_version=DataVersion(view.version), metadata=view.metadata
             )

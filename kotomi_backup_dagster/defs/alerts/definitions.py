@@ -22,7 +22,9 @@ def build_alerts_definitions(options: KotomiBackupOptions) -> Definitions:
         assets=[build_catalog_asset(options.databases, options)],
         sensors=[
             build_run_failure_sensor(options.databases),
-            build_health_sensor(options.databases, options.health_thresholds()),
+            build_health_sensor(
+                options.databases, options.health_thresholds(), options.retention_policy
+            ),
         ],
         resources={NOTIFIER_KEY: options.notifier},
     )

@@ -7,7 +7,7 @@ restart neither repeats an alert nor loses one.
 """
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from dagster import (
@@ -32,6 +32,7 @@ from ...engine.health import (
 )
 from ...engine.manifest import rfc3339
 from ...engine.notify import Alert
+from ...engine.retention import RetentionPolicy
 from ..backup.assets import SETTINGS_KEY
 from ..backup.resources import KotomiBackupResource
 from ..databases import DatabaseSpec
@@ -90,6 +91,7 @@ def check_database(
     resource: KotomiBackupResource,
     notifier: AlertNotifier,
     thresholds: Thresholds,
+    policy: RetentionPolicy,
     cursor: str | None,
 ) -> tuple[str, list[AssetObservation]]:
     """One database's tick: alerts sent and closed, the catalog observed when due."""
@@ -107,7 +109,7 @@ def check_database(
     for dropped in transition.dropped:
         context.log.info(f"closed without a message: {dropped.what} ({dropped.key})")
 
-    view = catalog_view(spec.name, states, now)
+    view = catalog_view(spec.name, states, now, policy)
     previous = saved.get("catalog")
     last = previous if isinstance(previous, dict) else {}
     events = []
@@ -126,8 +128,11 @@ def check_database(
 def build_health_sensor(
     specs: Sequence[DatabaseSpec],
     thresholds: Thresholds,
+    retention_policy: Callable[[], RetentionPolicy],
     settings_key: str = SETTINGS_KEY,
 ) -> SensorDefinition:
+    """`retention_policy` is asked at each tick (its variables are read then) for the
+    catalog's tiers."""
     names = ", ".join(s.name for s in specs[:3]) + (" ..." if len(specs) > 3 else "")
 
     @sensor(
@@ -147,10 +152,11 @@ def build_health_sensor(
         notifier: AlertNotifier = getattr(context.resources, NOTIFIER_KEY)
         cursors: dict[str, str] = {}
         events: list[AssetObservation] = []
+        policy = retention_policy()
         for spec in specs:
             part = _database_cursor(context.cursor, spec.name, single=len(specs) == 1)
             cursors[spec.name], observed = check_database(
-                context, spec, resource, notifier, thresholds, part
+                context, spec, resource, notifier, thresholds, policy, part
             )
             events += observed
         cursor = json.dumps({"databases": cursors}, sort_keys=True, separators=(",", ":"))

@@ -1,25 +1,19 @@
 """The alert notifier: one resource, several channels (webhook, email, Slack), from the env.
 
-Environment (each read through `EnvVar` when set, so the UI shows names, never values):
-
-    KOTOMI_BACKUP_WEBSERVER_URL      the Dagster UI, for run links (default http://127.0.0.1:3000)
-    KOTOMI_BACKUP_ALERT_WEBHOOK_URL  JSON webhook (Slack, Mattermost, Discord or any receiver)
-    KOTOMI_BACKUP_SMTP_HOST          email: set to enable, with _TO (and usually _FROM)
-    KOTOMI_BACKUP_SMTP_PORT          default 587 (starttls), 465 (ssl), 25 (none)
-    KOTOMI_BACKUP_SMTP_SECURITY      starttls (default), ssl or none
-    KOTOMI_BACKUP_SMTP_USER / _PASSWORD   optional login
-    KOTOMI_BACKUP_SMTP_FROM / _TO    sender; recipients (comma-separated)
-    KOTOMI_BACKUP_SLACK_TOKEN / _CHANNEL  Slack bot token and channel, via dagster-slack
+Its settings (KOTOMI_BACKUP_WEBSERVER_URL, _ALERT_WEBHOOK_URL, _SMTP_*, _SLACK_*) are in the
+settings table (engine/config.py); each is read through `EnvVar` when set, so the UI shows
+names, never values.
 """
 
-import os
 import socket
+from collections.abc import Mapping
 from typing import Any
 
-from dagster import ConfigurableResource, EnvVar
+from dagster import ConfigurableResource
 from dagster_slack import SlackResource
 from pydantic import Field
 
+from ...engine import config
 from ...engine.errors import ConfigError
 from ...engine.notify import (
     Alert,
@@ -32,9 +26,10 @@ from ...engine.notify import (
     send_alert,
 )
 from ...engine.redaction import url_secrets
+from ..envvars import env_fields, setting_field
 
 NOTIFIER_KEY = "alert_notifier"
-DEFAULT_WEBSERVER_URL = "http://127.0.0.1:3000"
+DEFAULT_WEBSERVER_URL = config.WEBSERVER_URL.default
 
 
 class SlackChannel:
@@ -72,26 +67,17 @@ class _Misconfigured:
 class AlertNotifier(ConfigurableResource):  # type: ignore[type-arg]
     """Sends alerts on every configured channel; one failing channel never hides the others."""
 
-    webserver_base_url: str = Field(
-        default=DEFAULT_WEBSERVER_URL,
-        description="The Dagster UI's base URL, for run links (KOTOMI_BACKUP_WEBSERVER_URL).",
-    )
-    webhook_url: str | None = Field(
-        default=None, description="JSON webhook URL (KOTOMI_BACKUP_ALERT_WEBHOOK_URL). Secret."
-    )
-    smtp_host: str | None = Field(
-        default=None, description="SMTP server (KOTOMI_BACKUP_SMTP_HOST)."
-    )
-    smtp_port: int | None = Field(default=None, description="Default 587/465/25 by security.")
-    smtp_security: str = Field(default="starttls", description="starttls, ssl or none.")
-    smtp_user: str | None = Field(default=None, description="SMTP login (optional).")
-    smtp_password: str | None = Field(default=None, description="SMTP password. Secret.")
-    smtp_from: str | None = Field(default=None, description="Sender address.")
-    smtp_to: str | None = Field(default=None, description="Recipients, comma-separated.")
-    slack_token: str | None = Field(
-        default=None, description="Slack bot token (KOTOMI_BACKUP_SLACK_TOKEN). Secret."
-    )
-    slack_channel: str | None = Field(default=None, description="Slack channel, e.g. #ops.")
+    webserver_base_url: str = setting_field(config.WEBSERVER_URL)
+    webhook_url: str | None = setting_field(config.ALERT_WEBHOOK_URL, note="; a secret")
+    smtp_host: str | None = setting_field(config.SMTP_HOST)
+    smtp_port: int | None = setting_field(config.SMTP_PORT, note="; unset: 587, 465 or 25")
+    smtp_security: str = setting_field(config.SMTP_SECURITY)
+    smtp_user: str | None = setting_field(config.SMTP_USER)
+    smtp_password: str | None = setting_field(config.SMTP_PASSWORD, note="; a secret")
+    smtp_from: str | None = setting_field(config.SMTP_FROM)
+    smtp_to: str | None = setting_field(config.SMTP_TO)
+    slack_token: str | None = setting_field(config.SLACK_TOKEN, note="; a secret")
+    slack_channel: str | None = setting_field(config.SLACK_CHANNEL)
     timeout_seconds: float = Field(default=10.0, description="Per channel and message.")
 
     def run_url(self, run_id: str) -> str:
@@ -121,7 +107,7 @@ class AlertNotifier(ConfigurableResource):  # type: ignore[type-arg]
                 channels.append(
                     _Misconfigured(
                         "slack",
-                        "set both KOTOMI_BACKUP_SLACK_TOKEN and KOTOMI_BACKUP_SLACK_CHANNEL",
+                        f"set both {config.SLACK_TOKEN.name} and {config.SLACK_CHANNEL.name}",
                     )
                 )
         return channels
@@ -138,7 +124,7 @@ class AlertNotifier(ConfigurableResource):  # type: ignore[type-arg]
             return SmtpChannel(
                 host=host,
                 port=self.smtp_port,
-                security=self.smtp_security.strip().lower(),  # type: ignore[arg-type]
+                security=self.smtp_security,  # type: ignore[arg-type]  # SmtpChannel checks it
                 user=self.smtp_user or None,
                 password=self.smtp_password or None,
                 sender=sender,
@@ -157,26 +143,24 @@ class AlertNotifier(ConfigurableResource):  # type: ignore[type-arg]
         return ", ".join(labels) if labels else "no channel configured"
 
 
-def _env(name: str, default: Any = None) -> Any:
-    """EnvVar when the variable is set (the UI shows the name, never the value), else default."""
-    return EnvVar(name) if os.environ.get(name) else default
+# Resource field -> its setting.
+NOTIFIER_FIELDS: dict[str, config.Setting[Any]] = {
+    "webserver_base_url": config.WEBSERVER_URL,
+    "webhook_url": config.ALERT_WEBHOOK_URL,
+    "smtp_host": config.SMTP_HOST,
+    "smtp_port": config.SMTP_PORT,
+    "smtp_security": config.SMTP_SECURITY,
+    "smtp_user": config.SMTP_USER,
+    "smtp_password": config.SMTP_PASSWORD,
+    "smtp_from": config.SMTP_FROM,
+    "smtp_to": config.SMTP_TO,
+    "slack_token": config.SLACK_TOKEN,
+    "slack_channel": config.SLACK_CHANNEL,
+}
 
 
-def alert_notifier_from_env() -> AlertNotifier:
-    port = os.environ.get("KOTOMI_BACKUP_SMTP_PORT")
-    return AlertNotifier(
-        webserver_base_url=_env("KOTOMI_BACKUP_WEBSERVER_URL", DEFAULT_WEBSERVER_URL),
-        webhook_url=_env("KOTOMI_BACKUP_ALERT_WEBHOOK_URL"),
-        smtp_host=_env("KOTOMI_BACKUP_SMTP_HOST"),
-        smtp_port=EnvVar.int("KOTOMI_BACKUP_SMTP_PORT") if port else None,
-        smtp_security=_env("KOTOMI_BACKUP_SMTP_SECURITY", "starttls"),
-        smtp_user=_env("KOTOMI_BACKUP_SMTP_USER"),
-        smtp_password=_env("KOTOMI_BACKUP_SMTP_PASSWORD"),
-        smtp_from=_env("KOTOMI_BACKUP_SMTP_FROM"),
-        smtp_to=_env("KOTOMI_BACKUP_SMTP_TO"),
-        slack_token=_env("KOTOMI_BACKUP_SLACK_TOKEN"),
-        slack_channel=_env("KOTOMI_BACKUP_SLACK_CHANNEL"),
-    )
+def alert_notifier_from_env(environ: Mapping[str, str] | None = None) -> AlertNotifier:
+    return AlertNotifier(**env_fields(NOTIFIER_FIELDS, environ))
 
 
 __all__ = [

@@ -26,6 +26,7 @@ from dagster import (
 )
 
 from ...engine import backup as engine
+from ...engine.config import FORMAT_NAMES
 from ..databases import DatabaseSpec
 from ..failures import failure, one_line_failures, retries_left
 from ..options import KotomiBackupOptions
@@ -111,7 +112,7 @@ def build_backup_assets(
         res: KotomiBackupResource = getattr(context.resources, resource_key)
         settings = res.settings(by_name[key.path[0]])
         chosen = context.run.tags.get(FORMAT_TAG)
-        if chosen in ("full", "paged"):
+        if chosen in FORMAT_NAMES:
             settings = dataclasses.replace(settings, backup_format=chosen)
         return by_name[key.path[0]], res, settings
 

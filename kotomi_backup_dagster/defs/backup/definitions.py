@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dagster import AssetKey, AssetSelection, Definitions, define_asset_job
 
+from ...engine.config import DAILY_AT_2, EVERY_15_MINUTES
 from ..databases import DatabaseSpec
-from ..options import EVERY_15_MINUTES, HOURLY, KotomiBackupOptions
+from ..options import HOURLY, KotomiBackupOptions
 from ..scheduling import per_database_schedule
 from .assets import FORMAT_TAG, SETTINGS_KEY, build_all_backup_assets
 
@@ -34,7 +35,7 @@ def build_backup_definitions(options: KotomiBackupOptions) -> Definitions:
             options,
             job,
             name="kotomi_daily_backup",
-            cron=options.backup_cron if not hourly else "0 2 * * *",
+            cron=options.backup_cron if not hourly else DAILY_AT_2,
             description="Back up every database (KOTOMI_BACKUP_CRON, default daily at 02:00)",
             keys_of=backup_keys,
             running=not hourly,

@@ -1,48 +1,39 @@
 """The retention policy as a resource, from KOTOMI_BACKUP_KEEP_* (one policy for every database)."""
 
-import os
+from collections.abc import Mapping
+from typing import Any
 
-from dagster import ConfigurableResource, EnvVar
-from pydantic import Field
+from dagster import ConfigurableResource
 
+from ...engine import config
 from ...engine.retention import RetentionPolicy
+from ..envvars import env_fields, setting_field
 
-KEEP_DEFAULTS = {"last": 0, "hourly": 0, "daily": 7, "weekly": 4, "monthly": 12, "yearly": 3}
+# Resource field -> its setting.
+RETENTION_FIELDS: dict[str, config.Setting[Any]] = {
+    **config.KEEP_COUNTS,
+    "keep_within": config.KEEP_WITHIN,
+    "timezone": config.TIMEZONE,
+}
 
 
 class RetentionPolicyResource(ConfigurableResource):  # type: ignore[type-arg]
-    keep_last: int = Field(default=0)
-    keep_hourly: int = Field(default=0)
-    keep_daily: int = Field(default=7)
-    keep_weekly: int = Field(default=4)
-    keep_monthly: int = Field(default=12)
-    keep_yearly: int = Field(default=3)
-    keep_within: str = Field(default="", description="e.g. 2d, 36h, 1y2m (restic durations)")
-    timezone: str = Field(default="UTC", description="Buckets are cut in this zone.")
+    keep_last: int = setting_field(config.KEEP_LAST)
+    keep_hourly: int = setting_field(config.KEEP_HOURLY)
+    keep_daily: int = setting_field(config.KEEP_DAILY)
+    keep_weekly: int = setting_field(config.KEEP_WEEKLY)
+    keep_monthly: int = setting_field(config.KEEP_MONTHLY)
+    keep_yearly: int = setting_field(config.KEEP_YEARLY)
+    keep_within: str = setting_field(config.KEEP_WITHIN, default="")
+    timezone: str = setting_field(config.TIMEZONE, note="; retention buckets are cut in it")
 
     def policy(self) -> RetentionPolicy:
-        return RetentionPolicy.from_env(
-            {
-                **{
-                    f"KOTOMI_BACKUP_KEEP_{k.upper()}": str(getattr(self, f"keep_{k}"))
-                    for k in KEEP_DEFAULTS
-                },
-                "KOTOMI_BACKUP_KEEP_WITHIN": self.keep_within,
-                "KOTOMI_BACKUP_TIMEZONE": self.timezone,
-            }
-        )
+        """The policy, each value checked as its variable would be (ConfigError, one line)."""
+        values = {field: s.check(getattr(self, field)) for field, s in RETENTION_FIELDS.items()}
+        return RetentionPolicy(**values)
 
 
-def retention_resource_from_env() -> RetentionPolicyResource:
-    fields: dict[str, object] = {}
-    for kind in KEEP_DEFAULTS:
-        name = f"KOTOMI_BACKUP_KEEP_{kind.upper()}"
-        if os.environ.get(name):
-            fields[f"keep_{kind}"] = EnvVar.int(name)
-    for field, name in (
-        ("keep_within", "KOTOMI_BACKUP_KEEP_WITHIN"),
-        ("timezone", "KOTOMI_BACKUP_TIMEZONE"),
-    ):
-        if os.environ.get(name):
-            fields[field] = EnvVar(name)
-    return RetentionPolicyResource(**fields)  # type: ignore[arg-type]
+def retention_resource_from_env(
+    environ: Mapping[str, str] | None = None,
+) -> RetentionPolicyResource:
+    return RetentionPolicyResource(**env_fields(RETENTION_FIELDS, environ))

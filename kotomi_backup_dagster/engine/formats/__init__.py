@@ -25,18 +25,17 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from ... import __version__
 from ..archive import Progress
+from ..config import FormatName
 from ..manifest import ArchiveInfo, Manifest, VerifyInfo, backup_id_time, rfc3339
 from ..settings import BackupSettings
 from ..snapshot import Snapshot
 from ..staging import SNAPSHOT_INFO, StagedBackup
 from ..stores import BackupStore
 from ..verify import VerifyReport
-
-FormatName = Literal["full", "paged"]
 
 
 @dataclass(frozen=True)

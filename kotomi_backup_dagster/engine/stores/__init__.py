@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse, urlunparse
 
+from .. import config
+from ..config import split_urls
 from ..errors import ConfigError
 from .base import BackupStore, ObjectNotFound, StoredObject, UnreadableObject
 from .local import LocalStore
@@ -51,11 +53,6 @@ def safe_url(url: str) -> str:
     return urlunparse((parsed.scheme, host, parsed.path, "", "", ""))
 
 
-def split_urls(text: str | None) -> list[str]:
-    """`KOTOMI_BACKUP_URL` holds one or several destinations separated by commas."""
-    return [u.strip() for u in (text or "").split(",") if u.strip()]
-
-
 def url_scheme(url: str) -> str:
     """'s3', 'gs', 'file', or '' for a plain path (Windows drive letters included)."""
     scheme = urlparse(url).scheme.lower()
@@ -68,18 +65,17 @@ def url_scheme(url: str) -> str:
 class StoreOptions:
     """Settings for remote stores, from the environment (or the Dagster resource)."""
 
-    s3_sse: str | None = None  # KOTOMI_BACKUP_S3_SSE: AES256 | aws:kms
+    s3_sse: str | None = None  # KOTOMI_BACKUP_S3_SSE
     s3_kms_key_id: str | None = None  # KOTOMI_BACKUP_S3_KMS_KEY_ID (an id, not a secret)
     retry: RetryPolicy = field(default_factory=RetryPolicy)  # KOTOMI_BACKUP_RETRIES
     timeouts: Timeouts = field(default_factory=Timeouts)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StoreOptions:
-        env = os.environ if environ is None else environ
         return cls(
-            s3_sse=env.get("KOTOMI_BACKUP_S3_SSE") or None,
-            s3_kms_key_id=env.get("KOTOMI_BACKUP_S3_KMS_KEY_ID") or None,
-            retry=RetryPolicy.from_env(env),
+            s3_sse=config.S3_SSE.read(environ),
+            s3_kms_key_id=config.S3_KMS_KEY_ID.read(environ),
+            retry=RetryPolicy.from_env(environ),
         )
 
 

@@ -3,7 +3,7 @@
 A store says which errors are transient (connection reset, timeout, HTTP 500/503,
 throttling); everything else fails at once. Sleep and randomness are injectable, so the
 schedule is testable without waiting. The number of retries comes from
-`KOTOMI_BACKUP_RETRIES` (default 5: six attempts, at most ~15 s of sleeping). A deadline
+`KOTOMI_BACKUP_RETRIES` (config.py; default 5: six attempts, at most ~15 s of sleeping). A deadline
 (timeouts.py) stops the retrying once it has passed: the caller gets `DeadlinePassed`.
 """
 
@@ -12,28 +12,26 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from ..errors import BackupError, ConfigError
+from .. import config
+from ..errors import BackupError
 from .base import ObjectNotFound
 from .timeouts import DeadlinePassed, check_deadline
 
 T = TypeVar("T")
 log = logging.getLogger("kotomi_backup_dagster.stores")
 
-DEFAULT_RETRIES = 5
-
 
 @dataclass(frozen=True)
 class RetryPolicy:
     """`attempts` tries in all; before try n+1 sleep uniform(0, min(max_delay, base*2**(n-1)))."""
 
-    attempts: int = DEFAULT_RETRIES + 1
+    attempts: int = config.RETRIES.default + 1
     base_delay: float = 0.5
     max_delay: float = 30.0
 
@@ -53,19 +51,7 @@ class RetryPolicy:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RetryPolicy:
-        env = os.environ if environ is None else environ
-        text = env.get("KOTOMI_BACKUP_RETRIES", "").strip()
-        if not text:
-            return cls()
-        try:
-            retries = int(text)
-        except ValueError:
-            retries = -1
-        if not 0 <= retries <= 20:
-            raise ConfigError(
-                f"KOTOMI_BACKUP_RETRIES {text!r}: use a whole number of retries from 0 to 20"
-            )
-        return cls(attempts=retries + 1)
+        return cls(attempts=config.RETRIES.read(environ) + 1)
 
 
 def retry_call(

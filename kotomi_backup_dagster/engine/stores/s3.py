@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
+from .. import config
 from ..errors import BackupError, ConfigError, squeezed
 from .base import LIST_FROM, ObjectNotFound, StoredObject, by_folder, join_key
 from .retry import (
@@ -47,7 +48,6 @@ MiB = 1 << 20
 DEFAULT_PART_SIZE = 16 * MiB
 MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
 MAX_PARTS = 10_000
-SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse")
 
 # Error codes that no retry will fix and that mean the destination is set up wrongly.
 CONFIG_CODES = {
@@ -177,10 +177,7 @@ class S3Store:
     ) -> None:
         if not bucket:
             raise ConfigError("an s3:// destination needs a bucket: s3://bucket/prefix")
-        if sse is not None and sse not in SSE_MODES:
-            raise ConfigError(
-                f"KOTOMI_BACKUP_S3_SSE {sse!r}: use AES256 or aws:kms (or leave it unset)"
-            )
+        sse = config.S3_SSE.check(sse)
         if kms_key_id and not (sse or "").startswith("aws:kms"):
             raise ConfigError(
                 "KOTOMI_BACKUP_S3_KMS_KEY_ID is set but KOTOMI_BACKUP_S3_SSE is not aws:kms"
