@@ -571,6 +571,7 @@ def test_random_operations_never_lose_a_kept_backup_nor_restore_a_wrong_file(
                     made = json.loads(run.stdout)
                     inv.db_sha[made["backup_id"]] = made["manifest"]["db_sha256"]
                     stats[f"backup by {made['snapshot_method']}"] += 1
+                    stats["backup completed"] += 1
                     # What killed backups left went when this one began; its own after it.
                     assert staged_backups(env) == set(), f"{where}: staging left behind"
                 after = ids(inv.check(where))
@@ -746,7 +747,8 @@ def test_random_operations_never_lose_a_kept_backup_nor_restore_a_wrong_file(
     assert stats["backup killed after writing to the store"] >= 1, stats
     assert stats["prune interrupted"] >= 2, f"the prune kills never landed mid-prune: {stats}"
     if backup_format == "full":
-        assert stats["backup by copy"] >= 5, stats
+        # Every backup that was not killed copied the database (no read in place: full).
+        assert stats["backup by copy"] == stats["backup completed"] >= 3, stats
         return
     # Both ways to take a backup ran: a copy (no cached base) and a read in place.
     assert stats["backup by copy"] >= 1 and stats["backup by live read"] >= 3, stats
