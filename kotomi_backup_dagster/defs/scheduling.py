@@ -22,19 +22,26 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 from .databases import DatabaseSpec, databases_of_run
 from .options import KotomiBackupOptions
 
-IN_PROGRESS = [
-    DagsterRunStatus.QUEUED,
+RUNNING = [
     DagsterRunStatus.NOT_STARTED,
     DagsterRunStatus.STARTING,
     DagsterRunStatus.STARTED,
     DagsterRunStatus.CANCELING,
 ]
+IN_PROGRESS = [DagsterRunStatus.QUEUED, *RUNNING]
 
 
-def busy_databases(instance: DagsterInstance, exclude_run: str | None = None) -> dict[str, str]:
-    """{database: "run <id> (<job>)"} for every run in progress, whoever launched it."""
+def busy_databases(
+    instance: DagsterInstance, exclude_run: str | None = None, *, queued: bool = True
+) -> dict[str, str]:
+    """{database: "run <id> (<job>)"} for every run in progress, whoever launched it.
+
+    `queued=False` leaves out queued runs: a run that is already executing uses it, because
+    the instance's queue holds a queued run of the same database until this one has finished.
+    """
     busy: dict[str, str] = {}
-    for record in instance.get_run_records(RunsFilter(statuses=IN_PROGRESS)):
+    statuses = IN_PROGRESS if queued else RUNNING
+    for record in instance.get_run_records(RunsFilter(statuses=statuses)):
         run = record.dagster_run
         if run.run_id == exclude_run:
             continue

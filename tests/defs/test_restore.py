@@ -6,8 +6,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, Definitions
+from dagster import DagsterInstance, DagsterRunStatus, Definitions
 from dagster._core.errors import DagsterInvalidConfigError
+from dagster._core.remote_origin import (
+    InProcessCodeLocationOrigin,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+)
+from dagster._core.test_utils import create_run_for_test
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from kotomi_backup_dagster.defs.factory import definitions_from_env
 from kotomi_backup_dagster.engine.backup import run_backup
@@ -77,6 +84,53 @@ def test_restore_job_from_config_gives_the_same_file_as_the_cli(
         m for m in list_backups(LocalStore(dest), "kotomi").backups if m.backup_id == first
     )
     assert sha256(target) == manifest.db_sha256
+
+
+def origin_of(job_name: str) -> RemoteJobOrigin:
+    location = InProcessCodeLocationOrigin(LoadableTargetOrigin(python_file=__file__))
+    return RemoteJobOrigin(RemoteRepositoryOrigin(location, "__repository__"), job_name)
+
+
+def test_a_restore_waits_for_no_queued_run_but_refuses_beside_a_running_one(
+    dest: Path, kotomi_db: Path, tmp_path: Path
+) -> None:
+    """A prune queued after the restore was launched waits in the queue behind it (the tag
+    limit of one run per database); one already running would compete for the same files."""
+    make_backups(kotomi_db, dest, 1)
+    definitions = defs()
+    restore = definitions.resolve_job_def("restore_job")
+    prune = definitions.resolve_job_def("kotomi_prune")
+    target = tmp_path / "restored.db"
+    config = {
+        "ops": {
+            "choose_backup_to_restore": {
+                "config": {"database": "kotomi", "backup": "latest", "target_path": str(target)}
+            }
+        }
+    }
+    tags = {"kotomi_backup/database": "kotomi"}
+    with DagsterInstance.ephemeral() as instance:
+        queued = create_run_for_test(
+            instance,
+            job_name=prune.name,
+            status=DagsterRunStatus.QUEUED,
+            tags=tags,
+            remote_job_origin=origin_of(prune.name),  # a queued run names its code location
+        )
+        assert restore.execute_in_process(run_config=config, instance=instance).success
+        assert target.exists()
+        target.unlink()
+
+        instance.delete_run(queued.run_id)
+        running = instance.create_run_for_job(prune, status=DagsterRunStatus.STARTED, tags=tags)
+        result = restore.execute_in_process(
+            run_config=config, instance=instance, raise_on_error=False
+        )
+        assert not result.success
+        failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+        error = failure.step_failure_data.error
+        assert error and f"kotomi is busy: run {running.run_id} (kotomi_prune)" in error.message
+        assert not target.exists()
 
 
 def test_restore_launchpad_offers_the_configured_databases(

@@ -128,7 +128,10 @@ def build_restore_job(options: KotomiBackupOptions) -> JobDefinition:
     def choose_backup_to_restore(context: OpExecutionContext) -> RestorePlan:
         config = context.op_config
         database = config["database"]
-        busy = busy_databases(context.instance, exclude_run=context.run_id).get(database)
+        # Runs queued behind this one are no competition: the queue holds them until it ends
+        # (a prune the sensor asked for just after the restore was launched failed it).
+        running = busy_databases(context.instance, exclude_run=context.run_id, queued=False)
+        busy = running.get(database)
         if busy:
             raise failure(
                 f"{database} is busy: {busy} is in progress; launch the restore again when it "
