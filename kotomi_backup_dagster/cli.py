@@ -144,35 +144,33 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from .engine.layout import list_backups
-    from .engine.notify import without_repeated_prefix
+    from .engine.destinations import at_each_destination, failed, misconfigured
+    from .engine.layout import Listing, list_backups
     from .engine.prune import backup_refs
-    from .engine.retention import RetentionPolicy
-    from .engine.stores import open_store, safe_url
+    from .engine.retention import BackupRef, RetentionPolicy
+    from .engine.stores import BackupStore
 
     settings = _settings(args)
     policy = RetentionPolicy.from_env()  # a bad KOTOMI_BACKUP_KEEP_* is refused here too
-    failed = misconfigured = False
+
+    def listed(store: BackupStore) -> tuple[Listing, list[BackupRef]]:
+        listing = list_backups(store, settings.name)
+        return listing, backup_refs(store, settings.name, listing)
+
+    results = at_each_destination(settings.require_urls(), listed)
     report: list[dict[str, Any]] = []
-    for url in settings.require_urls():
-        store = open_store(url)
-        try:
-            listing = list_backups(store, settings.name)
-            refs = backup_refs(store, settings.name, listing)
-        except BackupError as exc:
-            failed = True
-            misconfigured = misconfigured or isinstance(exc, ConfigError)
-            report.append({"url": safe_url(url), "error": str(exc), "backups": []})
-            err.print(
-                "kotomi-backup: cannot list "
-                + without_repeated_prefix(f"{safe_url(url)}: {exc}").removeprefix("destination ")
-            )
+    for at in results:
+        url = at.url
+        if at.value is None:
+            report.append({"url": url, "error": str(at.error), "backups": []})
+            err.print(f"kotomi-backup: cannot list {at.error_line()}")
             continue
+        listing, refs = at.value
         tiers = _tiers(refs, policy)
         damaged = {r.backup_id: r.problem for r in refs if r.problem}
         report.append(
             {
-                "url": safe_url(url),
+                "url": url,
                 "backups": [
                     {
                         **json.loads(m.to_json()),
@@ -190,7 +188,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         )
         if args.json:
             continue
-        table = Table(title=f"{settings.name} at {safe_url(url)}", title_justify="left")
+        table = Table(title=f"{settings.name} at {url}", title_justify="left")
         columns = ("backup id", "created (UTC)", "database", "stored", "encryption", "verify")
         for col in (*columns, "tiers"):
             table.add_column(col)
@@ -224,9 +222,9 @@ def cmd_list(args: argparse.Namespace) -> int:
             )
     if args.json:
         _emit_json({"name": settings.name, "destinations": report})
-    if misconfigured:
+    if misconfigured(results):
         return EXIT_USAGE
-    return EXIT_FAILED if failed else EXIT_OK
+    return EXIT_FAILED if failed(results) else EXIT_OK
 
 
 def _tiers(refs: Sequence[Any], policy: Any) -> dict[str, list[str]]:
@@ -241,30 +239,25 @@ def _tiers(refs: Sequence[Any], policy: Any) -> dict[str, list[str]]:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from .engine.notify import without_repeated_prefix
+    from .engine.destinations import at_each_destination, failed, misconfigured, succeeded
     from .engine.prune import prune_store
     from .engine.retention import RetentionPolicy
-    from .engine.stores import open_store, safe_url
 
     settings = _settings(args)
     policy = RetentionPolicy.from_env()
-    results, failures = [], []
-    for url in settings.require_urls():
-        try:
-            results.append(
-                prune_store(
-                    open_store(url),
-                    settings.name,
-                    policy,
-                    dry_run=args.dry_run,
-                    identities=settings.identities(),
-                    recipients_text=settings.age_recipients,
-                )
-            )
-        except ConfigError:
-            raise
-        except BackupError as exc:  # one store failing does not stop the others
-            failures.append(without_repeated_prefix(f"{safe_url(url)}: {exc}"))
+    outcomes = at_each_destination(
+        settings.require_urls(),
+        lambda store: prune_store(
+            store,
+            settings.name,
+            policy,
+            dry_run=args.dry_run,
+            identities=settings.identities(),
+            recipients_text=settings.age_recipients,
+        ),
+    )
+    results = succeeded(outcomes)  # one destination failing does not stop the others
+    failures = [at.error_line() for at in failed(outcomes)]
     if args.json:
         _emit_json(
             {
@@ -326,6 +319,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
                 out.print(f"  note: {note}")
     for failure in failures:
         err.print(f"kotomi-backup: error: prune failed at {failure}")
+    if misconfigured(outcomes):
+        return EXIT_USAGE
     return EXIT_FAILED if failures else EXIT_OK
 
 
@@ -453,24 +448,31 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
+    from .engine.destinations import at_each_destination, misconfigured
     from .engine.drill import drill_store
-    from .engine.stores import open_store, safe_url
 
     settings = _settings(args)
     identities = settings.identities()
-    records: list[dict[str, Any]] = []
-    for url in settings.require_urls():
-        drilled = drill_store(
-            open_store(url),
+    outcomes = at_each_destination(
+        settings.require_urls(),
+        lambda store: drill_store(
+            store,
             settings.name,
             args.backup,
             identities=identities,
             scratch_dir=settings.staging_dir,
             profile=settings.profile,
-        )
-        records += [{"url": safe_url(url), **asdict(record)} for _, record in drilled]
+        ),
+    )
+    records: list[dict[str, Any]] = []
+    unreachable: list[str] = []
+    for at in outcomes:
+        if at.error is not None:  # the other destinations are still drilled
+            unreachable.append(at.error_line())
+            continue
+        records += [{"url": at.url, **asdict(record)} for _, record in at.value or []]
     if args.json:
-        _emit_json({"name": settings.name, "drills": records})
+        _emit_json({"name": settings.name, "drills": records, "errors": unreachable})
     else:
         table = Table(title=f"restore drills of {settings.name}", title_justify="left")
         for col in ("destination", "backup id", "result", "RTO (s)", "problems"):
@@ -487,7 +489,11 @@ def cmd_drill(args: argparse.Namespace) -> int:
     failed = [r for r in records if not r["ok"]]
     if failed:
         err.print(f"kotomi-backup: error: {len(failed)} of {len(records)} drills failed")
-    return EXIT_FAILED if failed else EXIT_OK
+    for line in unreachable:
+        err.print(f"kotomi-backup: error: drill not run at {line}")
+    if misconfigured(outcomes):
+        return EXIT_USAGE
+    return EXIT_FAILED if failed or unreachable else EXIT_OK
 
 
 def cmd_recover(args: argparse.Namespace) -> int:

@@ -31,10 +31,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from . import config
-from .errors import BackupError, first_line
+from .errors import BackupError, first_line, without_repeated_prefix
 from .layout import DrillRecord, latest_drill, list_backups
 from .manifest import Manifest, rfc3339
-from .notify import destination_advice, without_repeated_prefix
+from .notify import destination_advice
 from .objects import damaged_backups
 from .stores import BackupStore, safe_url
 
