@@ -30,6 +30,7 @@ from rich.table import Table
 from . import __version__
 from .engine import config
 from .engine.errors import BackupError, ConfigError, DiskFull, first_line, is_no_space
+from .engine.readable import readable_size
 from .engine.redaction import redact
 from .engine.settings import BackupSettings
 
@@ -45,14 +46,6 @@ class _Parser(argparse.ArgumentParser):
         # argparse's own usage errors, kept to one line like ours.
         sys.stderr.write(f"kotomi-backup: {message} (see kotomi-backup --help)\n")
         raise SystemExit(EXIT_USAGE)
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 def _emit_json(data: Any) -> None:
@@ -119,13 +112,14 @@ def cmd_backup(args: argparse.Namespace) -> int:
         return EXIT_OK
     if m.is_paged:
         out.print(
-            f"backup {m.backup_id} of {m.name}: {_human(m.db_size)}, paged "
+            f"backup {m.backup_id} of {m.name}: {readable_size(m.db_size)}, paged "
             f"(encryption {m.archive.encryption})"
         )
     else:
         out.print(
-            f"backup {m.backup_id} of {m.name}: {_human(m.db_size)} -> {_human(m.archive.size)}"
-            f" ({m.archive.compression}, encryption {m.archive.encryption})"
+            f"backup {m.backup_id} of {m.name}: {readable_size(m.db_size)} -> "
+            f"{readable_size(m.archive.size)} ({m.archive.compression}, "
+            f"encryption {m.archive.encryption})"
         )
     out.print(f"  verify: {result.verify.summary()}")
     for o in result.outcomes:
@@ -136,7 +130,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
             base = paged.get("base") or "none, every page stored"
             out.print(
                 f"  stored at {o.url}: {paged.get('new_pages', 0)} new pages in "
-                f"{len(paged.get('new_packs', []))} pack(s), {_human(o.bytes)} (base {base})"
+                f"{len(paged.get('new_packs', []))} pack(s), {readable_size(o.bytes)} (base {base})"
             )
         else:
             out.print(f"  stored at {o.url}/{m.archive.key}")
@@ -196,8 +190,10 @@ def cmd_list(args: argparse.Namespace) -> int:
             table.add_row(
                 f"{m.backup_id} DAMAGED" if m.backup_id in damaged else m.backup_id,
                 m.created_at,
-                _human(m.db_size),
-                f"{_human(m.stored_bytes)} paged" if m.is_paged else _human(m.archive.size),
+                readable_size(m.db_size),
+                f"{readable_size(m.stored_bytes)} paged"
+                if m.is_paged
+                else readable_size(m.archive.size),
                 m.archive.encryption,
                 f"{m.verify.mode} {m.verify.result}",
                 ", ".join(tiers.get(m.backup_id, [])) or "-",
@@ -306,7 +302,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
                 )
             out.print(table)
             out.print(
-                f"  {len(r.kept)} kept, {len(r.removed)} {verb} ({_human(r.bytes_freed)}); "
+                f"  {len(r.kept)} kept, {len(r.removed)} {verb} ({readable_size(r.bytes_freed)}); "
                 f"{len(r.orphans_removed)} interrupted upload(s) {verb}"
             )
             packs = r.packs
@@ -373,7 +369,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             }
         )
         return EXIT_OK
-    out.print(f"demo database: {db} ({_human(m.db_size)}, {sum(m.tables.values())} rows)")
+    out.print(f"demo database: {db} ({readable_size(m.db_size)}, {sum(m.tables.values())} rows)")
     out.print(f"backup {m.backup_id}: {backups / m.archive.key}")
     out.print(f"list it:    kotomi-backup list --to {backups}")
     out.print(f"restore it: zstd -d < {backups / m.archive.key} > restored.db")
