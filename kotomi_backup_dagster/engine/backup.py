@@ -22,11 +22,10 @@ from datetime import UTC, datetime
 from typing import Concatenate, ParamSpec, TypeVar
 
 from .archive import Progress, parse_recipients
-from .errors import BackupError, ConfigError
+from .errors import BackupError, ConfigError, without_repeated_prefix
 from .formats import Publish, format_named, staged_format
 from .fsutil import no_space_is_disk_full
 from .manifest import Manifest, new_backup_id, rfc3339
-from .notify import without_repeated_prefix
 from .settings import BackupSettings
 from .snapshot import Snapshot, check_source, take_snapshot
 from .staging import (

@@ -22,7 +22,7 @@ from .kotomi import KOTOMI_READ_QUERIES, read_query_params
 from .layout import DrillRecord, list_backups, write_drill
 from .manifest import Manifest, rfc3339
 from .restore import Chosen, fetch_backup
-from .stores import BackupStore, safe_url
+from .stores import BackupStore
 from .verify import Profile, open_readonly, verify_database
 
 CHECKS = ("checksums", "integrity", "row_counts", "kotomi_queries")
@@ -141,7 +141,8 @@ def drill_store(
     """Drill the chosen backups of one store; raises when there is none to drill."""
     chosen = select_backups(list_backups(store, name).backups, which)
     if not chosen:
-        raise BackupError(f"no backup {which!r} of {name!r} at {safe_url(store.url)} to drill")
+        # No URL in the message: callers say where (engine/destinations.py)
+        raise BackupError(f"no backup {which!r} of {name!r} to drill there: back it up first")
     return [
         (
             manifest,

@@ -65,5 +65,17 @@ def squeezed(text: str, limit: int = 200) -> str:
     return re.sub(r"\s+", " ", text).strip()[:limit]
 
 
+_REPEATED_URL = re.compile(
+    r"(?P<url>\b[a-z][a-z0-9+.-]*://[^\s;]*?)(?P<gap>: | failed: )(?:destination )?(?P=url): "
+)
+
+
+def without_repeated_prefix(text: str) -> str:
+    """`s3://b/p: s3://b/p: listing...` -> `s3://b/p: listing...`, `upload to X failed:
+    destination X: ...` -> `upload to X failed: ...`: a location put before a message that
+    starts with it is said once."""
+    return _REPEATED_URL.sub(lambda m: f"{m['url']}{m['gap']}", text)
+
+
 def is_no_space(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS

@@ -1,6 +1,7 @@
 """Backup health: is the newest backup fresh, is there a recent passing drill, did the
 database suddenly shrink, can every destination be listed, are every backup's objects still
-there as its manifest says? And which alerts that raises, once, and which it clears.
+there as its manifest says? Which of those alerts were already sent, and which recovered, is
+`alert_state.py`.
 
 Pure decisions over plain data (manifests, drill records, a clock and thresholds), so the
 CLI can use them as well as the Dagster sensor. The only function that touches a store is
@@ -10,13 +11,8 @@ The flow, on every check::
 
     states = [inspect_destination(store, name) for store in stores]
     report = evaluate(name, states, Thresholds.from_env(), now)
-    transition = reconcile(open_alerts, report, now)        # what fired, what recovered
-    open_alerts = advance(open_alerts, transition, now, deliver)   # deliver(...) -> bool
-
-`open_alerts` is what a sensor cursor (or a state file) keeps between checks: an alert that
-is open is not sent again, and an alert whose condition clears sends one "recovered" message.
-An alert that no channel delivered stays unsent (or open, for a recovery), so the next check
-tries again: restarts neither repeat nor lose alerts.
+    transition = reconcile(open_alerts, report, now)        # alert_state.py
+    open_alerts = advance(open_alerts, transition, now, deliver)
 
 Thresholds (`Thresholds.from_env`: KOTOMI_BACKUP_STALE_HOURS, _DRILL_OVERDUE_DAYS and
 _SIZE_DROP_RATIO in the settings table, config.py; 0 disables a check). The stale limit's
@@ -25,17 +21,17 @@ default follows the backup interval: 1.5 x it, at least it + 2 h (36 h for a dai
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from . import config
-from .errors import BackupError, first_line
+from .errors import BackupError, first_line, without_repeated_prefix
 from .layout import DrillRecord, latest_drill, list_backups
-from .manifest import Manifest, rfc3339
-from .notify import destination_advice, without_repeated_prefix
+from .manifest import Manifest
+from .notify import destination_advice
 from .objects import damaged_backups
+from .readable import readable_duration, readable_size
 from .stores import BackupStore, safe_url
 
 STALE = "stale"
@@ -48,7 +44,6 @@ KINDS = (STALE, DRILL_OVERDUE, DRILL_FAILED, SIZE_DROP, UNLISTABLE, BACKUP_DAMAG
 
 DATABASE_SCOPE = "*"  # a finding about the database as a whole, not one destination
 SHOWN_BACKUPS = 3  # damaged backups named in one alert; the rest are counted
-STATE_VERSION = 1
 
 
 def default_stale_after(interval: timedelta) -> timedelta:
@@ -96,8 +91,9 @@ class Thresholds:
 
     def describe(self) -> str:
         return (
-            f"stale after {_duration(self.stale_after)}, drill overdue after "
-            f"{_duration(self.drill_overdue_after)}, size drop below {self.size_drop_ratio:.0%}"
+            f"stale after {readable_duration(self.stale_after)}, drill overdue after "
+            f"{readable_duration(self.drill_overdue_after)}, "
+            f"size drop below {self.size_drop_ratio:.0%}"
         )
 
 
@@ -307,8 +303,8 @@ def _stale(name: str, dest: DestinationState, th: Thresholds, now: datetime) -> 
             scope=dest.url,
             what="stale backup",
             problem=(
-                f"newest backup {newest.backup_id} is {_duration(age)} old "
-                f"(limit {_duration(th.stale_after)})"
+                f"newest backup {newest.backup_id} is {readable_duration(age)} old "
+                f"(limit {readable_duration(th.stale_after)})"
             ),
             next_step=f"{why}; {take_one}.",
             details={"newest_backup": newest.backup_id, "created_at": newest.created_at},
@@ -375,8 +371,9 @@ def _size_drops(
                 scope=DATABASE_SCOPE,
                 what="backup much smaller than the previous one",
                 problem=(
-                    f"backup {newest.backup_id} holds {_size(newest.db_size)}, {ratio:.0%} of "
-                    f"the previous backup {previous.backup_id} ({_size(previous.db_size)}; "
+                    f"backup {newest.backup_id} holds {readable_size(newest.db_size)}, "
+                    f"{ratio:.0%} of the previous backup {previous.backup_id} "
+                    f"({readable_size(previous.db_size)}; "
                     f"limit {th.size_drop_ratio:.0%})"
                 ),
                 next_step=(
@@ -402,18 +399,18 @@ def _drill_overdue(
     if not th.drill_overdue_after or not dest.backups:
         return []  # nothing to drill: the stale check speaks
     newest_pass = max((r for r in dest.drills.values() if r.ok), key=lambda r: r.time, default=None)
-    limit = _duration(th.drill_overdue_after)
+    limit = readable_duration(th.drill_overdue_after)
     if newest_pass is not None:
         since = newest_pass.time
         problem = (
-            f"no passing restore drill at {dest.url} for {_duration(now - since)} "
+            f"no passing restore drill at {dest.url} for {readable_duration(now - since)} "
             f"(last: {newest_pass.backup_id} at {newest_pass.drilled_at}; limit {limit})"
         )
     else:
         since = min(m.created for m in dest.backups)
         problem = (
             f"no restore drill has passed at {dest.url}; its oldest backup is "
-            f"{_duration(now - since)} old (limit {limit})"
+            f"{readable_duration(now - since)} old (limit {limit})"
         )
     if now - since <= th.drill_overdue_after:
         return []
@@ -430,197 +427,6 @@ def _drill_overdue(
             ),
         )
     ]
-
-
-@dataclass(frozen=True)
-class OpenAlert:
-    """An alert that was delivered and whose condition has not cleared yet."""
-
-    key: str
-    kind: str
-    scope: str
-    what: str
-    problem: str
-    since: str  # RFC 3339: when it was first delivered
-    backup_id: str | None = None
-    resolves: bool = True
-
-    @property
-    def destination(self) -> str | None:
-        return None if self.scope == DATABASE_SCOPE else self.scope
-
-    @classmethod
-    def opened(cls, finding: Finding, now: datetime) -> OpenAlert:
-        return cls(
-            key=finding.key,
-            kind=finding.kind,
-            scope=finding.scope,
-            what=finding.what,
-            problem=finding.problem,
-            since=rfc3339(now),
-            backup_id=finding.backup_id,
-            resolves=finding.resolves,
-        )
-
-
-@dataclass(frozen=True)
-class Recovery:
-    """An open alert whose condition cleared: one "recovered" message."""
-
-    alert: OpenAlert
-    now_fine: str  # one line: what is fine again
-
-
-@dataclass(frozen=True)
-class Transition:
-    fired: tuple[Finding, ...] = ()  # new problems: send an alert each
-    recovered: tuple[Recovery, ...] = ()  # cleared problems: send "recovered" each
-    dropped: tuple[OpenAlert, ...] = ()  # cleared silently (one-off events, pruned backups)
-    kept: Mapping[str, OpenAlert] = field(default_factory=dict)  # still open, not re-sent
-
-
-def reconcile(
-    open_alerts: Mapping[str, OpenAlert], report: HealthReport, now: datetime
-) -> Transition:
-    """Compare what is open with what is wrong now.
-
-    An open alert about something this check could not look at (its destination did not
-    list, or any destination did not list for a database-wide check) stays open unchanged.
-    """
-    findings = {f.key: f for f in report.findings}
-    listed = {d.url for d in report.destinations if d.listed}
-    configured = {d.url for d in report.destinations}
-    fired = tuple(f for key, f in findings.items() if key not in open_alerts)
-    recovered: list[Recovery] = []
-    dropped: list[OpenAlert] = []
-    kept: dict[str, OpenAlert] = {}
-    for key, alert in open_alerts.items():
-        if key in findings:
-            kept[key] = alert
-            continue
-        if alert.scope != DATABASE_SCOPE and alert.scope not in configured:
-            dropped.append(alert)  # the destination is no longer configured
-            continue
-        evaluated = (
-            alert.scope in configured
-            if alert.kind == UNLISTABLE
-            else (report.all_listed if alert.scope == DATABASE_SCOPE else alert.scope in listed)
-        )
-        if not evaluated:
-            kept[key] = alert
-            continue
-        if not alert.resolves or (
-            alert.backup_id is not None and not _backup_present(report, alert)
-        ):
-            dropped.append(alert)
-            continue
-        recovered.append(Recovery(alert=alert, now_fine=_now_fine(alert, report, now)))
-    return Transition(fired=fired, recovered=tuple(recovered), dropped=tuple(dropped), kept=kept)
-
-
-def _backup_present(report: HealthReport, alert: OpenAlert) -> bool:
-    scopes = (
-        report.destinations
-        if alert.scope == DATABASE_SCOPE
-        else [d for d in report.destinations if d.url == alert.scope]
-    )
-    return any(m.backup_id == alert.backup_id for d in scopes for m in d.backups)
-
-
-def _now_fine(alert: OpenAlert, report: HealthReport, now: datetime) -> str:
-    dest = report.state(alert.scope)
-    if alert.kind == STALE and dest is not None and dest.newest is not None:
-        newest = dest.newest
-        return f"newest backup {newest.backup_id} is {_duration(now - newest.created)} old"
-    if alert.kind == UNLISTABLE and dest is not None:
-        return f"{dest.url} lists again ({len(dest.backups)} backups)"
-    if alert.kind == BACKUP_DAMAGED and dest is not None:
-        return f"every backup at {dest.url} has its objects as its manifest says"
-    if alert.kind == DRILL_FAILED and dest is not None and alert.backup_id:
-        record = dest.drills.get(alert.backup_id)
-        if record is not None:
-            return f"the drill of {alert.backup_id} at {record.drilled_at} passed"
-    if alert.kind == DRILL_OVERDUE and dest is not None:
-        drill = max((r for r in dest.drills.values() if r.ok), key=lambda r: r.time, default=None)
-        if drill is not None:
-            return f"restore drill of {drill.backup_id} passed at {drill.drilled_at}"
-    return f"{alert.what}: no longer found"
-
-
-Deliver = Callable[[Finding | Recovery], bool]
-
-
-def advance(
-    open_alerts: Mapping[str, OpenAlert],
-    transition: Transition,
-    now: datetime,
-    deliver: Deliver,
-) -> dict[str, OpenAlert]:
-    """Send what the transition says and return the alerts open afterwards.
-
-    `deliver` returns True when the message reached someone (or there is no channel to reach).
-    A firing alert that was not delivered is not recorded, so the next check sends it again;
-    a recovery that was not delivered leaves the alert open, so the next check retries it.
-    """
-    state = dict(transition.kept)
-    for finding in transition.fired:
-        if deliver(finding):
-            state[finding.key] = OpenAlert.opened(finding, now)
-    for recovery in transition.recovered:
-        if not deliver(recovery):
-            state[recovery.alert.key] = recovery.alert
-    return state
-
-
-def dump_state(open_alerts: Mapping[str, OpenAlert], **extra: object) -> str:
-    """The open alerts (and any extra JSON values) as a compact JSON cursor."""
-    data: dict[str, object] = {
-        "version": STATE_VERSION,
-        "open": {key: asdict(alert) for key, alert in sorted(open_alerts.items())},
-    }
-    data.update(extra)
-    return json.dumps(data, sort_keys=True, separators=(",", ":"))
-
-
-def load_state(text: str | None) -> tuple[dict[str, OpenAlert], dict[str, object]]:
-    """(open alerts, the whole JSON object) from `dump_state` output; garbage or an
-    unknown version reads as nothing open, so a problem is re-sent rather than lost."""
-    if not text:
-        return {}, {}
-    try:
-        data = json.loads(text)
-        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
-            return {}, {}
-        alerts = {
-            key: OpenAlert(
-                **{k: v for k, v in value.items() if k in OpenAlert.__dataclass_fields__}
-            )
-            for key, value in data.get("open", {}).items()
-        }
-    except (ValueError, TypeError, AttributeError):
-        return {}, {}
-    return alerts, data
-
-
-def _duration(delta: timedelta) -> str:
-    seconds = delta.total_seconds()
-    hours = seconds / 3600
-    if abs(seconds) < 60:
-        return f"{seconds:.0f} s"
-    if abs(hours) < 1:
-        return f"{seconds / 60:.0f} min"
-    if abs(hours) < 72:
-        return f"{hours:.1f} h"
-    return f"{hours / 24:.1f} days"
-
-
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 def newest_created(destinations: Collection[DestinationState]) -> datetime | None:

@@ -36,7 +36,6 @@ and channel errors are reduced to one redacted line.
 from __future__ import annotations
 
 import json
-import re
 import smtplib
 import ssl
 import urllib.error
@@ -111,18 +110,6 @@ def destination_advice(error: str) -> str | None:
         if any(phrase in text for phrase in phrases):
             return advice
     return None
-
-
-_REPEATED_URL = re.compile(
-    r"(?P<url>\b[a-z][a-z0-9+.-]*://[^\s;]*?)(?P<gap>: | failed: )(?:destination )?(?P=url): "
-)
-
-
-def without_repeated_prefix(text: str) -> str:
-    """`s3://b/p: s3://b/p: listing...` -> `s3://b/p: listing...`, `upload to X failed:
-    destination X: ...` -> `upload to X failed: ...`: a location put before a message that
-    starts with it is said once."""
-    return _REPEATED_URL.sub(lambda m: f"{m['url']}{m['gap']}", text)
 
 
 def url_label(url: str) -> str:

@@ -1,4 +1,5 @@
-"""engine/health.py over plain data: thresholds, findings, and alerts that fire once."""
+"""engine/health.py and engine/alert_state.py over plain data: thresholds, findings, and
+alerts that fire once."""
 
 from __future__ import annotations
 
@@ -8,6 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kotomi_backup_dagster.engine.alert_state import (
+    OpenAlert,
+    Recovery,
+    advance,
+    dump_state,
+    load_state,
+    reconcile,
+)
 from kotomi_backup_dagster.engine.errors import ConfigError
 from kotomi_backup_dagster.engine.health import (
     BACKUP_DAMAGED,
@@ -18,16 +27,10 @@ from kotomi_backup_dagster.engine.health import (
     UNLISTABLE,
     DestinationState,
     Finding,
-    OpenAlert,
-    Recovery,
     Thresholds,
-    advance,
     default_stale_after,
-    dump_state,
     evaluate,
     inspect_destination,
-    load_state,
-    reconcile,
 )
 from kotomi_backup_dagster.engine.layout import DrillRecord
 from kotomi_backup_dagster.engine.manifest import ArchiveInfo, Manifest, VerifyInfo, rfc3339

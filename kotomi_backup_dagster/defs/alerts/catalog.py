@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from dagster import (
     AssetExecutionContext,
@@ -26,9 +26,9 @@ from dagster import (
     multi_observable_source_asset,
 )
 
+from ...engine.destinations import at_each_destination
 from ...engine.errors import first_line
 from ...engine.health import DestinationState, inspect_destination, unlistable_destination, utcnow
-from ...engine.stores import open_store
 from ...retention import BackupRef, RetentionPolicy, plan_backups
 from ..backup.assets import SETTINGS_KEY, group_of
 from ..backup.resources import KotomiBackupResource
@@ -54,15 +54,11 @@ def read_destinations(resource: KotomiBackupResource, spec: DatabaseSpec) -> lis
         stores = None
     if stores is not None and len(stores) == len(urls):
         return [inspect_destination(store, name) for store in stores]
-    states: list[DestinationState] = []
-    for url in urls:
-        try:
-            store = open_store(url)
-        except Exception as exc:
-            states.append(unlistable_destination(url, exc))
-            continue
-        states.append(inspect_destination(store, name))
-    return states
+    listed = at_each_destination(urls, lambda store: inspect_destination(store, name))
+    return [
+        unlistable_destination(at.url, at.error) if at.error else cast(DestinationState, at.value)
+        for at in listed
+    ]
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The health sensor (one for every database): stale backup, overdue or failed drill, size drop and
-unlistable destination, each alerted once and "recovered" once (see engine/health.py).
+unlistable destination, each alerted once and "recovered" once (engine/health.py finds them,
+engine/alert_state.py remembers which were sent).
 
-The sensor's cursor is the JSON state of `engine.health.dump_state`: the open alerts and
+The sensor's cursor is the JSON state of `engine.alert_state.dump_state`: the open alerts and
 when the backup catalog was last observed. Dagster stores it with each tick, so a daemon
 restart neither repeats an alert nor loses one.
 """
@@ -19,17 +20,8 @@ from dagster import (
     sensor,
 )
 
-from ...engine.health import (
-    Finding,
-    Recovery,
-    Thresholds,
-    advance,
-    dump_state,
-    evaluate,
-    load_state,
-    reconcile,
-    utcnow,
-)
+from ...engine.alert_state import Recovery, advance, dump_state, load_state, reconcile
+from ...engine.health import Finding, Thresholds, evaluate, utcnow
 from ...engine.manifest import rfc3339
 from ...engine.notify import Alert
 from ...engine.retention import RetentionPolicy

@@ -19,8 +19,8 @@ from dagster import (
 )
 from dagster_shared.error import SerializableErrorInfo
 
-from ...engine.errors import first_line
-from ...engine.notify import Alert, destination_advice, without_repeated_prefix
+from ...engine.errors import first_line, without_repeated_prefix
+from ...engine.notify import Alert, destination_advice
 from ..databases import DATABASE_TAG, DatabaseSpec
 from .resources import AlertNotifier
 

@@ -3,6 +3,8 @@ backup, every destination) and the monthly `restore_test` (every retained backup
 of the oldest). Each check is an asset check; a backup that does not restore shows red checks
 and fails the asset itself (its step's headline says which backup and why)."""
 
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,10 +21,10 @@ from dagster import (
     asset,
 )
 
+from ...engine.destinations import at_each_destination, failed
 from ...engine.drill import CHECKS, drill_store
 from ...engine.layout import DrillRecord
 from ...engine.manifest import Manifest
-from ...engine.stores import safe_url
 from ..backup.assets import SETTINGS_KEY, group_of
 from ..backup.resources import KotomiBackupResource
 from ..databases import DatabaseSpec
@@ -38,30 +40,63 @@ CHECK_DESCRIPTIONS = {
 }
 
 
+DrillResults = list[tuple[str, Manifest, DrillRecord]]  # (safe url, backup, its drill)
+
+
+@dataclass(frozen=True)
+class Drilled:
+    """The drills of one database at every destination."""
+
+    results: DrillResults
+    not_run: list[str]  # "<url>: why" of each destination that could not be drilled
+
+    def verdict(self, which: str, name: str) -> str | None:
+        """One line when any backup did not restore (said first: it is the worse news) or
+        a destination could not be drilled; None when everything restored."""
+        failed = [(url, m, r) for url, m, r in self.results if not r.ok]
+        if failed:
+            url, m, r = failed[0]
+            first = r.problems[0] if r.problems else "failed"
+            more = len(failed) - 1 + len(self.not_run)
+            more_text = f" (and {more} more)" if more else ""
+            return f"{which} of backup {m.backup_id} at {url} failed{more_text}: {first}"
+        if self.not_run:
+            others = len(self.not_run) - 1
+            more_text = f" (and {others} more)" if others else ""
+            return f"{which} of {name} not run{more_text} at {self.not_run[0]}"
+        return None
+
+
 def _drill_all(
     context: AssetExecutionContext, res: KotomiBackupResource, spec: DatabaseSpec, which: str
-) -> list[tuple[str, Manifest, DrillRecord]]:
+) -> Drilled:
+    """Drill `which` backups at each destination; one that cannot be drilled (unreachable,
+    no backup yet) is reported and does not stop the others."""
     settings = res.settings(spec)
-    results: list[tuple[str, Manifest, DrillRecord]] = []
-    for store in res.stores():
-        drilled = drill_store(
+    outcomes = at_each_destination(
+        res.stores(),
+        lambda store: drill_store(
             store,
             settings.name,
             which,
             identities=settings.identities(),
             scratch_dir=settings.staging_dir,
             profile=settings.profile,
-        )
-        for manifest, record in drilled:
+        ),
+    )
+    results: DrillResults = []
+    for at in outcomes:
+        for manifest, record in at.value or []:
             verdict = "ok" if record.ok else "FAILED: " + "; ".join(record.problems)
-            context.log.info(f"drill {manifest.backup_id} at {safe_url(store.url)}: {verdict}")
-            results.append((safe_url(store.url), manifest, record))
-    return results
+            context.log.info(f"drill {manifest.backup_id} at {at.url}: {verdict}")
+            results.append((at.url, manifest, record))
+    not_run = [at.error_line() for at in failed(outcomes)]
+    for line in not_run:
+        context.log.error(f"drill not run at {line}")
+    return Drilled(results, not_run)
 
 
-def _check_results(
-    key: AssetKey, results: list[tuple[str, Manifest, DrillRecord]]
-) -> list[AssetCheckResult]:
+def _check_results(key: AssetKey, results: DrillResults) -> list[AssetCheckResult]:
     """One result per check that ran on some backup; a check that never got to run (an
     earlier one failed on every backup) gets none rather than a false "passed"."""
     out = []
@@ -85,7 +120,7 @@ def _check_results(
     return out
 
 
-def _report(results: list[tuple[str, Manifest, DrillRecord]]) -> str:
+def _report(results: DrillResults, not_run: Sequence[str] = ()) -> str:
     lines = [
         "| destination | backup | created | result | RTO (s) | problems |",
         "|---|---|---|---|---:|---|",
@@ -95,7 +130,60 @@ def _report(results: list[tuple[str, Manifest, DrillRecord]]) -> str:
             f"| {url} | {m.backup_id} | {m.created_at} | {'ok' if r.ok else '**FAILED**'} "
             f"| {r.rto_seconds:.2f} | {'; '.join(r.problems)[:200]} |"
         )
+    for line in not_run:
+        url, _, why = line.partition(": ")
+        lines.append(f"| {url} | - | - | **NOT DRILLED** | - | {why[:200]} |")
     return "\n".join(lines)
+
+
+def _drills_materialized(
+    context: AssetExecutionContext,
+    res: KotomiBackupResource,
+    db: DatabaseSpec,
+    label: str,
+    which: str,
+    summary: Callable[[DrillResults], dict[str, Any]],
+) -> Iterator[MaterializeResult | AssetCheckResult]:  # type: ignore[type-arg]  # Dagster's generics
+    """The body of both drill assets: drill, then either the materialization and its green
+    checks, or red checks and a failed step whose headline says which backup and why."""
+    with one_line_failures(f"{label} of {db.name}"):
+        drilled = _drill_all(context, res, db, which)
+    checks = _check_results(context.asset_key, drilled.results)
+    metadata = {**(summary(drilled.results) if drilled.results else {}), **_counts(drilled)}
+    verdict = drilled.verdict(label, db.name)
+    if verdict:
+        yield from checks
+        raise failure(verdict, metadata=metadata)
+    yield MaterializeResult(metadata=metadata)
+    yield from checks
+
+
+def _counts(drilled: Drilled) -> dict[str, Any]:
+    return {
+        "passed": sum(r.ok for _, _, r in drilled.results),
+        "failed": sum(not r.ok for _, _, r in drilled.results),
+        "destinations_not_drilled": len(drilled.not_run),
+        "report": MetadataValue.md(_report(drilled.results, drilled.not_run)),
+    }
+
+
+def _drill_summary(results: DrillResults) -> dict[str, Any]:
+    newest = max(m.created for _, m, _ in results)
+    return {
+        "backup_id": results[0][1].backup_id,
+        "rto_seconds": max(r.rto_seconds for _, _, r in results),
+        "db_bytes": results[0][1].db_size,
+        "archive_bytes": results[0][1].archive.size,
+        "backup_age_hours": round((datetime.now(UTC) - newest).total_seconds() / 3600, 2),
+    }
+
+
+def _test_summary(results: DrillResults) -> dict[str, Any]:
+    return {
+        "drilled": len(results),
+        "total_rto_seconds": round(sum(r.rto_seconds for _, _, r in results), 3),
+        "max_rto_seconds": max(r.rto_seconds for _, _, r in results),
+    }
 
 
 def _drill_checks(key: AssetKey) -> list[AssetCheckSpec]:
@@ -112,17 +200,6 @@ def drill_freshness(options: KotomiBackupOptions) -> FreshnessPolicy | None:
     if overdue.total_seconds() <= 0:
         return None
     return FreshnessPolicy.time_window(fail_window=overdue)
-
-
-def _verdict(which: str, results: list[tuple[str, Manifest, DrillRecord]]) -> str | None:
-    """One line when any drill failed: which backups, where, and the first problem."""
-    failed = [(url, m, r) for url, m, r in results if not r.ok]
-    if not failed:
-        return None
-    url, m, r = failed[0]
-    first = r.problems[0] if r.problems else "failed"
-    more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-    return f"{which} of backup {m.backup_id} at {url} failed{more}: {first}"
 
 
 def describe_drill(spec: DatabaseSpec) -> str:
@@ -180,30 +257,9 @@ def build_restore_assets(
         kinds=kinds,
     )
     def restore_drill(context: AssetExecutionContext):  # type: ignore[no-untyped-def]  # a generator Dagster reads
-        res: KotomiBackupResource = getattr(context.resources, resource_key)
         db = by_name[context.asset_key.path[0]]
-        with one_line_failures(f"drill of {db.name}"):
-            results = _drill_all(context, res, db, "latest")
-        if not results:
-            raise failure(f"{db.name} has no backup to drill: materialize {db.name}/upload first")
-        verdict = _verdict("drill", results)
-        if verdict:  # red checks, and the asset fails with the cause as the step's headline
-            yield from _check_results(context.asset_key, results)
-            raise failure(verdict)
-        newest = max(m.created for _, m, _ in results)
-        yield MaterializeResult(
-            metadata={
-                "backup_id": results[0][1].backup_id,
-                "rto_seconds": max(r.rto_seconds for _, _, r in results),
-                "db_bytes": results[0][1].db_size,
-                "archive_bytes": results[0][1].archive.size,
-                "backup_age_hours": round((datetime.now(UTC) - newest).total_seconds() / 3600, 2),
-                "passed": sum(r.ok for _, _, r in results),
-                "failed": sum(not r.ok for _, _, r in results),
-                "report": MetadataValue.md(_report(results)),
-            },
-        )
-        yield from _check_results(context.asset_key, results)
+        res: KotomiBackupResource = getattr(context.resources, resource_key)
+        yield from _drills_materialized(context, res, db, "drill", "latest", _drill_summary)
 
     @asset(
         key=test_key,
@@ -217,25 +273,9 @@ def build_restore_assets(
         kinds=kinds,
     )
     def restore_test(context: AssetExecutionContext):  # type: ignore[no-untyped-def]  # a generator Dagster reads
-        res: KotomiBackupResource = getattr(context.resources, resource_key)
         db = by_name[context.asset_key.path[0]]
-        with one_line_failures(f"restore test of {db.name}"):
-            results = _drill_all(context, res, db, f"oldest:{sample}" if sample > 0 else "all")
-        if not results:
-            raise failure(f"{db.name} has no backup to test: materialize {db.name}/upload first")
-        metadata: dict[str, Any] = {
-            "drilled": len(results),
-            "passed": sum(r.ok for _, _, r in results),
-            "failed": sum(not r.ok for _, _, r in results),
-            "total_rto_seconds": round(sum(r.rto_seconds for _, _, r in results), 3),
-            "max_rto_seconds": max(r.rto_seconds for _, _, r in results),
-            "report": MetadataValue.md(_report(results)),
-        }
-        verdict = _verdict("restore test", results)
-        if verdict:
-            yield from _check_results(context.asset_key, results)
-            raise failure(verdict, metadata=metadata)
-        yield MaterializeResult(metadata=metadata)
-        yield from _check_results(context.asset_key, results)
+        res: KotomiBackupResource = getattr(context.resources, resource_key)
+        which = f"oldest:{sample}" if sample > 0 else "all"
+        yield from _drills_materialized(context, res, db, "restore test", which, _test_summary)
 
     return [restore_drill, restore_test]

@@ -11,9 +11,9 @@ from dagster import (
     asset,
 )
 
-from ...engine.errors import BackupError, ConfigError
+from ...engine.destinations import at_each_destination, failed, succeeded
+from ...engine.errors import ConfigError
 from ...engine.prune import PruneResult, prune_store
-from ...engine.stores import safe_url
 from ..backup.assets import SETTINGS_KEY, group_of
 from ..backup.resources import KotomiBackupResource
 from ..databases import DatabaseSpec
@@ -77,22 +77,21 @@ def build_prune_asset(
                 raise ConfigError(str(exc)) from None
             settings = res.settings(db)
             stores = res.stores()
-        results: list[PruneResult] = []
-        failures: list[str] = []
-        for store in stores:
-            try:
-                result = prune_store(
-                    store,
-                    db.name,
-                    policy,
-                    identities=settings.identities(),
-                    recipients_text=settings.age_recipients,
-                )
-            except BackupError as exc:  # one destination failing does not stop the others
-                failures.append(f"{safe_url(store.url)}: {exc}")
-                context.log.error(f"prune of {safe_url(store.url)} failed: {exc}")
-                continue
-            results.append(result)
+        outcomes = at_each_destination(  # one destination failing does not stop the others
+            stores,
+            lambda store: prune_store(
+                store,
+                db.name,
+                policy,
+                identities=settings.identities(),
+                recipients_text=settings.age_recipients,
+            ),
+        )
+        failures = [at.error_line() for at in failed(outcomes)]
+        for line in failures:
+            context.log.error(f"prune failed at {line}")
+        results: list[PruneResult] = succeeded(outcomes)
+        for result in results:
             context.log.info(
                 f"{result.url}: kept {len(result.kept)}, removed {len(result.removed)} "
                 f"({', '.join(result.removed) or 'none'})"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
-from ..errors import BackupError
+from ..errors import BackupError, ConfigError
 
 
 class ObjectNotFound(KeyError):
@@ -42,6 +42,15 @@ def by_folder(keys: Sequence[str]) -> dict[str, list[str]]:
         folder, _, name = key.strip("/").rpartition("/")
         groups.setdefault(folder, []).append(name)
     return groups
+
+
+def key_parts(url: str, key: str) -> list[str]:
+    """The parts of `key`; a key with '.' or '..' is refused in every store alike (a
+    manifest read from the store is untrusted input, and names its objects' keys)."""
+    parts = [p for p in key.split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise ConfigError(f"{url}: refusing key {key!r}, it would leave the store")
+    return parts
 
 
 def join_key(folder: str, name: str) -> str:

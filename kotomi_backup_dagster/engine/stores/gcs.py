@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from ..errors import BackupError, ConfigError, squeezed
-from .base import LIST_FROM, ObjectNotFound, StoredObject, by_folder, join_key
+from .base import LIST_FROM, ObjectNotFound, StoredObject, by_folder, join_key, key_parts
 from .retry import (
     Readable,
     ResumingReader,
@@ -147,9 +147,7 @@ class GCSStore:
         return f"gs://{self.bucket_name}"
 
     def _key(self, key: str) -> str:
-        parts = [p for p in key.split("/") if p]
-        if any(p in (".", "..") for p in parts):
-            raise ValueError(f"invalid key {key!r}")
+        parts = key_parts(self.url, key)
         return "/".join([self.prefix, *parts] if self.prefix else parts)
 
     def _timeout(self, size: int = 0) -> tuple[float, float]:

@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 from ..errors import BackupError, ConfigError, DiskFull, is_no_space
 from ..fsutil import atomic_write_bytes, atomic_writer, private_dir
-from .base import ObjectNotFound, StoredObject, UnreadableObject
+from .base import ObjectNotFound, StoredObject, UnreadableObject, key_parts
 
 COPY_BLOCK = 1 << 20
 
@@ -39,9 +39,7 @@ class LocalStore:
 
     def _path(self, key: str) -> Path:
         """The path of `key`; refuses keys that leave the root and symlinks below it."""
-        parts = [p for p in key.split("/") if p]
-        if any(p in (".", "..") for p in parts):
-            raise ConfigError(f"{self.url}: refusing key {key!r}, it would leave the store")
+        parts = key_parts(self.url, key)
         probe = self.root
         for part in parts:
             probe = probe / part

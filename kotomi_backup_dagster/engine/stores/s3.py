@@ -31,7 +31,7 @@ from typing import Any, BinaryIO, TypeVar
 
 from .. import config
 from ..errors import BackupError, ConfigError, squeezed
-from .base import LIST_FROM, ObjectNotFound, StoredObject, by_folder, join_key
+from .base import LIST_FROM, ObjectNotFound, StoredObject, by_folder, join_key, key_parts
 from .retry import (
     Readable,
     ResumingReader,
@@ -224,9 +224,7 @@ class S3Store:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
     def _key(self, key: str) -> str:
-        parts = [p for p in key.split("/") if p]
-        if any(p in (".", "..") for p in parts):
-            raise ValueError(f"invalid key {key!r}")
+        parts = key_parts(self.url, key)
         return "/".join([self.prefix, *parts] if self.prefix else parts)
 
     def _sse_args(self) -> dict[str, str]:

@@ -1,0 +1,66 @@
+"""Do one piece of work at every destination of a database and keep what each one gave.
+
+Destinations fail on their own: an expired S3 key must not stop the local copy from being
+listed, pruned or drilled. The CLI's list, prune and drill and the Dagster prune, drill,
+restore test and backup catalog all go through `at_each_destination`, then decide what a
+failure means for them (a non-zero exit, a failed step, an alert).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar, cast
+
+from .errors import BackupError, ConfigError, without_repeated_prefix
+from .stores import BackupStore, open_store, safe_url
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class AtDestination(Generic[T]):
+    """What the work gave at one destination, or the error that stopped it there."""
+
+    url: str  # safe to show (no credentials)
+    value: T | None = None
+    error: BackupError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def error_line(self) -> str:
+        """`<url>: <what went wrong>`, the URL said once."""
+        return without_repeated_prefix(f"{self.url}: {self.error}")
+
+
+def at_each_destination(
+    destinations: Iterable[str | BackupStore], work: Callable[[BackupStore], T]
+) -> list[AtDestination[T]]:
+    """Run `work` at each destination in turn (a URL is opened first), in the given order.
+
+    A `BackupError` (a bad URL included) is kept as that destination's result and the next
+    one is tried; any other exception is a bug and propagates."""
+    results: list[AtDestination[T]] = []
+    for dest in destinations:
+        url = safe_url(dest if isinstance(dest, str) else dest.url)
+        try:
+            store = open_store(dest) if isinstance(dest, str) else dest
+            results.append(AtDestination(url, value=work(store)))
+        except BackupError as exc:
+            results.append(AtDestination(url, error=exc))
+    return results
+
+
+def succeeded(results: Sequence[AtDestination[T]]) -> list[T]:
+    return [cast(T, r.value) for r in results if r.error is None]
+
+
+def failed(results: Sequence[AtDestination[T]]) -> list[AtDestination[T]]:
+    return [r for r in results if r.error is not None]
+
+
+def misconfigured(results: Sequence[AtDestination[T]]) -> bool:
+    """Whether a destination failed on its configuration (CLI exit 2, not 1)."""
+    return any(isinstance(r.error, ConfigError) for r in results)
