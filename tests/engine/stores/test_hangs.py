@@ -24,10 +24,10 @@ from kotomi_backup_dagster.engine.staging import StagingArea
 from kotomi_backup_dagster.engine.stores import RetryPolicy, Timeouts, open_store
 from kotomi_backup_dagster.engine.stores.gcs import GCSStore
 from kotomi_backup_dagster.engine.stores.s3 import MiB, S3Store
-from tests.conftest import one_line_error, run_cli
+from tests.conftest import Proxies, one_line_error, run_cli, s3_client
+from tests.engine.stores.conftest import is_upload
+from tests.engine.stores.test_faults import gcs_client_at
 from tests.servers import Endpoint, FaultProxy, Rule
-from tests.stores.conftest import Proxies, is_upload, s3_client
-from tests.stores.test_faults import gcs_client_at
 
 DEADLINE_LINE = "gave up: the deadline of {} s (--deadline / KOTOMI_BACKUP_DEADLINE) passed"
 

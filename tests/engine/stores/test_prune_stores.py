@@ -12,7 +12,7 @@ from kotomi_backup_dagster.engine.manifest import rfc3339
 from kotomi_backup_dagster.engine.prune import prune_store
 from kotomi_backup_dagster.engine.retention import RetentionPolicy, plan_retention
 from kotomi_backup_dagster.engine.stores import open_store
-from tests.stores.conftest import settings
+from tests.engine.stores.conftest import settings
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

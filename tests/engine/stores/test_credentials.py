@@ -24,8 +24,8 @@ import pytest
 from kotomi_backup_dagster.engine.backup import run_backup
 from kotomi_backup_dagster.engine.errors import ConfigError
 from tests.conftest import one_line_error, run_cli
+from tests.engine.stores.conftest import is_upload, settings
 from tests.servers import FaultProxy, Rule
-from tests.stores.conftest import is_upload, settings
 
 BUCKET = "kotomi-auth"
 

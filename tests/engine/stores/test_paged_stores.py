@@ -35,9 +35,9 @@ from kotomi_backup_dagster.engine.restore import check_restored, choose_backup, 
 from kotomi_backup_dagster.engine.retention import RetentionPolicy
 from kotomi_backup_dagster.engine.settings import BackupSettings
 from kotomi_backup_dagster.engine.stores import BackupStore, open_store
-from tests.conftest import kotomi_requests
+from tests.conftest import AWS_SECRET, kotomi_requests, s3_client
+from tests.engine.stores.conftest import is_upload, settings
 from tests.servers import Endpoint, FaultProxy, Request, Rule
-from tests.stores.conftest import AWS_SECRET, is_upload, s3_client, settings
 
 NAME = "kotomi"
 PACKS = f"{NAME}/packs"

@@ -13,8 +13,8 @@ from kotomi_backup_dagster.engine.backup import (
 )
 from kotomi_backup_dagster.engine.catalog import list_backups
 from kotomi_backup_dagster.engine.stores import open_store
+from tests.engine.stores.conftest import check_download, settings
 from tests.servers import Endpoint
-from tests.stores.conftest import check_download, settings
 
 
 def test_one_backup_lands_on_s3_and_gcs_with_identical_bytes(

@@ -22,11 +22,11 @@ from kotomi_backup_dagster.engine.prune import plan_store, prune_store
 from kotomi_backup_dagster.engine.retention import RetentionPolicy
 from kotomi_backup_dagster.engine.stores import BackupStore, open_store
 from kotomi_backup_dagster.engine.stores.base import LIST_FROM
-from tests.conftest import kotomi_requests, run_cli
+from tests.conftest import gcs_client, kotomi_requests, run_cli, s3_client
+from tests.engine.stores.conftest import settings
+from tests.engine.stores.test_paged_stores import backup as paged_backup
+from tests.engine.stores.test_paged_stores import listed_prefixes, paged, written
 from tests.servers import FaultProxy
-from tests.stores.conftest import gcs_client, s3_client, settings
-from tests.stores.test_paged_stores import backup as paged_backup
-from tests.stores.test_paged_stores import listed_prefixes, paged, written
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 

@@ -16,8 +16,9 @@ from kotomi_backup_dagster.engine.catalog import list_backups
 from kotomi_backup_dagster.engine.errors import BackupError, ConfigError
 from kotomi_backup_dagster.engine.stores import ObjectNotFound, open_store
 from kotomi_backup_dagster.engine.stores.gcs import GCSStore, KiB
+from tests.conftest import gcs_client
+from tests.engine.stores.conftest import check_download, settings
 from tests.servers import Endpoint
-from tests.stores.conftest import check_download, gcs_client, settings
 
 
 def test_backup_lands_in_the_agreed_layout_and_reads_back(

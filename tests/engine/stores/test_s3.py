@@ -18,8 +18,9 @@ from kotomi_backup_dagster.engine.catalog import list_backups
 from kotomi_backup_dagster.engine.errors import BackupError, ConfigError
 from kotomi_backup_dagster.engine.stores import ObjectNotFound, open_store
 from kotomi_backup_dagster.engine.stores.s3 import MiB, S3Store
+from tests.conftest import AWS_SECRET, s3_client
+from tests.engine.stores.conftest import check_download, settings
 from tests.servers import Endpoint
-from tests.stores.conftest import AWS_SECRET, check_download, s3_client, settings
 
 
 def test_backup_lands_in_the_agreed_layout_and_reads_back(

@@ -28,8 +28,9 @@ from kotomi_backup_dagster.engine.catalog import list_backups
 from kotomi_backup_dagster.engine.stores import LocalStore, open_store
 from kotomi_backup_dagster.engine.stores.gcs import GCSStore
 from kotomi_backup_dagster.engine.stores.s3 import S3Store
+from tests.conftest import AWS_SECRET
+from tests.engine.stores.conftest import check_download
 from tests.servers import Endpoint, FaultProxy, Rule
-from tests.stores.conftest import AWS_SECRET, check_download
 
 KEY = "kotomi_backup_settings"
 

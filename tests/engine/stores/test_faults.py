@@ -26,16 +26,9 @@ from kotomi_backup_dagster.engine.errors import BackupError
 from kotomi_backup_dagster.engine.stores import RetryPolicy, open_store
 from kotomi_backup_dagster.engine.stores.gcs import GCSStore, KiB
 from kotomi_backup_dagster.engine.stores.s3 import MiB, S3Store
+from tests.conftest import AWS_SECRET, Proxies, gcs_client, s3_client
+from tests.engine.stores.conftest import check_download, is_upload, settings
 from tests.servers import Endpoint, FaultProxy, Request, Rule
-from tests.stores.conftest import (
-    AWS_SECRET,
-    Proxies,
-    check_download,
-    gcs_client,
-    is_upload,
-    s3_client,
-    settings,
-)
 
 FAST = RetryPolicy(attempts=6, base_delay=0.05)
 
