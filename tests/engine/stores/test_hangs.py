@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 from dagster import DagsterInstance
 
-from kotomi_backup_dagster.defs.backup.definitions import build_backup_definitions
 from kotomi_backup_dagster.defs.backup.resources import KotomiBackupResource
-from kotomi_backup_dagster.defs.databases import DatabaseSpec
+from kotomi_backup_dagster.defs.factory import definitions_from_env
 from kotomi_backup_dagster.engine.errors import BackupError, ConfigError
 from kotomi_backup_dagster.engine.settings import BackupSettings
 from kotomi_backup_dagster.engine.staging import StagingArea
@@ -150,7 +149,7 @@ def test_a_dagster_upload_that_stalls_fails_at_the_deadline_and_keeps_the_staged
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
     monkeypatch.setenv("KOTOMI_BACKUP_URL", f"s3://{s3_bucket}/dagster")
     monkeypatch.setenv("KOTOMI_BACKUP_DEADLINE", "4")
-    job = build_backup_definitions(DatabaseSpec("kotomi")).resolve_job_def("kotomi_backup")
+    job = definitions_from_env().resolve_job_def("kotomi_backup")
     result = job.execute_in_process(instance=DagsterInstance.ephemeral(), raise_on_error=False)
     assert not result.success
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
