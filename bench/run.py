@@ -51,7 +51,7 @@ def ensure_db(mb: int) -> Path:
     """The cached demo database of `mb` MB (seed 1, as bench/memory.sh makes it)."""
     path = CACHE / f"kotomi-{mb}mb.db"
     if not path.exists():
-        from kotomi_backup_dagster.engine.demo import generate_demo_database
+        from kotomi_backup_dagster.demo import generate_demo_database
 
         log(f"generating {path.name} (about 45 s per GB)...")
         CACHE.mkdir(parents=True, exist_ok=True)
@@ -478,8 +478,8 @@ def render(
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in info.items()],
         "",
-        "Databases: Kotomi-shaped demo files (`engine/demo.py`, 14 tables, seed 1), read from the "
-        "page cache by every tool alike. Destinations on the same local disk. Our backups go "
+        "Databases: Kotomi-shaped demo files (`demo/generator.py`, 14 tables, seed 1), read from "
+        "the page cache by every tool alike. Destinations on the same local disk. Our backups go "
         "through the real CLI (`kotomi-backup backup --to DIR`, one process per run, startup "
         "included); restic backs up the live file into a fresh local repository "
         "(`RESTIC_PASSWORD`); the guide's script is `bench/guide-backup.sh`.",

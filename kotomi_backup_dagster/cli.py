@@ -349,8 +349,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import generate_demo_database
     from .engine.backup import run_backup
-    from .engine.demo import generate_demo_database
 
     directory = Path(args.dir).expanduser().resolve()
     db = directory / "kotomi.db"

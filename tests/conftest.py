@@ -22,8 +22,7 @@ from typing import Any
 
 import pytest
 
-from kotomi_backup_dagster.engine.demo import generate_demo_database
-from kotomi_backup_dagster.engine.kotomi import KotomiWriter, connect_like_kotomi
+from kotomi_backup_dagster.demo import KotomiWriter, connect_like_kotomi, generate_demo_database
 from tests.servers import Endpoint, FaultProxy, gcs_emulator, moto_server
 
 REPO = Path(__file__).resolve().parent.parent

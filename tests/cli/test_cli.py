@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from kotomi_backup_dagster.engine.demo import generate_demo_database
-from tests.conftest import AgeKey
+from kotomi_backup_dagster.demo import generate_demo_database
+from tests.conftest import AgeKey, run_cli
 
 CLI = [sys.executable, "-m", "kotomi_backup_dagster.cli"]
 
@@ -203,3 +203,26 @@ def test_killed_backup_leaves_nothing_listed(tmp_path: Path) -> None:
             assert checked.returncode == 0, checked.stdout + checked.stderr
     after = run("backup", "--db", str(db), "--to", str(dest), "--json")
     assert after.returncode == 0, after.stderr
+
+
+def test_demo_makes_the_seeded_database_backs_it_up_and_keeps_it_on_a_second_run(
+    tmp_path: Path,
+) -> None:
+    demo = tmp_path / "demo"
+    made = run_cli("demo", "--dir", str(demo), "--size-mb", "1", "--seed", "3", "--json")
+    assert made.returncode == 0, made.stderr
+    result = json.loads(made.stdout)
+    db = demo / "kotomi.db"
+    assert result["db"] == str(db) and result["backups"] == str(demo / "backups")
+    assert len(result["manifest"]["tables"]) == 14
+    # The same rows as the library's generator with that seed: the demo is reproducible.
+    same = generate_demo_database(tmp_path / "same.db", size_bytes=1_000_000, seed=3)
+    assert same.path.read_bytes() == db.read_bytes()
+    listed = run_cli("list", "--to", str(demo / "backups"), "--json")
+    ids = [b["backup_id"] for b in json.loads(listed.stdout)["destinations"][0]["backups"]]
+    assert ids == [result["backup_id"]]
+
+    again = run_cli("demo", "--dir", str(demo), "--db-only")
+    assert again.returncode == 0, again.stderr
+    assert f"using the existing demo database {db}" in again.stderr
+    assert db.read_bytes() == same.path.read_bytes()

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from kotomi_backup_dagster.demo import generate_demo_database
 from kotomi_backup_dagster.engine.backup import (
     run_backup,
     stage_archive,
@@ -32,7 +33,6 @@ from kotomi_backup_dagster.engine.backup import (
     stage_upload,
     stage_verify,
 )
-from kotomi_backup_dagster.engine.demo import generate_demo_database
 from kotomi_backup_dagster.engine.errors import BackupError, ConfigError
 from kotomi_backup_dagster.engine.redaction import redact
 from kotomi_backup_dagster.engine.settings import BackupSettings

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from kotomi_backup_dagster.demo import connect_like_kotomi, generate_demo_database
 from kotomi_backup_dagster.engine.backup import run_backup
 from kotomi_backup_dagster.engine.catalog import DrillRecord, list_backups, list_drills, write_drill
-from kotomi_backup_dagster.engine.demo import generate_demo_database
 from kotomi_backup_dagster.engine.drill import drill_backup
 from kotomi_backup_dagster.engine.errors import BackupError, ConfigError
-from kotomi_backup_dagster.engine.kotomi import connect_like_kotomi
 from kotomi_backup_dagster.engine.restore import restore_database
 from kotomi_backup_dagster.engine.settings import BackupSettings
 from kotomi_backup_dagster.engine.stores import LocalStore

@@ -212,7 +212,7 @@ def test_a_destination_that_lost_its_newest_backup_gets_a_copy_again(
 KOTOMI_WRITER = """\
 import random, sys
 from pathlib import Path
-from kotomi_backup_dagster.engine.kotomi import KotomiWriter, connect_like_kotomi
+from kotomi_backup_dagster.demo import KotomiWriter, connect_like_kotomi
 writer = KotomiWriter(connect_like_kotomi(Path(sys.argv[1])), random.Random(11))
 while True:
     writer.request()

@@ -34,9 +34,9 @@ from pathlib import Path
 
 import pytest
 
+from kotomi_backup_dagster.demo import KotomiWriter, connect_like_kotomi
 from kotomi_backup_dagster.engine.catalog import list_backups
 from kotomi_backup_dagster.engine.errors import BackupError
-from kotomi_backup_dagster.engine.kotomi import KotomiWriter, connect_like_kotomi
 from kotomi_backup_dagster.engine.manifest import Manifest, is_backup_id
 from kotomi_backup_dagster.engine.paged.packgc import ORPHAN_AGE, REPACK_BELOW
 from kotomi_backup_dagster.engine.paged.packs import is_old_pack

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
+from kotomi_backup_dagster.demo import generate_demo_database
 from kotomi_backup_dagster.engine.backup import (
     StagedBackup,
     UploadOutcome,
@@ -27,7 +28,6 @@ from kotomi_backup_dagster.engine.backup import (
     stage_verify,
 )
 from kotomi_backup_dagster.engine.catalog import list_backups, manifest_key
-from kotomi_backup_dagster.engine.demo import generate_demo_database
 from kotomi_backup_dagster.engine.manifest import PAGED_FORMAT, Manifest
 from kotomi_backup_dagster.engine.paged import HashCache
 from kotomi_backup_dagster.engine.prune import prune_store

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kotomi_backup_dagster.engine.demo import DemoStats, generate_demo_database
-from kotomi_backup_dagster.engine.kotomi import KOTOMI_TABLES, connect_like_kotomi
+from kotomi_backup_dagster.demo import DemoStats, connect_like_kotomi, generate_demo_database
+from kotomi_backup_dagster.engine.kotomi import KOTOMI_TABLES
 
 GO_TS = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{1,9})?[+-]\d\d:\d\d$")
 DEFAULT_TS = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")

@@ -1,9 +1,9 @@
 """Deterministic demo databases shaped like a real Kotomi file, from a few KB to many GB.
 
 ``generate_demo_database`` writes realistic rows into all 14 tables of Kotomi's schema (see
-:mod:`kotomi_backup_dagster.engine.kotomi`) until the file reaches the requested size.  The same
-seed and size always give the same rows: every id, name, text and timestamp comes from one
-``random.Random(seed)`` and a base date derived from the seed, never from the clock.
+:mod:`.schema`) until the file reaches the requested size.  The same seed and size always give
+the same rows: every id, name, text and timestamp comes from one ``random.Random(seed)`` and a
+base date derived from the seed, never from the clock.
 
 Speed and memory: rows are generated as a stream, a page (of a site) at a time, and inserted in
 batches with ``executemany``, one transaction per batch, with ``synchronous=OFF`` and no journal
@@ -24,13 +24,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kotomi_backup_dagster.engine.kotomi import (
-    KOTOMI_TABLES,
-    apply_kotomi_schema,
-    format_default_timestamp,
-    format_go_timestamp,
-    random_uuid4,
-)
+from ..engine.kotomi import KOTOMI_TABLES
+from .rows import Comment, Row, comment_notification
+from .schema import apply_kotomi_schema, insert_sql
+from .values import format_default_timestamp, format_go_timestamp, random_uuid4
+from .words import ESSENTIAL_REACTIONS, REACTIONS, SECTIONS, SITE_NAMES, WORDS, paragraph, person
 
 __all__ = ["DemoStats", "generate_demo_database"]
 
@@ -49,197 +47,8 @@ class DemoStats:
     """SQLite page size: 4096 like Kotomi, smaller only for tiny targets (see below)."""
 
 
-# Columns inserted per table, in order; the INSERT statements are built from these.
-_COLUMNS: dict[str, tuple[str, ...]] = {
-    "admin_users": ("id", "email", "name", "auth0_sub", "created_at", "updated_at"),
-    "sites": ("id", "owner_id", "name", "domain", "description", "created_at", "updated_at"),
-    "users": (
-        "site_id",
-        "id",
-        "name",
-        "email",
-        "avatar_url",
-        "profile_url",
-        "is_verified",
-        "roles",
-        "first_seen",
-        "last_seen",
-        "created_at",
-        "updated_at",
-        "reputation_score",
-    ),
-    "pages": ("id", "site_id", "path", "title", "created_at", "updated_at"),
-    "comments": (
-        "id",
-        "site_id",
-        "page_id",
-        "author",
-        "author_id",
-        "author_email",
-        "text",
-        "parent_id",
-        "status",
-        "moderated_by",
-        "moderated_at",
-        "created_at",
-        "updated_at",
-    ),
-    "allowed_reactions": (
-        "id",
-        "site_id",
-        "name",
-        "emoji",
-        "reaction_type",
-        "created_at",
-        "updated_at",
-    ),
-    "reactions": ("id", "page_id", "comment_id", "allowed_reaction_id", "user_id", "created_at"),
-    "moderation_config": (
-        "id",
-        "site_id",
-        "enabled",
-        "auto_reject_threshold",
-        "auto_approve_threshold",
-        "check_spam",
-        "check_offensive",
-        "check_aggressive",
-        "check_off_topic",
-        "created_at",
-        "updated_at",
-    ),
-    "site_auth_configs": (
-        "id",
-        "site_id",
-        "auth_mode",
-        "jwt_validation_type",
-        "jwt_secret",
-        "jwt_public_key",
-        "jwt_jwks_url",
-        "jwt_issuer",
-        "jwt_audience",
-        "token_expiration_buffer",
-        "created_at",
-        "updated_at",
-    ),
-    "kotomi_auth_users": (
-        "id",
-        "site_id",
-        "email",
-        "auth0_sub",
-        "name",
-        "avatar_url",
-        "is_verified",
-        "created_at",
-        "updated_at",
-    ),
-    "kotomi_auth_sessions": (
-        "id",
-        "user_id",
-        "site_id",
-        "token",
-        "refresh_token",
-        "expires_at",
-        "refresh_expires_at",
-        "created_at",
-    ),
-    "notification_settings": (
-        "id",
-        "site_id",
-        "enabled",
-        "provider",
-        "from_email",
-        "from_name",
-        "reply_to",
-        "smtp_host",
-        "smtp_port",
-        "smtp_username",
-        "smtp_password",
-        "smtp_use_tls",
-        "sendgrid_api_key",
-        "notify_new_comment",
-        "notify_comment_reply",
-        "notify_moderation",
-        "owner_email",
-        "created_at",
-        "updated_at",
-    ),
-    "notification_queue": (
-        "id",
-        "site_id",
-        "type",
-        "recipient",
-        "subject",
-        "body",
-        "data",
-        "status",
-        "attempts",
-        "error",
-        "created_at",
-        "sent_at",
-        "updated_at",
-    ),
-    "notification_log": (
-        "id",
-        "site_id",
-        "notification_id",
-        "type",
-        "recipient",
-        "subject",
-        "status",
-        "provider",
-        "error",
-        "created_at",
-    ),
-}
-assert tuple(_COLUMNS) == KOTOMI_TABLES
-
-_INSERT: dict[str, str] = {
-    table: f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-    for table, cols in _COLUMNS.items()
-}
-
-Row = tuple[object, ...]
 Rows = dict[str, list[Row]]
 
-
-def _words(text: str) -> tuple[str, ...]:
-    return tuple(text.split())
-
-
-_WORDS = _words(
-    "the a this that great post article thanks really nice agree disagree interesting point "
-    "think about static site comments reactions kotomi hugo jekyll astro deploy docker sqlite "
-    "backup question answer why how when where maybe never always works broken fixed update "
-    "version release feature bug issue idea love useful clear wrong right example code snippet "
-    "link read more later again first second last time today week learned something new "
-    "helpful please could would should explain detail performance privacy self hosted simple "
-    "small fast cache theme layout markdown footnote typo image table server config"
-)
-_FIRST = _words(
-    "Ana Bruno Chen Dana Emeka Fatima Goro Hana Ivan Jun Kira Lena Mateo Nia Omar Priya Quinn "
-    "Rosa Sven Tariq Uma Viktor Wen Ximena Yusuf Zoe Aiko Bilal Carla Dmitri"
-)
-_LAST = _words(
-    "Abe Brown Costa Diaz Eze Fischer Garcia Haddad Ito Jensen Kim Lopez Mehta Novak Okafor "
-    "Petrov Quispe Rossi Sato Tanaka Ueda Varga Weber Xu Yilmaz Zhang"
-)
-_SECTIONS = ("blog", "posts", "notes", "til", "docs", "guides", "news")
-_SITE_NAMES = (
-    ("Field Notes", "fieldnotes"),
-    ("Static Thoughts", "staticthoughts"),
-    ("The Build Log", "buildlog"),
-    ("Quiet Corner", "quietcorner"),
-    ("Open Drafts", "opendrafts"),
-)
-_REACTIONS = (
-    ("like", "👍", "both"),
-    ("love", "❤️", "comment"),
-    ("laugh", "😂", "comment"),
-    ("insightful", "💡", "comment"),
-    ("clap", "👏", "page"),
-    ("bookmark", "🔖", "page"),
-    ("fire", "🔥", "both"),
-)
 _STATUSES = ("approved",) * 14 + ("pending",) * 4 + ("rejected",) * 2
 
 # Sizes below this use small SQLite pages: the empty schema alone (14 tables, their indexes and
@@ -304,36 +113,22 @@ class _Generator:
     def hex(self, nbytes: int) -> str:
         return f"{self.rng.getrandbits(nbytes * 8):0{nbytes * 2}x}"
 
-    def text(self, sentences_low: int, sentences_high: int) -> str:
-        rng = self.rng
-        parts = []
-        for _ in range(rng.randint(sentences_low, sentences_high)):
-            words = rng.choices(_WORDS, k=rng.randint(4, 24))
-            parts.append(" ".join(words).capitalize() + rng.choice(".....!?"))
-        return " ".join(parts)
-
-    def person(self) -> tuple[str, str]:
-        rng = self.rng
-        first, last = rng.choice(_FIRST), rng.choice(_LAST)
-        email = f"{first.lower()}.{last.lower()}{rng.randrange(1000)}@example.com"
-        return f"{first} {last}", email
-
     # -- the fixed part: owners, sites and their configuration ---------------------------------
 
     def base_rows(self) -> Rows:
         rng = self.rng
         out: Rows = {t: [] for t in KOTOMI_TABLES}
         for i in range(2 if self.compact else rng.randint(2, 3)):
-            name, _ = self.person()
+            name, _ = person(rng)
             admin_id = self.uuid()
-            email = f"admin{i}@{rng.choice(_SITE_NAMES)[1]}.example.org"
+            email = f"admin{i}@{rng.choice(SITE_NAMES)[1]}.example.org"
             created = self.tick(3600, 86400)
             out["admin_users"].append(
                 (admin_id, email, name, f"auth0|{self.hex(12)}", self.ts(created), self.ts(created))
             )
             self.admins.append((admin_id, email))
         for i, (site_name, slug) in enumerate(
-            _SITE_NAMES[: 2 if self.compact else rng.randint(3, 4)]
+            SITE_NAMES[: 2 if self.compact else rng.randint(3, 4)]
         ):
             site_id = self.uuid()
             owner_id, owner_email = self.admins[i % len(self.admins)]
@@ -350,8 +145,8 @@ class _Generator:
             self.user_pool[site_id] = []
             page_kinds: list[str] = []
             comment_kinds: list[str] = []
-            for name, emoji, kind in _REACTIONS:
-                essential = name in ("like", "love", "clap")
+            for name, emoji, kind in REACTIONS:
+                essential = name in ESSENTIAL_REACTIONS
                 if (self.compact or rng.random() < 0.15) and not essential:
                     continue
                 rid = self.uuid()
@@ -435,7 +230,7 @@ class _Generator:
 
     def _new_user(self, out: Rows, site_id: str, auth_mode: str, first_seen: int) -> None:
         rng = self.rng
-        name, email = self.person()
+        name, email = person(rng)
         if auth_mode == "kotomi":
             user_id = self.uuid()
             created = self.ts(first_seen)
@@ -510,8 +305,8 @@ class _Generator:
         site_idx = 0 if first else rng.choices(range(len(self.sites)), self.site_weights)[0]
         site_id, auth_mode, domain = self.sites[site_idx]
         counter = self.page_counter[site_id] = self.page_counter[site_id] + 1
-        section = rng.choice(_SECTIONS)
-        slug = "-".join(rng.choices(_WORDS, k=rng.randint(2, 5)))
+        section = rng.choice(SECTIONS)
+        slug = "-".join(rng.choices(WORDS, k=rng.randint(2, 5)))
         page_id = self.uuid()
         created = self.tick(60, 7200)
         out["pages"].append(
@@ -530,7 +325,7 @@ class _Generator:
         admin_id = self.admins[site_idx % len(self.admins)][0]
         owner_email = self.admins[site_idx % len(self.admins)][1]
         for i in range(n_comments):
-            user_id, author, email = self._pick_user(out, site_id, auth_mode)
+            user = self._pick_user(out, site_id, auth_mode)
             comment_id = self.uuid()
             if first:  # the first page shows every case even in a tiny database
                 status = ("approved", "pending", "rejected", "approved", "approved")[i]
@@ -540,29 +335,15 @@ class _Generator:
                 parent_id = rng.choice(comment_ids) if comment_ids and rng.random() < 0.35 else None
             posted = self.tick(5, 900)
             moderated = None
-            moderated_by = None
             if status != "pending":
-                moderated = self.go_ts(posted + rng.randint(1, 86400))
-                moderated_by = admin_id if rng.random() < 0.6 else "auto-moderation"
+                at = self.go_ts(posted + rng.randint(1, 86400))
+                moderated = (admin_id if rng.random() < 0.6 else "auto-moderation", at)
             posted_ts = self.ts(posted)
-            text = self.text(1, 5)
-            out["comments"].append(
-                (
-                    comment_id,
-                    site_id,
-                    page_id,
-                    author,
-                    user_id,
-                    email,
-                    text,
-                    parent_id,
-                    status,
-                    moderated_by,
-                    moderated,
-                    posted_ts,
-                    moderated or posted_ts,
-                )
+            text = paragraph(rng, 1, 5)
+            comment = Comment.posted(
+                comment_id, site_id, page_id, user, text, parent_id, status, moderated, posted_ts
             )
+            out["comments"].append(comment)
             comment_ids.append(comment_id)
             # Comment reactions.
             if comment_kinds and (first or rng.random() < 0.45):
@@ -580,30 +361,25 @@ class _Generator:
                     )
             # Notifications: queued (the worker sends and later deletes them) and logged.
             if first or rng.random() < 0.3:
-                kind = "comment_reply" if parent_id else "new_comment"
                 roll = rng.random()
                 q_status = "sent" if roll < 0.8 else ("failed" if roll < 0.9 else "pending")
                 sent = posted + rng.randint(1, 60)
-                notification_id = self.uuid()
-                subject = f"New comment on {domain}"
-                out["notification_queue"].append(
-                    (
-                        notification_id,
-                        site_id,
-                        kind,
-                        owner_email,
-                        subject,
-                        f"{author} wrote: {text[:120]}",
-                        json.dumps({"comment_id": comment_id, "page_id": page_id}),
-                        q_status,
-                        0 if q_status == "pending" else (1 if q_status == "sent" else 3),
-                        "smtp: connection refused" if q_status == "failed" else None,
-                        format_default_timestamp(posted),
-                        self.go_ts(sent) if q_status == "sent" else None,
-                        self.go_ts(sent),
-                    )
+                error = "smtp: connection refused" if q_status == "failed" else None
+                notice = comment_notification(
+                    self.uuid(),
+                    comment,
+                    recipient=owner_email,
+                    where=domain,
+                    status=q_status,
+                    attempts=0 if q_status == "pending" else (1 if q_status == "sent" else 3),
+                    error=error,
+                    created_at=format_default_timestamp(posted),
+                    sent_at=self.go_ts(sent) if q_status == "sent" else None,
+                    updated_at=self.go_ts(sent),
                 )
+                out["notification_queue"].append(notice)
                 if q_status != "pending":
+                    notification_id, _, kind, _, subject = notice[:5]
                     out["notification_log"].append(
                         (
                             self.uuid(),
@@ -614,7 +390,7 @@ class _Generator:
                             subject,
                             q_status,
                             "smtp",
-                            "smtp: connection refused" if q_status == "failed" else None,
+                            error,
                             self.ts(sent),
                         )
                     )
@@ -646,7 +422,7 @@ def _write(conn: sqlite3.Connection, rows: Rows, counts: dict[str, int]) -> None
     for table in KOTOMI_TABLES:
         batch = rows[table]
         if batch:
-            conn.executemany(_INSERT[table], batch)
+            conn.executemany(insert_sql(table), batch)
             counts[table] += len(batch)
     conn.execute("COMMIT")
 
