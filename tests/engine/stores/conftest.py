@@ -1,16 +1,72 @@
-"""Helpers for the store tests: a backup's settings, reading an object back, and `remote`, one
-destination of each kind behind a fault proxy. The S3 and GCS servers themselves and their
-buckets are fixtures of tests/conftest.py (the Dagster tests use them too)."""
+"""Helpers for the store tests: `backend`, one destination of every kind (a local folder, S3,
+GCS) with a way to see its objects from outside our code; `remote`, S3 and GCS behind a fault
+proxy; a backup's settings and reading an object back. The S3 and GCS servers themselves and
+their buckets are fixtures of tests/conftest.py (the Dagster tests use them too)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Proxies
-from tests.servers import FaultProxy, Request
+from tests.conftest import Proxies, gcs_client, s3_client
+from tests.servers import Endpoint, FaultProxy, Request
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One kind of destination: the URL of its root (a folder, or a bucket), and every object
+    key under that root as the backend itself lists them, without our store in between."""
+
+    scheme: str  # "file", "s3" or "gs"
+    root: str
+    list_keys: Callable[[], list[str]]
+    server: Endpoint | None = None  # the S3 or GCS server (None for a local folder)
+
+    def url(self, prefix: str) -> str:
+        return f"{self.root}/{prefix}"
+
+
+def _local_keys(root: Path) -> Callable[[], list[str]]:
+    def keys() -> list[str]:
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+    return keys
+
+
+def _s3_keys(endpoint: Endpoint, bucket: str) -> Callable[[], list[str]]:
+    def keys() -> list[str]:
+        listed = s3_client(endpoint.url).list_objects_v2(Bucket=bucket).get("Contents", [])
+        return sorted(str(o["Key"]) for o in listed)
+
+    return keys
+
+
+def _gs_keys(bucket: str) -> Callable[[], list[str]]:
+    def keys() -> list[str]:
+        return sorted(str(b.name) for b in gcs_client().list_blobs(bucket))
+
+    return keys
+
+
+@pytest.fixture(params=["file", "s3", "gs"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """Each kind of destination in turn, empty: a test using it is a contract every store keeps
+    (run one kind with `-k file`, `-k s3` or `-k gs`)."""
+    if request.param == "file":
+        root = tmp_path / "bucket"
+        root.mkdir()
+        return Backend("file", f"file://{root}", _local_keys(root))
+    if request.param == "s3":
+        bucket = request.getfixturevalue("s3_bucket")
+        endpoint = request.getfixturevalue("aws_env")
+        return Backend("s3", f"s3://{bucket}", _s3_keys(endpoint, bucket), endpoint)
+    bucket = request.getfixturevalue("gs_bucket")
+    server = request.getfixturevalue("gcs_env")
+    return Backend("gs", f"gs://{bucket}", _gs_keys(bucket), server)
 
 
 def settings(db: Path, *urls: str, **extra: Any) -> Any:

@@ -9,9 +9,6 @@ import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from kotomi_backup_dagster.engine.backup import run_backup
 from kotomi_backup_dagster.engine.catalog import list_backups, manifest_key
@@ -20,23 +17,15 @@ from kotomi_backup_dagster.engine.objects import damaged_backups
 from kotomi_backup_dagster.engine.paged.packs import pack_key
 from kotomi_backup_dagster.engine.prune import plan_store, prune_store
 from kotomi_backup_dagster.engine.retention import RetentionPolicy
-from kotomi_backup_dagster.engine.stores import BackupStore, open_store
+from kotomi_backup_dagster.engine.stores import open_store
 from kotomi_backup_dagster.engine.stores.base import LIST_FROM
 from tests.conftest import gcs_client, kotomi_requests, run_cli, s3_client
-from tests.engine.stores.conftest import settings
+from tests.engine.stores.conftest import Backend, settings
 from tests.engine.stores.test_paged_stores import backup as paged_backup
 from tests.engine.stores.test_paged_stores import listed_prefixes, paged, written
 from tests.servers import FaultProxy
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-@pytest.fixture(params=["local", "s3", "gs"])
-def destination(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "local":
-        return str(tmp_path / "backups")
-    bucket = request.getfixturevalue("s3_bucket" if request.param == "s3" else "gs_bucket")
-    return f"{request.param}://{bucket}/prod"
 
 
 def same_day(db: Path, url: str, tmp_path: Path, count: int) -> list[Manifest]:
@@ -66,8 +55,9 @@ def one_daily(url: str) -> dict[str, str]:
 
 
 def test_a_backup_whose_archive_was_deleted_fills_no_slot_and_list_marks_it(
-    kotomi_db: Path, destination: str, tmp_path: Path
+    kotomi_db: Path, backend: Backend, tmp_path: Path
 ) -> None:
+    destination = backend.url("prod")
     newest, second, third, fourth = same_day(kotomi_db, destination, tmp_path, 4)
     open_store(destination).delete(newest.archive.key)  # the manifest stays
 
@@ -184,20 +174,3 @@ def test_a_deleted_pack_damages_each_paged_backup_that_names_it_checked_by_one_l
     result = prune_store(store, "kotomi", RetentionPolicy(keep_last=1), dry_run=True)
     assert result.removed == [], "nothing intact is left to keep in their place"
     assert set(result.damaged) == {m.backup_id for m in made}
-
-
-def test_stat_objects_tells_missing_from_present_on_every_store(destination: str) -> None:
-    store: BackupStore = open_store(destination)
-    store.put_bytes("kotomi/a/one", b"1")
-    store.put_bytes("kotomi/a/two", b"22")
-    for n in range(LIST_FROM):  # a folder answered by one listing
-        store.put_bytes(f"kotomi/packs/p{n}", b"x" * n)
-    keys = ["kotomi/a/one", "kotomi/a/two", "kotomi/a/gone", "kotomi/nothing/here"]
-    keys += [f"kotomi/packs/p{n}" for n in range(LIST_FROM + 1)]
-    found: dict[str, Any] = store.stat_objects(keys)
-    assert {k: v.size for k, v in found.items()} == {
-        "kotomi/a/one": 1,
-        "kotomi/a/two": 2,
-        **{f"kotomi/packs/p{n}": n for n in range(LIST_FROM)},
-    }
-    assert all(v.key == k for k, v in found.items())
