@@ -29,24 +29,35 @@ REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "kotomi_backup_dagster.cli"]
 
 
+def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The test's environment minus the developer's KOTOMI_*, plus `env`."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("KOTOMI_")}
+    full.update(env or {})
+    return full
+
+
 def run_cli(
     *args: str,
     env: dict[str, str] | None = None,
     preexec_fn: Callable[[], None] | None = None,
     timeout: float = 120,
 ) -> subprocess.CompletedProcess[str]:
-    """The real `kotomi-backup`, with the test's environment minus the developer's KOTOMI_*."""
-    full = {k: v for k, v in os.environ.items() if not k.startswith("KOTOMI_")}
-    full.update(env or {})
+    """The real `kotomi-backup`, run to its end, in `cli_env(env)`."""
     return subprocess.run(
         [*CLI, *args],
         capture_output=True,
         text=True,
-        env=full,
+        env=cli_env(env),
         timeout=timeout,
         preexec_fn=preexec_fn,
         check=False,
     )
+
+
+def popen_cli(*args: str, env: dict[str, str] | None = None, **popen: Any) -> subprocess.Popen[str]:
+    """The real `kotomi-backup` started in `cli_env(env)` and left running (to be killed or
+    interrupted); `popen` goes to `subprocess.Popen` (stdout, stderr, preexec_fn...)."""
+    return subprocess.Popen([*CLI, *args], env=cli_env(env), text=True, **popen)
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:

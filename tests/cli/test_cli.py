@@ -3,34 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from kotomi_backup_dagster.demo import generate_demo_database
-from tests.conftest import AgeKey, run_cli
-
-CLI = [sys.executable, "-m", "kotomi_backup_dagster.cli"]
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("KOTOMI_")}
-    full_env.update(env or {})
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=full_env, timeout=120)
-
-
-def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert lines[0].startswith("kotomi-backup:")
-    return lines[0]
+from tests.conftest import AgeKey, one_line_error, popen_cli, run_cli
 
 
 def tree(root: Path) -> list[str]:
@@ -39,16 +21,16 @@ def tree(root: Path) -> list[str]:
 
 def test_backup_then_list_and_verify_as_json(kotomi_db: Path, tmp_path: Path) -> None:
     dest = tmp_path / "backups"
-    made = run("backup", "--db", str(kotomi_db), "--to", f"file://{dest}", "--json")
+    made = run_cli("backup", "--db", str(kotomi_db), "--to", f"file://{dest}", "--json")
     assert made.returncode == 0, made.stderr
     result = json.loads(made.stdout)
     backup_id = result["backup_id"]
     assert result["destinations"][0]["ok"] is True
-    listed = run("list", "--to", str(dest), "--json")
+    listed = run_cli("list", "--to", str(dest), "--json")
     assert listed.returncode == 0, listed.stderr
     ids = [b["backup_id"] for b in json.loads(listed.stdout)["destinations"][0]["backups"]]
     assert ids == [backup_id]
-    checked = run("verify", str(dest / "kotomi" / backup_id), "--full", "--json")
+    checked = run_cli("verify", str(dest / "kotomi" / backup_id), "--full", "--json")
     assert checked.returncode == 0, checked.stdout
     assert json.loads(checked.stdout)["ok"] is True
 
@@ -59,8 +41,8 @@ def test_environment_supplies_the_defaults(kotomi_db: Path, tmp_path: Path) -> N
         "KOTOMI_BACKUP_URL": str(tmp_path / "b"),
         "KOTOMI_BACKUP_NAME": "blog",
     }
-    assert run("backup", env=env).returncode == 0
-    listed = json.loads(run("list", "--json", env=env).stdout)
+    assert run_cli("backup", env=env).returncode == 0
+    listed = json.loads(run_cli("list", "--json", env=env).stdout)
     assert listed["name"] == "blog"
     assert len(listed["destinations"][0]["backups"]) == 1
 
@@ -111,7 +93,7 @@ def test_bad_input_gives_one_line_and_stores_nothing(
         env = {"KOTOMI_BACKUP_SNAPSHOT_TIMEOUT": "nan"}
     args = ["backup", "--db", db] + ([] if case == "no destination" else ["--to", to])
     before = kotomi_db.read_bytes()
-    proc = run(*args, env=env)
+    proc = run_cli(*args, env=env)
     assert proc.returncode == code, proc.stderr
     line = one_line_error(proc)
     assert words in line
@@ -127,7 +109,7 @@ def test_locked_database_times_out_with_one_line(tmp_path: Path) -> None:
     conn.execute("PRAGMA journal_mode=DELETE")
     conn.execute("BEGIN EXCLUSIVE")  # a rollback-journal writer holds off every reader
     try:
-        proc = run(
+        proc = run_cli(
             "backup",
             "--db",
             str(db),
@@ -149,10 +131,10 @@ def test_verify_reports_a_tampered_archive_and_a_wrong_key(
     dest = tmp_path / "backups"
     env = {"KOTOMI_BACKUP_AGE_RECIPIENTS": age_key.recipient}
     made = json.loads(
-        run("backup", "--db", str(kotomi_db), "--to", str(dest), "--json", env=env).stdout
+        run_cli("backup", "--db", str(kotomi_db), "--to", str(dest), "--json", env=env).stdout
     )
     backup_dir = dest / "kotomi" / made["backup_id"]
-    good = run(
+    good = run_cli(
         "verify", str(backup_dir), env={"KOTOMI_BACKUP_AGE_IDENTITY": str(age_key.identity_file)}
     )
     assert good.returncode == 0, good.stderr + good.stdout
@@ -161,7 +143,7 @@ def test_verify_reports_a_tampered_archive_and_a_wrong_key(
     import pyrage
 
     other.write_text(f"{pyrage.x25519.Identity.generate()}\n")
-    wrong = run("verify", str(backup_dir), env={"KOTOMI_BACKUP_AGE_IDENTITY": str(other)})
+    wrong = run_cli("verify", str(backup_dir), env={"KOTOMI_BACKUP_AGE_IDENTITY": str(other)})
     assert wrong.returncode == 2
     line = one_line_error(wrong)
     assert "does not match" in line
@@ -171,7 +153,7 @@ def test_verify_reports_a_tampered_archive_and_a_wrong_key(
     data = bytearray(archive.read_bytes())
     data[len(data) // 2] ^= 0x01
     archive.write_bytes(bytes(data))
-    tampered = run(
+    tampered = run_cli(
         "verify", str(backup_dir), env={"KOTOMI_BACKUP_AGE_IDENTITY": str(age_key.identity_file)}
     )
     assert tampered.returncode == 1
@@ -183,25 +165,27 @@ def test_killed_backup_leaves_nothing_listed(tmp_path: Path) -> None:
     db = tmp_path / "big.db"
     generate_demo_database(db, size_bytes=40_000_000, seed=3)
     dest = tmp_path / "backups"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KOTOMI_")}
     for delay in (0.2, 0.5, 0.9, 1.4):
-        proc = subprocess.Popen(
-            [*CLI, "backup", "--db", str(db), "--to", str(dest)],
-            env=env,
+        proc = popen_cli(
+            "backup",
+            "--db",
+            str(db),
+            "--to",
+            str(dest),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        listed = json.loads(run("list", "--to", str(dest), "--json").stdout)
+        listed = json.loads(run_cli("list", "--to", str(dest), "--json").stdout)
         for backup in listed["destinations"][0]["backups"]:
             # Whatever is listed is whole: its archive is there with the right size.
             archive = dest / backup["archive"]["key"]
             assert archive.stat().st_size == backup["archive"]["size"]
-            checked = run("verify", str(archive.parent))
+            checked = run_cli("verify", str(archive.parent))
             assert checked.returncode == 0, checked.stdout + checked.stderr
-    after = run("backup", "--db", str(db), "--to", str(dest), "--json")
+    after = run_cli("backup", "--db", str(db), "--to", str(dest), "--json")
     assert after.returncode == 0, after.stderr
 
 

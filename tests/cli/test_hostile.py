@@ -37,7 +37,7 @@ from kotomi_backup_dagster.engine.errors import BackupError, ConfigError
 from kotomi_backup_dagster.engine.redaction import redact
 from kotomi_backup_dagster.engine.settings import BackupSettings
 from kotomi_backup_dagster.engine.stores import LocalStore
-from tests.conftest import AgeKey, SmallDisk, one_line_error, run_cli
+from tests.conftest import AgeKey, SmallDisk, one_line_error, popen_cli, run_cli
 
 NOBODY = 65534
 
@@ -689,22 +689,8 @@ def test_ctrl_c_during_a_restore_says_what_happened_and_leaves_nothing(tmp_path:
     conn.commit()
     conn.close()
     before = sha256(target)
-    full = {k: v for k, v in os.environ.items() if not k.startswith("KOTOMI_")}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kotomi_backup_dagster.cli",
-            "restore",
-            "latest",
-            "--db",
-            str(target),
-            "--from",
-            str(dest),
-        ],
-        env=full,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = popen_cli(
+        "restore", "latest", "--db", str(target), "--from", str(dest), stderr=subprocess.PIPE
     )
     deadline = time.monotonic() + 60
     while not any(".restore-" in p.name for p in target.parent.iterdir()):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
 import sqlite3
@@ -32,7 +31,7 @@ from kotomi_backup_dagster.engine.restore import restore_database
 from kotomi_backup_dagster.engine.retention import RetentionPolicy
 from kotomi_backup_dagster.engine.settings import BackupSettings
 from kotomi_backup_dagster.engine.stores import LocalStore
-from tests.conftest import AgeKey, kotomi_requests
+from tests.conftest import AgeKey, kotomi_requests, one_line_error, run_cli
 
 
 def settings(db: Path, store: Path, **extra: object) -> BackupSettings:
@@ -440,23 +439,10 @@ def test_page_map_that_skips_a_page_is_refused() -> None:
 
 
 def test_cli_backup_format_flag_and_env(kotomi_db: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "KOTOMI_BACKUP_FORMAT": "pagd"}
-    cli = [sys.executable, "-m", "kotomi_backup_dagster.cli"]
-    bad = subprocess.run(
-        [*cli, "backup", "--db", str(kotomi_db), "--to", str(tmp_path / "s")],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert bad.returncode == 2 and "use full or paged" in bad.stderr
-    assert len(bad.stderr.strip().splitlines()) == 1
-    env["KOTOMI_BACKUP_FORMAT"] = "paged"
-    ok = subprocess.run(
-        [*cli, "backup", "--db", str(kotomi_db), "--to", str(tmp_path / "s"), "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    args = ("backup", "--db", str(kotomi_db), "--to", str(tmp_path / "s"))
+    bad = run_cli(*args, env={"KOTOMI_BACKUP_FORMAT": "pagd"})
+    assert bad.returncode == 2 and "use full or paged" in one_line_error(bad)
+    ok = run_cli(*args, "--json", env={"KOTOMI_BACKUP_FORMAT": "paged"})
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["manifest"]["format"] == 2
 

@@ -45,9 +45,8 @@ from kotomi_backup_dagster.engine.prune import plan_store, prune_store
 from kotomi_backup_dagster.engine.restore import Chosen, fetch_backup
 from kotomi_backup_dagster.engine.retention import RetentionPolicy
 from kotomi_backup_dagster.engine.stores import LocalStore, StoredObject
-from tests.conftest import AgeKey
+from tests.conftest import AgeKey, popen_cli, run_cli
 
-CLI = [sys.executable, "-m", "kotomi_backup_dagster.cli"]
 NAME = "kotomi"
 KEEP_FIELDS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 
@@ -163,20 +162,14 @@ def careless() -> None:
 
 
 def cli(*args: str, env: dict[str, str]) -> Run:
-    proc = subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, env=env, timeout=120, preexec_fn=careless
-    )
+    proc = run_cli(*args, env=env, preexec_fn=careless)
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
-def popen_cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [*CLI, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        preexec_fn=careless,
+def careless_cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """The CLI left running, with no umask, its output read through pipes."""
+    return popen_cli(
+        *args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=careless
     )
 
 
@@ -249,7 +242,7 @@ def backup_cli(
     snapshot began, `store` as soon as anything appeared on the store (a pack's temp file,
     usually), `delay` after a random time."""
     args = ["backup", "--db", str(db), "--to", str(store), "--format", backup_format, "--json"]
-    proc = popen_cli(*args, env=env)
+    proc = careless_cli(*args, env=env)
     if kill is None:
         out, err = proc.communicate(timeout=120)
         return Run(proc.returncode, out, err)
@@ -308,7 +301,7 @@ def prune_cli(
 ) -> Run:
     """`kotomi-backup prune` (the real clock: no pack is old enough to go, repacks happen);
     with `kill`, SIGKILLed as soon as the store changes."""
-    proc = popen_cli("prune", "--to", str(store), "--json", env={**env, **policy_env(policy)})
+    proc = careless_cli("prune", "--to", str(store), "--json", env={**env, **policy_env(policy)})
     if not kill:
         out, err = proc.communicate(timeout=120)
         return Run(proc.returncode, out, err)
@@ -657,7 +650,7 @@ def test_random_operations_never_lose_a_kept_backup_nor_restore_a_wrong_file(
                 wanted = 0.9 if stats["drill killed"] < 1 else 0.3
                 if rng.random() < wanted:  # killed once its scratch copy is being written
                     before = scratch_dirs(drills, "kotomi-drill-")
-                    proc = popen_cli(*args, env=env)
+                    proc = careless_cli(*args, env=env)
                     wait_for(
                         proc,
                         lambda d=drills, b=before: scratch_dirs(d, "kotomi-drill-") != b,
@@ -687,7 +680,7 @@ def test_random_operations_never_lose_a_kept_backup_nor_restore_a_wrong_file(
                 args = ["restore", *which, "--db", str(target), "--from", str(store), "--json"]
                 wanted = 0.9 if stats["restore killed"] < 1 else 0.3
                 if rng.random() < wanted:  # killed while it writes the restored copy beside it
-                    proc = popen_cli(*args, env=env)
+                    proc = careless_cli(*args, env=env)
                     wait_for(
                         proc,
                         lambda t=target: any(".restore-" in n for n in os.listdir(t.parent)),
@@ -987,9 +980,7 @@ def test_a_pack_upload_killed_mid_copy_leaves_nothing_a_later_prune_keeps(
         for _ in range(10):  # until a kill lands while a pack's temp file is there
             kotomi_requests(writer, 100)
             args = ["backup", "--db", str(kotomi_db), "--to", str(store), "--format", "paged"]
-            proc = subprocess.Popen(
-                [*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-            )
+            proc = popen_cli(*args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             wait_for(proc, lambda: any(n.startswith(".") for n in os.listdir(packs)))
             kill_now(proc)
             left = sorted(n for n in os.listdir(packs) if n.startswith("."))
