@@ -60,6 +60,14 @@ def popen_cli(*args: str, env: dict[str, str] | None = None, **popen: Any) -> su
     return subprocess.Popen([*CLI, *args], env=cli_env(env), text=True, **popen)
 
 
+def kill_cli_after(seconds: float, *args: str, env: dict[str, str] | None = None) -> None:
+    """Start the real `kotomi-backup` and SIGKILL it `seconds` later, wherever it got to."""
+    proc = popen_cli(*args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(seconds)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
     """The one line a failing command writes (no traceback, nothing else)."""
     lines = proc.stderr.strip().splitlines()

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import signal
 import sqlite3
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from kotomi_backup_dagster.demo import generate_demo_database
-from tests.conftest import AgeKey, one_line_error, popen_cli, run_cli
+from tests.conftest import AgeKey, kill_cli_after, one_line_error, run_cli
 
 
 def tree(root: Path) -> list[str]:
@@ -166,18 +163,7 @@ def test_killed_backup_leaves_nothing_listed(tmp_path: Path) -> None:
     generate_demo_database(db, size_bytes=40_000_000, seed=3)
     dest = tmp_path / "backups"
     for delay in (0.2, 0.5, 0.9, 1.4):
-        proc = popen_cli(
-            "backup",
-            "--db",
-            str(db),
-            "--to",
-            str(dest),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        kill_cli_after(delay, "backup", "--db", str(db), "--to", str(dest))
         listed = json.loads(run_cli("list", "--to", str(dest), "--json").stdout)
         for backup in listed["destinations"][0]["backups"]:
             # Whatever is listed is whole: its archive is there with the right size.

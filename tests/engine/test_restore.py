@@ -4,9 +4,7 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from kotomi_backup_dagster.engine.errors import BackupError, ConfigError
 from kotomi_backup_dagster.engine.restore import restore_database
 from kotomi_backup_dagster.engine.settings import BackupSettings
 from kotomi_backup_dagster.engine.stores import LocalStore
-from tests.conftest import AgeKey, flip_page_header, one_line_error, popen_cli, run_cli
+from tests.conftest import AgeKey, flip_page_header, kill_cli_after, one_line_error, run_cli
 
 
 def sha256(path: Path) -> str:
@@ -198,19 +196,7 @@ def test_killed_restore_leaves_the_old_or_the_new_database_whole(tmp_path: Path)
     old = sha256(db)
     outcomes = set()
     for delay in (0.15, 0.3, 0.5, 0.8, 1.2, 3.0):
-        proc = popen_cli(
-            "restore",
-            "latest",
-            "--db",
-            str(db),
-            "--from",
-            str(dest),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        kill_cli_after(delay, "restore", "latest", "--db", str(db), "--from", str(dest))
         now = sha256(db)
         assert now in (old, manifest.db_sha256), "a torn database"
         kept = sorted(tmp_path.glob("kotomi.db.before-restore-*"))
