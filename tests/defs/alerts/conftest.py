@@ -156,6 +156,21 @@ def backup_env(monkeypatch: pytest.MonkeyPatch, db: Path, tmp_path: Path) -> Pat
     return dest
 
 
+def unreachable_s3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """KOTOMI_BACKUP_URL on S3 at a loopback port nobody listens on (a refused connection), with
+    test credentials and nothing of the developer's AWS setup; returns the URL."""
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAKOTOMITESTKEY01")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "kotomi-test-secret-unreachable")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    url = "s3://offsite-bucket/prod"
+    monkeypatch.setenv("KOTOMI_BACKUP_URL", url)
+    return url
+
+
 def assert_no_secret(texts: list[str], *secrets: str) -> None:
     for text in texts:
         for secret in (WEBHOOK_TOKEN, SMTP_PASSWORD, SLACK_TOKEN, *secrets):

@@ -31,7 +31,14 @@ from kotomi_backup_dagster.engine.manifest import Manifest, new_backup_id, rfc33
 from kotomi_backup_dagster.engine.settings import BackupSettings
 from kotomi_backup_dagster.engine.stores import LocalStore
 
-from .conftest import SmtpServer, WebhookReceiver, alert_env, assert_no_secret, backup_env
+from .conftest import (
+    SmtpServer,
+    WebhookReceiver,
+    alert_env,
+    assert_no_secret,
+    backup_env,
+    unreachable_s3,
+)
 
 SENSOR = "kotomi_backup_health"
 CATALOG = AssetKey(["kotomi", "backup_catalog"])
@@ -303,16 +310,7 @@ def test_an_unreachable_destination_is_named_once_with_the_network_as_next_step(
     env: Path, monkeypatch: pytest.MonkeyPatch, webhook: WebhookReceiver, tmp_path: Path
 ) -> None:
     """A refused connection is a question of network and endpoint, not of permissions."""
-    from .conftest import free_port
-
-    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAKOTOMITESTKEY01")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "kotomi-test-secret-unreachable")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nobody there
-    monkeypatch.setenv("KOTOMI_BACKUP_URL", "s3://offsite-bucket/prod")
+    unreachable_s3(monkeypatch, tmp_path)
     monkeypatch.setenv("KOTOMI_BACKUP_RETRIES", "0")
     with instance_for_test() as instance:
         Ticker(instance)()

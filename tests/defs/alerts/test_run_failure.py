@@ -42,6 +42,7 @@ from .conftest import (
     assert_no_secret,
     backup_env,
     free_port,
+    unreachable_s3,
 )
 
 
@@ -310,14 +311,7 @@ def test_a_prune_that_cannot_connect_alerts_with_the_url_once_and_the_network_to
     monkeypatch: pytest.MonkeyPatch, kotomi_db: Path, tmp_path: Path, webhook: WebhookReceiver
 ) -> None:
     backup_env(monkeypatch, kotomi_db, tmp_path)
-    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAKOTOMITESTKEY01")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "kotomi-test-secret-unreachable")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # refused
-    monkeypatch.setenv("KOTOMI_BACKUP_URL", "s3://offsite-bucket/prod")
+    unreachable_s3(monkeypatch, tmp_path)
     monkeypatch.setenv("KOTOMI_BACKUP_RETRIES", "0")
     alert_env(monkeypatch, webhook_url=webhook.url(), smtp_port=None)
     with instance_for_test() as instance:

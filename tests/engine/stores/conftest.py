@@ -5,13 +5,16 @@ their buckets are fixtures of tests/conftest.py (the Dagster tests use them too)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kotomi_backup_dagster.engine.manifest import Manifest
 from tests.conftest import Proxies, gcs_client, s3_client
 from tests.servers import Endpoint, FaultProxy, Request
 
@@ -73,6 +76,29 @@ def settings(db: Path, *urls: str, **extra: Any) -> Any:
     from kotomi_backup_dagster.engine.settings import BackupSettings
 
     return BackupSettings.from_env(db_path=db, urls=urls, **extra)
+
+
+def backups_at(db: Path, url: str, tmp_path: Path, times: Sequence[datetime]) -> list[Manifest]:
+    """A backup of `db` dated at each of `times` on `url`: one real backup made once, its
+    archive stored again under each id with its manifest last (real objects, chosen times)."""
+    from kotomi_backup_dagster.engine.backup import run_backup
+    from kotomi_backup_dagster.engine.catalog import manifest_key
+    from kotomi_backup_dagster.engine.manifest import rfc3339
+    from kotomi_backup_dagster.engine.stores import open_store
+
+    seed = run_backup(settings(db, str(tmp_path / "seed"))).manifest
+    archive = tmp_path / "seed" / seed.archive.key
+    store = open_store(url)
+    made = []
+    for n, moment in enumerate(times):
+        backup_id = f"{moment:%Y%m%dT%H%M%SZ}-{n:06x}"
+        data = json.loads(seed.to_json())
+        data.update(backup_id=backup_id, created_at=rfc3339(moment))
+        data["archive"]["key"] = f"kotomi/{backup_id}/kotomi.db.zst"
+        store.put_file(data["archive"]["key"], archive, sha256=seed.archive.sha256)
+        store.put_bytes(manifest_key("kotomi", backup_id), json.dumps(data).encode())
+        made.append(Manifest.from_json(json.dumps(data).encode()))
+    return made
 
 
 def download(store: Any, key: str) -> bytes:

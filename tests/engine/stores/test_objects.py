@@ -10,9 +10,8 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from kotomi_backup_dagster.engine.backup import run_backup
-from kotomi_backup_dagster.engine.catalog import list_backups, manifest_key
-from kotomi_backup_dagster.engine.manifest import Manifest, rfc3339
+from kotomi_backup_dagster.engine.catalog import list_backups
+from kotomi_backup_dagster.engine.manifest import Manifest
 from kotomi_backup_dagster.engine.objects import damaged_backups
 from kotomi_backup_dagster.engine.paged.packs import pack_key
 from kotomi_backup_dagster.engine.prune import plan_store, prune_store
@@ -20,7 +19,7 @@ from kotomi_backup_dagster.engine.retention import RetentionPolicy
 from kotomi_backup_dagster.engine.stores import open_store
 from kotomi_backup_dagster.engine.stores.base import LIST_FROM
 from tests.conftest import gcs_client, kotomi_requests, run_cli, s3_client
-from tests.engine.stores.conftest import Backend, settings
+from tests.engine.stores.conftest import Backend, backups_at
 from tests.engine.stores.test_paged_stores import backup as paged_backup
 from tests.engine.stores.test_paged_stores import listed_prefixes, paged, written
 from tests.servers import FaultProxy
@@ -29,22 +28,8 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def same_day(db: Path, url: str, tmp_path: Path, count: int) -> list[Manifest]:
-    """`count` backups an hour apart ending now, newest first: one real backup, its archive
-    stored again under each id (real objects, chosen times)."""
-    seed = run_backup(settings(db, str(tmp_path / "seed"))).manifest
-    archive = tmp_path / "seed" / seed.archive.key
-    store = open_store(url)
-    made = []
-    for n in range(count):
-        moment = NOW - timedelta(hours=n)
-        backup_id = f"{moment:%Y%m%dT%H%M%SZ}-{n:06x}"
-        data = json.loads(seed.to_json())
-        data.update(backup_id=backup_id, created_at=rfc3339(moment))
-        data["archive"]["key"] = f"kotomi/{backup_id}/kotomi.db.zst"
-        store.put_file(data["archive"]["key"], archive, sha256=seed.archive.sha256)
-        store.put_bytes(manifest_key("kotomi", backup_id), json.dumps(data).encode())
-        made.append(Manifest.from_json(json.dumps(data).encode()))
-    return made
+    """`count` backups an hour apart ending now, newest first."""
+    return backups_at(db, url, tmp_path, [NOW - timedelta(hours=n) for n in range(count)])
 
 
 def one_daily(url: str) -> dict[str, str]:
