@@ -183,21 +183,7 @@ def test_failed_upload_alerts_once_by_webhook_and_email_and_a_down_webhook_spare
         monkeypatch.setenv(
             "KOTOMI_BACKUP_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{free_port()}/hook/x-secret-x"
         )
-        down_defs = code_location()
-        failure = instance.get_records_for_run(
-            result.run_id, of_type=DagsterEventType.RUN_FAILURE
-        ).records[0]
-        failure_event = failure.event_log_entry.dagster_event
-        failed_run = instance.get_run_by_id(result.run_id)
-        assert failure_event is not None and failed_run is not None
-        with build_run_status_sensor_context(
-            sensor_name=RUN_FAILURE_SENSOR,
-            dagster_event=failure_event,
-            dagster_instance=instance,
-            dagster_run=failed_run,
-            resources=down_defs.resources,
-        ) as status_context:
-            down_defs.resolve_sensor_def(RUN_FAILURE_SENSOR)(status_context.for_run_failure())
+        run_failure_alert(instance, result.run_id, code_location())
         assert len(webhook.posts) == 1
         assert len(smtp_server.messages) == 2
         assert smtp_server.messages[1]["Subject"] == mail["Subject"]
