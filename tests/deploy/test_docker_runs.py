@@ -91,7 +91,7 @@ def test_a_restore_runs_in_a_container_of_its_own_into_kotomis_volume(
         }
     }
     run = stack.client.wait_run(stack.client.launch("restore_job", config))
-    assert run["status"] == "SUCCESS", run
+    assert run["status"] == "SUCCESS", stack.client.messages(run["runId"])[-12:]
     run_container(stack, run)
     listing = json.loads(stack.exec("user_code", "kotomi-backup", "list", "--json"))
     newest = max(listing["destinations"][0]["backups"], key=lambda m: m["backup_id"])
