@@ -17,6 +17,8 @@ from tests.deploy.stack import Stack, bring_up, wait_for
 # The first test here also waits for the images to build (several minutes on 2 busy cores).
 pytestmark = [pytest.mark.deploy, pytest.mark.slow, pytest.mark.timeout(1800)]
 
+IN_PROGRESS = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
+
 
 @pytest.fixture(scope="module")
 def stack(engine: Engine, images: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
@@ -79,6 +81,12 @@ def test_reexecute_from_failure_in_a_new_container_uploads_the_failed_runs_archi
     assert len(listing["destinations"][0]["backups"]) == 2
 
 
+def settled(stack: Stack) -> bool:
+    runs = stack.client.runs()
+    pruned = any(r["jobName"] == "kotomi_prune" and r["status"] not in IN_PROGRESS for r in runs)
+    return pruned and not any(r["status"] in IN_PROGRESS for r in runs)
+
+
 def test_a_restore_runs_in_a_container_of_its_own_into_kotomis_volume(
     stack: Stack, engine: Engine
 ) -> None:
@@ -90,8 +98,11 @@ def test_a_restore_runs_in_a_container_of_its_own_into_kotomis_volume(
             }
         }
     }
+    # After the uploads above, the sensor launches a prune (once an hour at most), and a restore
+    # refuses to start beside another run of its database: wait until that prune has finished.
+    wait_for(lambda: settled(stack), 300, "the sensor's prune finished and no run in progress")
     run = stack.client.wait_run(stack.client.launch("restore_job", config))
-    assert run["status"] == "SUCCESS", stack.client.messages(run["runId"])[-12:]
+    assert run["status"] == "SUCCESS", stack.client.step_failures(run["runId"])
     run_container(stack, run)
     listing = json.loads(stack.exec("user_code", "kotomi-backup", "list", "--json"))
     newest = max(listing["destinations"][0]["backups"], key=lambda m: m["backup_id"])
