@@ -38,7 +38,7 @@ def ensure_db(mb: int) -> Path:
     """The cached demo database of `mb` MB (seed 1, as bench/memory.sh makes it)."""
     path = CACHE / f"kotomi-{mb}mb.db"
     if not path.exists():
-        from kotomi_backup_dagster.engine.demo import generate_demo_database
+        from kotomi_backup_dagster.demo import generate_demo_database
 
         log(f"generating {path.name} (about 45 s per GB)...")
         CACHE.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,7 @@ def _wal_size(db: Path) -> int:
 
 
 def writer_main(db: Path, rate: float, seconds: float, out: Path) -> None:
-    from kotomi_backup_dagster.engine.kotomi import KotomiWriter, connect_like_kotomi
+    from kotomi_backup_dagster.demo import KotomiWriter, connect_like_kotomi
 
     conn = connect_like_kotomi(db)
     writer = KotomiWriter(conn, random.Random(7))

@@ -16,7 +16,7 @@ recipient=$("$BIN/python" -c "import pyrage,sys; print(pyrage.x25519.Identity.fr
 for mb in "${sizes[@]}"; do
   db="$CACHE/kotomi-${mb}mb.db"
   [ -f "$db" ] || "$BIN/python" -c "
-from kotomi_backup_dagster.engine.demo import generate_demo_database
+from kotomi_backup_dagster.demo import generate_demo_database
 generate_demo_database('$db', size_bytes=$mb * 1_000_000, seed=1)"
   out=$(mktemp -d)
   measure() {

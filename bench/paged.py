@@ -139,7 +139,7 @@ def writer_main(db: Path, seed: int) -> None:
     one process's plain open()/close() of a database file drops the POSIX locks its SQLite
     connections hold on it (https://www.sqlite.org/howtocorrupt.html, 2.2).
     """
-    from kotomi_backup_dagster.engine.kotomi import KotomiWriter, connect_like_kotomi
+    from kotomi_backup_dagster.demo import KotomiWriter, connect_like_kotomi
 
     conn = connect_like_kotomi(db)  # WAL, Kotomi's pragmas
     writer = KotomiWriter(conn, random.Random(seed))

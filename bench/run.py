@@ -380,8 +380,8 @@ def render(
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in info.items()],
         "",
-        "Databases: Kotomi-shaped demo files (`engine/demo.py`, 14 tables, seed 1), read from the "
-        "page cache by every tool alike. Destinations on the same local disk. Our backups go "
+        "Databases: Kotomi-shaped demo files (`demo/generator.py`, 14 tables, seed 1), read from "
+        "the page cache by every tool alike. Destinations on the same local disk. Our backups go "
         "through the real CLI (`kotomi-backup backup --to DIR`, one process per run, startup "
         "included); restic backs up the live file into a fresh local repository "
         "(`RESTIC_PASSWORD`); the guide's script is `bench/guide-backup.sh`.",

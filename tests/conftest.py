@@ -1,4 +1,5 @@
-"""Shared fixtures: a clean environment, demo Kotomi databases, age keys, a live writer."""
+"""Shared fixtures: a clean environment, the real CLI, demo Kotomi databases, age keys, a live
+writer, and real S3 and GCS servers on loopback (moto, gcp-storage-emulator) with buckets."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +22,18 @@ from typing import Any
 
 import pytest
 
-from kotomi_backup_dagster.engine.demo import generate_demo_database
-from kotomi_backup_dagster.engine.kotomi import KotomiWriter, connect_like_kotomi
+from kotomi_backup_dagster.demo import KotomiWriter, connect_like_kotomi, generate_demo_database
+from tests.servers import Endpoint, FaultProxy, gcs_emulator, moto_server
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "kotomi_backup_dagster.cli"]
+
+
+def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The test's environment minus the developer's KOTOMI_*, plus `env`."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("KOTOMI_")}
+    full.update(env or {})
+    return full
 
 
 def run_cli(
@@ -33,18 +42,30 @@ def run_cli(
     preexec_fn: Callable[[], None] | None = None,
     timeout: float = 120,
 ) -> subprocess.CompletedProcess[str]:
-    """The real `kotomi-backup`, with the test's environment minus the developer's KOTOMI_*."""
-    full = {k: v for k, v in os.environ.items() if not k.startswith("KOTOMI_")}
-    full.update(env or {})
+    """The real `kotomi-backup`, run to its end, in `cli_env(env)`."""
     return subprocess.run(
         [*CLI, *args],
         capture_output=True,
         text=True,
-        env=full,
+        env=cli_env(env),
         timeout=timeout,
         preexec_fn=preexec_fn,
         check=False,
     )
+
+
+def popen_cli(*args: str, env: dict[str, str] | None = None, **popen: Any) -> subprocess.Popen[str]:
+    """The real `kotomi-backup` started in `cli_env(env)` and left running (to be killed or
+    interrupted); `popen` goes to `subprocess.Popen` (stdout, stderr, preexec_fn...)."""
+    return subprocess.Popen([*CLI, *args], env=cli_env(env), text=True, **popen)
+
+
+def kill_cli_after(seconds: float, *args: str, env: dict[str, str] | None = None) -> None:
+    """Start the real `kotomi-backup` and SIGKILL it `seconds` later, wherever it got to."""
+    proc = popen_cli(*args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(seconds)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
@@ -269,3 +290,98 @@ def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
     yield make
     for path in mounts:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+# --- Real S3 and GCS servers on loopback, started once per session -------------------------
+
+# Distinctive, so a test can prove it never shows up in a message.
+AWS_SECRET = "kotomi-test-secret-WJALRXUTNFEMI"
+AWS_KEY_ID = "AKIAKOTOMITESTKEY01"
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[Endpoint]:
+    with moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def gcs_server() -> Iterator[Endpoint]:
+    with gcs_emulator() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, moto: Endpoint, tmp_path: Path) -> Endpoint:
+    """boto3's standard chain sees test credentials and the moto endpoint, nothing else."""
+    for key in list(os.environ):
+        if key.startswith("AWS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", AWS_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto.url)
+    return moto
+
+
+@pytest.fixture
+def gcs_env(monkeypatch: pytest.MonkeyPatch, gcs_server: Endpoint) -> Endpoint:
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server.url)
+    return gcs_server
+
+
+def unique_bucket() -> str:
+    return f"kotomi-{uuid.uuid4().hex[:12]}"
+
+
+def s3_client(endpoint_url: str) -> Any:
+    """A boto3 client for setting up and inspecting, with botocore retries off."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3", endpoint_url=endpoint_url, config=Config(retries={"total_max_attempts": 1})
+    )
+
+
+@pytest.fixture
+def s3_bucket(aws_env: Endpoint) -> str:
+    name = unique_bucket()
+    s3_client(aws_env.url).create_bucket(Bucket=name)
+    return name
+
+
+def gcs_client() -> Any:
+    from google.cloud import storage
+
+    return storage.Client()
+
+
+@pytest.fixture
+def gs_bucket(gcs_env: Endpoint) -> str:
+    name = unique_bucket()
+    gcs_client().create_bucket(name)
+    return name
+
+
+@pytest.fixture
+def proxy_for() -> Iterator[Proxies]:
+    """`proxy_for(endpoint)`: a fault proxy in front of a server, closed after the test."""
+    made: list[FaultProxy] = []
+
+    def make(endpoint: Endpoint, **knobs: Any) -> FaultProxy:
+        proxy = FaultProxy(endpoint.port, **knobs)
+        made.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in made:
+        proxy.close()
+
+
+Proxies = Callable[..., FaultProxy]

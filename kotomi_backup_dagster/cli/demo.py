@@ -23,8 +23,8 @@ def add_to(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..demo import generate_demo_database
     from ..engine.backup import run_backup
-    from ..engine.demo import generate_demo_database
 
     directory = Path(args.dir).expanduser().resolve()
     db = directory / "kotomi.db"

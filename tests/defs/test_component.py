@@ -84,7 +84,12 @@ def test_scaffolded_configured_and_listed_by_dg(tmp_path: Path, kotomi_db: Path)
     schedules = {s["name"]: s["cron_schedule"] for s in found["schedules"]}
     assert schedules["kotomi_daily_backup"] == "30 1 * * *"
     assert schedules["kotomi_weekly_restore_drill"] == "0 6 * * 1"
-    assert len(found["sensors"]) == 4  # health, run failure, prune after uploads, run history
+    assert {s["name"] for s in found["sensors"]} == {
+        "kotomi_backup_health",
+        "kotomi_backup_run_failure_alerts",
+        "kotomi_prune_after_upload",
+        "kotomi_run_history_cleanup",
+    }
 
     # A bad value fails `dg check defs` with the component's line.
     attributes["verify"] = "thorough"

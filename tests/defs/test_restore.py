@@ -1,8 +1,6 @@
 """The restore area in Dagster: the restore job from config, the drill, the monthly test."""
 
 import hashlib
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from kotomi_backup_dagster.engine.backup import run_backup
 from kotomi_backup_dagster.engine.layout import list_backups, list_drills
 from kotomi_backup_dagster.engine.settings import BackupSettings
 from kotomi_backup_dagster.engine.stores import LocalStore
+from tests.conftest import run_cli
 
 
 def sha256(path: Path) -> str:
@@ -73,11 +72,7 @@ def test_restore_job_from_config_gives_the_same_file_as_the_cli(
         "swap_in_restored",
     }
     by_cli = tmp_path / "restored-by-cli.db"
-    proc = subprocess.run(
-        [sys.executable, "-m", "kotomi_backup_dagster.cli", "restore", first, "--db", str(by_cli)],
-        capture_output=True,
-        text=True,
-    )
+    proc = run_cli("restore", first, "--db", str(by_cli), "--from", str(dest))
     assert proc.returncode == 0, proc.stderr
     assert sha256(target) == sha256(by_cli)
     manifest = next(

@@ -16,8 +16,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from kotomi_backup_dagster.engine.demo import generate_demo_database
-from kotomi_backup_dagster.engine.kotomi import KotomiWriter, connect_like_kotomi
+from kotomi_backup_dagster.demo import KotomiWriter, connect_like_kotomi, generate_demo_database
 
 stopping = False
 

@@ -323,7 +323,7 @@ def command_for(service: str, *, grpc_port: int, web_port: int, workspace: Path)
 def start_deployment(root: Path, extra_env: dict[str, str]) -> Iterator[Deployment]:
     import psycopg2
 
-    from kotomi_backup_dagster.engine.demo import generate_demo_database
+    from kotomi_backup_dagster.demo import generate_demo_database
 
     db_name = f"kotomi_e2e_{secrets.token_hex(4)}"
     admin = psycopg2.connect(dbname="postgres", **PG)  # type: ignore[arg-type]

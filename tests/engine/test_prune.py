@@ -5,7 +5,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,8 +18,8 @@ from kotomi_backup_dagster.engine.prune import prune_store
 from kotomi_backup_dagster.engine.retention import RetentionPolicy, plan_retention
 from kotomi_backup_dagster.engine.settings import BackupSettings
 from kotomi_backup_dagster.engine.stores import LocalStore
+from tests.conftest import popen_cli, run_cli
 
-CLI = [sys.executable, "-m", "kotomi_backup_dagster.cli"]
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
@@ -48,9 +47,8 @@ def every(hours: float, count: int, end: datetime = NOW) -> list[datetime]:
 
 
 def daily_only_env(dest: Path, keep_daily: int) -> dict[str, str]:
-    """The CLI's environment: this destination, and only `keep_daily` daily backups kept."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KOTOMI_")}
-    env.update(KOTOMI_BACKUP_URL=str(dest), KOTOMI_BACKUP_KEEP_DAILY=str(keep_daily))
+    """The CLI's settings: this destination, and only `keep_daily` daily backups kept."""
+    env = {"KOTOMI_BACKUP_URL": str(dest), "KOTOMI_BACKUP_KEEP_DAILY": str(keep_daily)}
     env.update({f"KOTOMI_BACKUP_KEEP_{k}": "0" for k in ("WEEKLY", "MONTHLY", "YEARLY")})
     return env
 
@@ -125,9 +123,7 @@ def test_cli_dry_run_explains_and_removes_nothing(kotomi_db: Path, tmp_path: Pat
     now = datetime.now(UTC)
     ids = clone_backups(kotomi_db, tmp_path, every(24, 20, end=now))
     env = daily_only_env(tmp_path, keep_daily=5)
-    proc = subprocess.run(
-        [*CLI, "prune", "--dry-run", "--json"], capture_output=True, text=True, env=env
-    )
+    proc = run_cli("prune", "--dry-run", "--json", env=env)
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)["destinations"][0]
     decisions = {b["backup_id"]: (b["keep"], b["reasons"]) for b in plan["backups"]}
@@ -135,7 +131,7 @@ def test_cli_dry_run_explains_and_removes_nothing(kotomi_db: Path, tmp_path: Pat
     assert decisions[ids[0]][1][0] == "newest"
     assert decisions[ids[10]] == (False, [])
     assert listed(tmp_path) == set(ids)
-    shown = subprocess.run([*CLI, "list", "--json"], capture_output=True, text=True, env=env)
+    shown = run_cli("list", "--json", env=env)
     tiers = {
         b["backup_id"]: b["tiers"] for b in json.loads(shown.stdout)["destinations"][0]["backups"]
     }
@@ -151,9 +147,7 @@ def test_killed_prune_never_leaves_a_listed_backup_without_its_archive(
     folder = tmp_path / "kotomi"
     interrupted = 0
     for threshold in (795, 600, 400, 200):
-        proc = subprocess.Popen(
-            [*CLI, "prune"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        proc = popen_cli("prune", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         # Kill as soon as the prune has got this far: mid-deletion, not before or after.
         while proc.poll() is None and sum(1 for _ in os.scandir(folder)) > threshold:
             pass
@@ -164,7 +158,7 @@ def test_killed_prune_never_leaves_a_listed_backup_without_its_archive(
             archive = tmp_path / manifest.archive.key
             assert archive.exists() and archive.stat().st_size == manifest.archive.size
     assert interrupted >= 2, "the kills never landed mid-prune"
-    done = subprocess.run([*CLI, "prune", "--json"], env=env, capture_output=True, text=True)
+    done = run_cli("prune", "--json", env=env)
     assert done.returncode == 0, done.stderr
     assert len(listed(tmp_path)) == 3
 

@@ -4,27 +4,21 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from kotomi_backup_dagster.demo import connect_like_kotomi, generate_demo_database
 from kotomi_backup_dagster.engine.backup import run_backup
-from kotomi_backup_dagster.engine.demo import generate_demo_database
 from kotomi_backup_dagster.engine.drill import drill_backup
 from kotomi_backup_dagster.engine.errors import BackupError, ConfigError
-from kotomi_backup_dagster.engine.kotomi import connect_like_kotomi
 from kotomi_backup_dagster.engine.layout import DrillRecord, list_backups, list_drills, write_drill
 from kotomi_backup_dagster.engine.restore import restore_database
 from kotomi_backup_dagster.engine.settings import BackupSettings
 from kotomi_backup_dagster.engine.stores import LocalStore
-from tests.conftest import AgeKey, flip_page_header
-
-CLI = [sys.executable, "-m", "kotomi_backup_dagster.cli"]
+from tests.conftest import AgeKey, flip_page_header, kill_cli_after, one_line_error, run_cli
 
 
 def sha256(path: Path) -> str:
@@ -33,18 +27,6 @@ def sha256(path: Path) -> str:
 
 def backup(db: Path, dest: Path, **extra: object):  # type: ignore[no-untyped-def]
     return run_backup(BackupSettings.from_env(db_path=db, urls=(str(dest),), **extra)).manifest
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("KOTOMI_")}
-    full.update(env or {})
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=full, timeout=120)
-
-
-def one_line(proc: subprocess.CompletedProcess[str]) -> str:
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    return lines[0]
 
 
 def rows(db: Path) -> list[tuple[object, ...]]:
@@ -117,9 +99,9 @@ def test_restore_refuses_a_database_in_use_unless_forced(kotomi_db: Path, tmp_pa
     kotomi = connect_like_kotomi(kotomi_db)  # Kotomi is running: its pool holds the file open
     kotomi.execute("SELECT count(*) FROM comments").fetchone()
     before = kotomi_db.read_bytes()
-    proc = cli("restore", "latest", "--db", str(kotomi_db), "--from", str(dest))
+    proc = run_cli("restore", "latest", "--db", str(kotomi_db), "--from", str(dest))
     assert proc.returncode == 2
-    assert "stop Kotomi first" in one_line(proc)
+    assert "stop Kotomi first" in one_line_error(proc)
     assert kotomi_db.read_bytes() == before
     kotomi.close()
 
@@ -130,7 +112,7 @@ def test_restore_before_a_time_picks_the_newest_older_backup(kotomi_db: Path, tm
     time.sleep(1.1)
     backup(kotomi_db, dest)
     target = tmp_path / "pitr.db"
-    proc = cli(
+    proc = run_cli(
         "restore",
         "latest",
         "--db",
@@ -171,12 +153,12 @@ def test_damaged_backups_fail_restore_and_drill_with_one_line_and_touch_nothing(
     shutil.copyfile(kotomi_db, live)
     before = live.read_bytes()
     env = {"KOTOMI_BACKUP_AGE_IDENTITY": str(identity), "KOTOMI_BACKUP_URL": str(dest)}
-    restored = cli("restore", manifest.backup_id, "--db", str(live), env=env)
-    drilled = cli("drill", manifest.backup_id, env=env)
+    restored = run_cli("restore", manifest.backup_id, "--db", str(live), env=env)
+    drilled = run_cli("drill", manifest.backup_id, env=env)
     for proc in (restored, drilled):
         assert proc.returncode in (1, 2), proc.stdout + proc.stderr
         assert "Traceback" not in proc.stderr
-    assert len(restored.stderr.strip().splitlines()) == 1, restored.stderr
+    one_line_error(restored)
     assert live.read_bytes() == before
     assert sorted(p.name for p in live.parent.iterdir()) == ["kotomi.db"]
     if damage == "wrong key":
@@ -214,14 +196,7 @@ def test_killed_restore_leaves_the_old_or_the_new_database_whole(tmp_path: Path)
     old = sha256(db)
     outcomes = set()
     for delay in (0.15, 0.3, 0.5, 0.8, 1.2, 3.0):
-        proc = subprocess.Popen(
-            [*CLI, "restore", "latest", "--db", str(db), "--from", str(dest)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        kill_cli_after(delay, "restore", "latest", "--db", str(db), "--from", str(dest))
         now = sha256(db)
         assert now in (old, manifest.db_sha256), "a torn database"
         kept = sorted(tmp_path.glob("kotomi.db.before-restore-*"))
@@ -250,7 +225,7 @@ def test_recover_salvages_rows_around_a_corrupt_page(kotomi_db: Path, tmp_path: 
     conn.close()
     flip_page_header(kotomi_db, leaf, page_size)
     out = tmp_path / "salvaged.db"
-    proc = cli("recover", str(kotomi_db), str(out), "--json")
+    proc = run_cli("recover", str(kotomi_db), str(out), "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     saved = report["tables"]["comments"]["saved"]
@@ -261,8 +236,8 @@ def test_recover_salvages_rows_around_a_corrupt_page(kotomi_db: Path, tmp_path: 
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert conn.execute("SELECT count(*) FROM comments").fetchone()[0] == saved
     conn.close()
-    again = cli("recover", str(kotomi_db), str(out))
-    assert again.returncode == 2 and "nothing overwritten" in one_line(again)
+    again = run_cli("recover", str(kotomi_db), str(out))
+    assert again.returncode == 2 and "nothing overwritten" in one_line_error(again)
 
 
 def test_recover_never_calls_an_empty_salvage_a_success(tmp_path: Path) -> None:
@@ -271,9 +246,9 @@ def test_recover_never_calls_an_empty_salvage_a_success(tmp_path: Path) -> None:
     data = bytearray(db.read_bytes())
     data[100:4096] = b"\xff" * (4096 - 100)  # the schema page
     db.write_bytes(bytes(data))
-    proc = cli("recover", str(db), str(tmp_path / "out.db"))
+    proc = run_cli("recover", str(db), str(tmp_path / "out.db"))
     assert proc.returncode == 1
-    assert "nothing can be salvaged" in one_line(proc) or "nothing could be" in proc.stderr
+    assert "nothing can be salvaged" in one_line_error(proc) or "nothing could be" in proc.stderr
     assert not (tmp_path / "out.db").exists()
 
 
@@ -314,9 +289,9 @@ def test_restore_onto_a_directory_is_refused_before_any_download(
 ) -> None:
     dest = tmp_path / "backups"
     backup(kotomi_db, dest)
-    proc = cli("restore", "latest", "--db", str(tmp_path), "--from", str(dest))
+    proc = run_cli("restore", "latest", "--db", str(tmp_path), "--from", str(dest))
     assert proc.returncode == 2
-    assert "not a file" in one_line(proc)
+    assert "not a file" in one_line_error(proc)
 
 
 def test_restore_runs_the_full_check_only_on_bytes_never_fully_checked(
@@ -332,7 +307,7 @@ def test_restore_runs_the_full_check_only_on_bytes_never_fully_checked(
         target = tmp_path / "r" / "kotomi.db"
         shutil.rmtree(target.parent, ignore_errors=True)
         target.parent.mkdir()
-        proc = cli("restore", *args, "--db", str(target), "--from", str(dest), "--json")
+        proc = run_cli("restore", *args, "--db", str(target), "--from", str(dest), "--json")
         assert proc.returncode == 0, proc.stderr
         result = json.loads(proc.stdout)
         assert sha256(target) == result["db_sha256"]
@@ -399,9 +374,9 @@ def test_every_restore_failure_names_the_backup_its_destination_and_that_nothing
     live.parent.mkdir()
     shutil.copyfile(kotomi_db, live)
     before = live.read_bytes()
-    restored = cli("restore", "latest", "--db", str(live), env={"KOTOMI_BACKUP_URL": str(dest)})
+    restored = run_cli("restore", "latest", "--db", str(live), env={"KOTOMI_BACKUP_URL": str(dest)})
     assert restored.returncode == 1, restored.stderr
-    line = one_line(restored)
+    line = one_line_error(restored)
     assert line.startswith(f"kotomi-backup: error: backup {manifest.backup_id} at file://{dest}")
     assert line.endswith(f"; nothing restored, {live} is unchanged"), line
     assert line.count(f"file://{dest}") == 1, line

@@ -22,7 +22,7 @@ Anything unexpected raises `LiveReadUnavailable`, and the caller copies a snapsh
 
 The check (`quick_check`) runs on `LivePages.conn`, inside the same transaction: SQLite checks
 its own view of the snapshot whose pages are read here, and the cross-checks above tie the two
-(tests/engine/test_livepages.py compares every image with SQLite's view under concurrent
+(tests/engine/paged/test_livepages.py compares every image with SQLite's view under concurrent
 writes, checkpoints and VACUUM). Page 1 of the image is marked as a rollback-journal database,
 as `take_snapshot` leaves its copies: a restored file is one self-contained file.
 
