@@ -37,7 +37,8 @@ from kotomi_backup_dagster.engine.errors import BackupError, ConfigError
 from kotomi_backup_dagster.engine.redaction import redact
 from kotomi_backup_dagster.engine.settings import BackupSettings
 from kotomi_backup_dagster.engine.stores import LocalStore
-from tests.conftest import AgeKey, SmallDisk, one_line_error, popen_cli, run_cli
+from tests.conftest import AgeKey, Proxies, SmallDisk, one_line_error, popen_cli, run_cli
+from tests.servers import Endpoint, Rule
 
 NOBODY = 65534
 
@@ -57,7 +58,7 @@ def assert_no_key(text: str, key: str) -> None:
     assert key[20:40] not in text, text  # no fragment of it either
 
 
-def backup_cli(db: Path, dest: Path, *extra: str, env: dict[str, str] | None = None) -> str:
+def backup_cli(db: Path, dest: Path | str, *extra: str, env: dict[str, str] | None = None) -> str:
     made = run_cli("backup", "--db", str(db), "--to", str(dest), "--json", *extra, env=env)
     assert made.returncode == 0, made.stderr
     return str(json.loads(made.stdout)["backup_id"])
@@ -676,26 +677,31 @@ def test_an_idle_rollback_journal_connection_counts_as_in_use(
         reader.wait()
 
 
-def test_ctrl_c_during_a_restore_says_what_happened_and_leaves_nothing(tmp_path: Path) -> None:
-    db = tmp_path / "kotomi.db"
-    generate_demo_database(db, size_bytes=30_000_000, seed=9)
-    dest = tmp_path / "backups"
-    backup_cli(db, dest)
+def test_ctrl_c_during_a_restore_says_what_happened_and_leaves_nothing(
+    tmp_path: Path, kotomi_db: Path, s3_bucket: str, aws_env: Endpoint, proxy_for: Proxies
+) -> None:
+    url = f"s3://{s3_bucket}/p"
+    backup_cli(kotomi_db, url)
     target = tmp_path / "live" / "kotomi.db"
     target.parent.mkdir()
-    shutil.copyfile(db, target)
+    shutil.copyfile(kotomi_db, target)
     conn = sqlite3.connect(target)
     conn.execute("DELETE FROM comments WHERE rowid % 2 = 0")
     conn.commit()
     conn.close()
     before = sha256(target)
+    # The archive's download never answers, so the Ctrl-C lands in the middle of the restore
+    # however fast or slow the machine is.
+    proxy = proxy_for(aws_env)
+    proxy.rules.append(Rule(lambda r: r.method == "GET" and r.path.endswith(".zst"), "stall"))
     proc = popen_cli(
-        "restore", "latest", "--db", str(target), "--from", str(dest), stderr=subprocess.PIPE
-    )
+        "restore", "latest", "--db", str(target), "--from", url,
+        env={"AWS_ENDPOINT_URL": proxy.url}, stderr=subprocess.PIPE,
+    )  # fmt: skip
     deadline = time.monotonic() + 60
-    while not any(".restore-" in p.name for p in target.parent.iterdir()):
-        assert proc.poll() is None and time.monotonic() < deadline, "the restore never began"
-        time.sleep(0.001)
+    while not proxy.faults("stall"):
+        assert proc.poll() is None and time.monotonic() < deadline, "the download never began"
+        time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
