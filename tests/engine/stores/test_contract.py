@@ -93,6 +93,23 @@ def test_a_small_object_is_replaced_whole_and_a_missing_one_is_not_found(
         store.open_read("kotomi/missing/manifest.json")
 
 
+def test_a_key_with_dot_parts_is_refused_for_every_operation(backend: Backend) -> None:
+    """A manifest read from the store names its objects' keys: untrusted input that must not
+    reach outside the store's prefix, on a disk or in a bucket."""
+    store = open_store(backend.url("p"))
+    store.put_bytes("outside", b"keep")  # what '../outside' from p/kotomi/ would reach
+    for key in ("../outside", "kotomi/../../outside", "kotomi/./x"):
+        with pytest.raises(ConfigError, match="would leave the store"):
+            store.put_bytes(key, b"x")
+        with pytest.raises(ConfigError, match="would leave the store"):
+            store.get_bytes(key)
+        with pytest.raises(ConfigError, match="would leave the store"):
+            store.open_read(key)
+        with pytest.raises(ConfigError, match="would leave the store"):
+            store.delete(key)
+    assert backend.list_keys() == ["p/outside"]
+
+
 def test_children_listing_and_directory_delete(backend: Backend) -> None:
     store = open_store(backend.url("root"))
     for key in ("kotomi/a/manifest.json", "kotomi/a/drills/1.json", "kotomi/b/x", "other/c"):
