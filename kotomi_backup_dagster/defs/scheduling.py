@@ -3,12 +3,14 @@ database while a run about it is in progress (backup, prune, drill or restore: t
 compete for the same files and disk). Their number does not grow with the databases."""
 
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 
 from dagster import (
     AssetKey,
     DagsterInstance,
     DagsterRunStatus,
     DefaultScheduleStatus,
+    FreshnessPolicy,
     JobDefinition,
     RunRequest,
     RunsFilter,
@@ -95,3 +97,11 @@ def per_database_schedule(
         return requests
 
     return _schedule
+
+
+def overdue_after(window: timedelta) -> FreshnessPolicy | None:
+    """A freshness policy failing `window` after the newest materialization (0: none), so the
+    UI shows what the health sensor alerts on."""
+    if window.total_seconds() <= 0:
+        return None
+    return FreshnessPolicy.time_window(fail_window=window)

@@ -31,6 +31,7 @@ from ..databases import DatabaseSpec
 from ..failures import failure, one_line_failures, retries_left
 from ..options import KotomiBackupOptions
 from ..replicate import replicate_asset, replicate_check
+from ..scheduling import overdue_after
 from .resources import KotomiBackupResource
 from .staged import staged_backup_for
 
@@ -53,10 +54,7 @@ def group_of(spec: DatabaseSpec) -> str:
 
 def upload_freshness(options: KotomiBackupOptions) -> FreshnessPolicy | None:
     """The newest upload is overdue after the health sensor's stale threshold."""
-    stale = options.health_thresholds().stale_after
-    if stale.total_seconds() <= 0:
-        return None
-    return FreshnessPolicy.time_window(fail_window=stale)
+    return overdue_after(options.health_thresholds().stale_after)
 
 
 def describe_snapshot(spec: DatabaseSpec) -> str:

@@ -31,6 +31,7 @@ from ..databases import DatabaseSpec
 from ..failures import failure, one_line_failures
 from ..options import KotomiBackupOptions
 from ..replicate import replicate_asset
+from ..scheduling import overdue_after
 
 CHECK_DESCRIPTIONS = {
     "checksums": "Archive and database sha256 equal the manifest's.",
@@ -196,10 +197,7 @@ def _drill_checks(key: AssetKey) -> list[AssetCheckSpec]:
 
 def drill_freshness(options: KotomiBackupOptions) -> FreshnessPolicy | None:
     """The drill is overdue after the health sensor's drill threshold (default 8 days)."""
-    overdue = options.health_thresholds().drill_overdue_after
-    if overdue.total_seconds() <= 0:
-        return None
-    return FreshnessPolicy.time_window(fail_window=overdue)
+    return overdue_after(options.health_thresholds().drill_overdue_after)
 
 
 def describe_drill(spec: DatabaseSpec) -> str:
