@@ -77,6 +77,19 @@ def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+def run_job(name: str, instance: Any = None, **execute: Any) -> Any:
+    """Run one job of the code location the environment configures, in process, as the UI's
+    Launch would; a failed run is returned, not raised."""
+    from dagster import DagsterInstance
+
+    from kotomi_backup_dagster.defs.factory import definitions_from_env
+
+    job = definitions_from_env().resolve_job_def(name)
+    return job.execute_in_process(
+        instance=instance or DagsterInstance.ephemeral(), raise_on_error=False, **execute
+    )
+
+
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test sees the developer's KOTOMI_* settings or writes to their cache."""

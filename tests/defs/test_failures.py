@@ -14,6 +14,7 @@ from kotomi_backup_dagster.engine.backup import run_backup
 from kotomi_backup_dagster.engine.layout import list_backups
 from kotomi_backup_dagster.engine.settings import BackupSettings
 from kotomi_backup_dagster.engine.stores import LocalStore
+from tests.conftest import run_job
 
 
 def headline(result: Any) -> tuple[str, str]:
@@ -33,11 +34,7 @@ def test_an_upload_out_of_retries_fails_with_its_cause_not_the_retry_wrapper(
     dagster_env.mkdir()
     # Every write fails with ELOOP (even as root): not a configuration error, so retried.
     (dagster_env / "kotomi").symlink_to(dagster_env / "kotomi")
-    result = (
-        definitions_from_env()
-        .resolve_job_def("kotomi_backup")
-        .execute_in_process(instance=DagsterInstance.ephemeral(), raise_on_error=False)
-    )
+    result = run_job("kotomi_backup")
     assert not result.success
     kinds = [e.event_type_value for e in result.all_events if e.step_key == "kotomi__upload"]
     assert kinds.count("STEP_UP_FOR_RETRY") == 1 and kinds.count("STEP_FAILURE") == 1
@@ -86,11 +83,7 @@ def test_a_drill_of_a_damaged_archive_fails_the_asset_with_the_cause(
     data[len(data) // 2] ^= 0x10
     archive.write_bytes(bytes(data))
     with instance_for_test() as instance:
-        result = (
-            definitions_from_env()
-            .resolve_job_def("kotomi_restore_drill")
-            .execute_in_process(instance=instance, raise_on_error=False)
-        )
+        result = run_job("kotomi_restore_drill", instance)
         assert not result.success
         # No green materialization beside red checks: the asset failed.
         assert not result.asset_materializations_for_node("kotomi__restore_drill")

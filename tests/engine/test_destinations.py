@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 from dagster import instance_for_test
 
-from kotomi_backup_dagster.defs.factory import definitions_from_env
 from kotomi_backup_dagster.engine.backup import run_backup
 from kotomi_backup_dagster.engine.layout import latest_drill, list_backups
 from kotomi_backup_dagster.engine.settings import BackupSettings
 from kotomi_backup_dagster.engine.stores import LocalStore
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_job
 
 # Nothing listens on the discard port: every request to it is refused at once.
 REFUSED = "http://127.0.0.1:9"
@@ -92,11 +91,7 @@ def test_dagster_drill_drills_the_reachable_destination_and_fails_naming_the_oth
     for name, value in both(dagster_env).items():
         monkeypatch.setenv(name, value)
     with instance_for_test() as instance:
-        result = (
-            definitions_from_env()
-            .resolve_job_def("kotomi_restore_drill")
-            .execute_in_process(instance=instance, raise_on_error=False)
-        )
+        result = run_job("kotomi_restore_drill", instance)
     assert not result.success
     # The reachable destination's backup was drilled, and its checks passed.
     [manifest] = list_backups(LocalStore(dagster_env), "kotomi").backups

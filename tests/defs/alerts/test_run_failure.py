@@ -263,20 +263,7 @@ def test_a_failed_drill_check_is_named_with_its_description(
             instance=instance, raise_on_error=False, tags={"kotomi_backup/database": "kotomi"}
         )
         assert not result.success
-        failure = instance.get_records_for_run(
-            result.run_id, of_type=DagsterEventType.RUN_FAILURE
-        ).records[0]
-        event, run = failure.event_log_entry.dagster_event, instance.get_run_by_id(result.run_id)
-        assert event is not None and run is not None
-        with build_run_status_sensor_context(
-            sensor_name=RUN_FAILURE_SENSOR,
-            dagster_event=event,
-            dagster_instance=instance,
-            dagster_run=run,
-            resources=alerts.resources,
-        ) as context:
-            sensor = next(s for s in alerts.sensors or [] if s.name == RUN_FAILURE_SENSOR)
-            sensor(context.for_run_failure())
+        run_failure_alert(instance, result.run_id, alerts)
     (post,) = webhook.posts
     alert = post.body["alert"]
     assert alert["database"] == "kotomi"
