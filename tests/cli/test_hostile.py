@@ -694,9 +694,12 @@ def test_ctrl_c_during_a_restore_says_what_happened_and_leaves_nothing(
     # however fast or slow the machine is.
     proxy = proxy_for(aws_env)
     proxy.rules.append(Rule(lambda r: r.method == "GET" and r.path.endswith(".zst"), "stall"))
+    # SIGINT as a terminal gives it: a job started in the background (`make test &`, CI
+    # runners) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
     proc = popen_cli(
         "restore", "latest", "--db", str(target), "--from", url,
         env={"AWS_ENDPOINT_URL": proxy.url}, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.monotonic() + 60
     while not proxy.faults("stall"):
