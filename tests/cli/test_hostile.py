@@ -7,6 +7,7 @@ mounting is not allowed), real symlinks, a second user (nobody) where the tests 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -56,6 +57,21 @@ def secret_key(age_key: AgeKey) -> str:
 def assert_no_key(text: str, key: str) -> None:
     assert "AGE-SECRET-KEY" not in text.upper(), text
     assert key[20:40] not in text, text  # no fragment of it either
+
+
+@contextlib.contextmanager
+def python_running(code: str, path: Path) -> Iterator[None]:
+    """Another process running `code` on `path`, from the moment it prints 'ready' to the end
+    of the block (then killed)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def backup_cli(db: Path, dest: Path | str, *extra: str, env: dict[str, str] | None = None) -> str:
@@ -346,30 +362,19 @@ def test_killed_and_concurrent_restores(kotomi_db: Path, tmp_path: Path) -> None
     leftovers = [p.name for p in target.parent.iterdir() if ".restore-" in p.name]
     assert leftovers and sha256(target) == before  # a database-sized leftover, live file intact
 
-    holder = subprocess.Popen(  # a restore in progress holds the folder
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from pathlib import Path;"
-            "from kotomi_backup_dagster.engine.restore import restoring_into\n"
-            "with restoring_into(Path(sys.argv[1]), sweep=False):\n"
-            "    print('held', flush=True); time.sleep(60)",
-            str(target),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
+    holding = (  # a restore in progress holds the folder
+        "import sys, time; from pathlib import Path;"
+        "from kotomi_backup_dagster.engine.restore import restoring_into\n"
+        "with restoring_into(Path(sys.argv[1]), sweep=False):\n"
+        "    print('ready', flush=True); time.sleep(60)"
     )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with python_running(holding, target):
         refused = run_cli("restore", "latest", env=env)
         assert refused.returncode == 2
         assert "another restore into" in one_line_error(refused)
         assert sorted(p.name for p in target.parent.iterdir() if ".restore-" in p.name) == sorted(
             leftovers
         )  # the live restore's files are not another's to sweep
-    finally:
-        holder.kill()
-        holder.wait()
     done = run_cli("restore", "latest", "--no-keep", env=env)
     assert done.returncode == 0, done.stderr
     assert [p.name for p in target.parent.iterdir()] == ["kotomi.db"]  # nothing left beside it
@@ -653,28 +658,17 @@ def test_an_idle_rollback_journal_connection_counts_as_in_use(
     conn = sqlite3.connect(kotomi_db)
     conn.execute("PRAGMA journal_mode=DELETE").fetchone()
     conn.close()
-    reader = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1]);"
-            "c.execute('SELECT count(*) FROM comments').fetchone(); print('open', flush=True);"
-            "time.sleep(60)",
-            str(kotomi_db),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
+    reading = (
+        "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1]);"
+        "c.execute('SELECT count(*) FROM comments').fetchone(); print('ready', flush=True);"
+        "time.sleep(60)"
     )
-    try:
-        assert reader.stdout is not None and reader.stdout.readline().strip() == "open"
+    with python_running(reading, kotomi_db):
         before = sha256(kotomi_db)
         proc = run_cli("restore", "latest", "--db", str(kotomi_db), "--from", str(dest))
         assert proc.returncode == 2
         assert "stop Kotomi first" in one_line_error(proc)
         assert sha256(kotomi_db) == before
-    finally:
-        reader.kill()
-        reader.wait()
 
 
 def test_ctrl_c_during_a_restore_says_what_happened_and_leaves_nothing(
