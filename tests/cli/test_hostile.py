@@ -695,12 +695,11 @@ def test_ctrl_c_during_a_restore_says_what_happened_and_leaves_nothing(
         env={"AWS_ENDPOINT_URL": proxy.url}, stderr=subprocess.PIPE,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not proxy.faults("stall"):
-        assert proc.poll() is None and time.monotonic() < deadline, "the download never began"
+    while not proxy.faults("stall"):  # a hang ends at pytest's timeout, not at a deadline here
+        assert proc.poll() is None, "the restore ended before its download began"
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    _, stderr = proc.communicate()
     assert proc.returncode == 130, stderr
     assert "interrupted; the database was not replaced" in stderr
     assert sha256(target) == before

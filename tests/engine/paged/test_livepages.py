@@ -34,7 +34,6 @@ from kotomi_backup_dagster.engine.snapshot import check_source
 ORACLE_READS = 150
 ORACLE_CHECKPOINTS = 20
 ORACLE_VACUUMS = 5
-HANG_GUARD_SECONDS = 600.0  # only ends a hang
 SEED = 20240611
 
 WRITER = """\
@@ -132,10 +131,8 @@ def test_image_equals_sqlites_view_under_concurrent_writes(tmp_path: Path) -> No
             )
 
         try:
-            deadline = time.monotonic() + HANG_GUARD_SECONDS
-            while not seen_enough():
+            while not seen_enough():  # pytest's timeout ends a hang
                 assert writer.poll() is None, "the writer died: " + log_path.read_text()
-                assert time.monotonic() < deadline, f"{attempts} reads never saw enough"
                 time.sleep(rng.random() * 0.05)
                 attempts += 1
                 try:
