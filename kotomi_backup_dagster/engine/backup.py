@@ -23,7 +23,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from .archive import Progress, parse_recipients
 from .errors import BackupError, ConfigError, without_repeated_prefix
-from .formats import Publish, format_named, staged_format
+from .formats import BackupFormat, Publish, format_named, staged_format
 from .fsutil import no_space_is_disk_full
 from .manifest import Manifest, new_backup_id, rfc3339
 from .settings import BackupSettings
@@ -277,18 +277,20 @@ def _upload(
         settings = BackupSettings(name=staged.name)  # a full backup's upload needs nothing else
     fmt = format_named(draft.kind)
     with fmt.publisher(staged, draft, settings) as publish:
-        outcomes = [_publish_to(store, draft, publish) for store in stores]
+        outcomes = [_publish_to(store, draft, fmt, publish) for store in stores]
     if cleanup and outcomes and all(o.ok for o in outcomes):
         staged.remove()
     return outcomes
 
 
-def _publish_to(store: BackupStore, draft: Manifest, publish: Publish) -> UploadOutcome:
+def _publish_to(
+    store: BackupStore, draft: Manifest, fmt: BackupFormat, publish: Publish
+) -> UploadOutcome:
     """One destination: already there (a re-run only fills in what is missing), stored, or
     failed with one line; a failing destination never stops the others."""
     started = time.monotonic()
     url = safe_url(store.url)
-    if format_named(draft.kind).published(store, draft):
+    if fmt.published(store, draft):
         return UploadOutcome(url=url, ok=True, requests=1, already_there=True)
     try:
         done = publish(store)
