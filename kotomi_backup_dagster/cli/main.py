@@ -50,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    for line in config.unknown_variables():
+        sys.stderr.write(f"kotomi-backup: warning: {line}\n")
     try:
         code: int = args.func(args)
         return code

@@ -15,6 +15,7 @@ default, except where a blank value must not pass for "unset" (`blank_is_set`).
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -633,6 +634,29 @@ def read_all(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Every setting read and checked now (the first bad one raises): a code location
     refuses to load with a bad value anywhere, whichever part would use it."""
     return {s.name: s.read(environ) for s in SETTINGS}
+
+
+# Our prefix, read by the deployment's files (deploy/workspace.yaml, deploy/docker-runs/), not here.
+DEPLOYMENT_VARIABLES = frozenset(
+    {
+        "KOTOMI_BACKUP_CODE_SERVER_HOST",
+        "KOTOMI_BACKUP_CODE_SERVER_PORT",
+        "KOTOMI_BACKUP_RUN_NETWORK",
+    }
+)
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """A line for each KOTOMI_BACKUP_* variable that is no setting. A misspelt one would be
+    ignored in silence: the age recipients without their final S leave every backup plain."""
+    env = os.environ if environ is None else environ
+    known = {s.name for s in SETTINGS} | DEPLOYMENT_VARIABLES
+    lines = []
+    for name in sorted(n for n in env if n.startswith("KOTOMI_BACKUP_") and n not in known):
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean {close[0]}?" if close else "see the README's Configure table"
+        lines.append(f"{name} is not a setting and is ignored: {hint}")
+    return lines
 
 
 def markdown_table(settings: Iterable[Setting[Any]] = SETTINGS) -> str:

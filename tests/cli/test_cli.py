@@ -109,6 +109,28 @@ def test_bad_input_gives_one_line_and_stores_nothing(
     assert kotomi_db.read_bytes() == before
 
 
+def test_a_misspelt_setting_is_named_with_the_one_meant(
+    kotomi_db: Path, tmp_path: Path, age_key: AgeKey
+) -> None:
+    """A typo must not pass in silence: RECIPIENT for RECIPIENTS would store plaintext."""
+    dest = tmp_path / "backups"
+    env = {"KOTOMI_BACKUP_AGE_RECIPIENT": age_key.recipient, "KOTOMI_BACKUP_ZZZ": "1"}
+    made = run_cli("backup", "--db", str(kotomi_db), "--to", str(dest), env=env)
+    assert made.returncode == 0, made.stderr
+    warnings = [line for line in made.stderr.splitlines() if "warning" in line]
+    assert warnings[0] == (
+        "kotomi-backup: warning: KOTOMI_BACKUP_AGE_RECIPIENT is not a setting and is ignored: "
+        "did you mean KOTOMI_BACKUP_AGE_RECIPIENTS?"
+    )
+    assert warnings[1].startswith(
+        "kotomi-backup: warning: KOTOMI_BACKUP_ZZZ is not a setting and is ignored: "
+    )
+    assert len(warnings) == 2
+    # The deployment's own variables are known.
+    quiet = run_cli("list", "--to", str(dest), env={"KOTOMI_BACKUP_RUN_NETWORK": "host"})
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr, quiet.stderr
+
+
 def test_locked_database_times_out_with_one_line(tmp_path: Path) -> None:
     db = tmp_path / "locked.db"
     generate_demo_database(db, size_bytes=100_000, seed=1)
