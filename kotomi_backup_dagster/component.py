@@ -35,6 +35,7 @@ from .engine import config
 from .engine.config import DAILY_AT_2, EVERY_15_MINUTES
 from .engine.errors import ConfigError
 from .engine.health import Thresholds, default_stale_after
+from .engine.keeper.guard import KeeperSettings
 from .engine.manifest import check_name
 
 
@@ -115,6 +116,9 @@ CHECKED_ATTRIBUTES: dict[str, config.Setting[Any]] = {
     "upload_retries": config.UPLOAD_RETRIES,
     "upload_retry_delay": config.UPLOAD_RETRY_DELAY,
     "restore_test_sample": config.RESTORE_TEST_SAMPLE,
+    "role": config.ROLE,
+    "lock": config.LOCK,
+    "lock_slack": config.LOCK_SLACK,
     **{f"retention.{field}": s for field, s in config.KEEP_COUNTS.items()},
     "retention.keep_within": config.KEEP_WITHIN,
     "alerts.smtp_port": config.SMTP_PORT,
@@ -165,6 +169,10 @@ class KotomiBackupComponent(dg.Component, dg.Model, dg.Resolvable):
     upload_retry_delay: float = config.UPLOAD_RETRY_DELAY.default
     restore_test_sample: int = config.RESTORE_TEST_SAMPLE.default
     owners: list[str] = list(DEFAULT_OWNERS)
+    # docs/immutability.md: `writer` on Kotomi's host, `keeper` on a trusted one.
+    role: str = config.ROLE.default
+    lock: str = config.LOCK.default
+    lock_slack: str = "10d"
 
     def options(self) -> KotomiBackupOptions:
         """The component's values as the factory's options, checked (ConfigError, one line)."""
@@ -227,11 +235,21 @@ class KotomiBackupComponent(dg.Component, dg.Model, dg.Resolvable):
             restore_test_sample=self.restore_test_sample,
             owners=tuple(self.owners),
             destination_urls=tuple(self.destinations),
+            keeper=KeeperSettings(
+                role=config.ROLE.check(self.role, label="role"),
+                lock=config.LOCK.check(self.lock, label="lock"),
+                slack=_slack(self.lock_slack),
+            ),
         )
         return _with_thresholds(options, self.alerts)
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         return build_definitions(self.options())
+
+
+def _slack(text: str) -> timedelta:
+    slack = config.LOCK_SLACK.check(text, label="lock_slack")
+    return slack.approximate() if slack is not None else timedelta(0)
 
 
 def _with_thresholds(options: KotomiBackupOptions, alerts: Alerts) -> KotomiBackupOptions:

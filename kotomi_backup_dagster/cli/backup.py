@@ -45,7 +45,10 @@ def add_to(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.backup import run_backup
+    from ..engine.keeper.guard import KeeperSettings
+    from ..engine.keeper.roles import require_role
 
+    require_role(KeeperSettings.from_env(), "backup")
     settings = settings_from(
         args, verify_mode=args.verify, backup_format=args.format, deadline=args.deadline
     )

@@ -28,7 +28,10 @@ def add_to(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 def run(args: argparse.Namespace) -> int:
     from ..engine.destinations import at_each_destination, misconfigured
     from ..engine.drill import drill_store
+    from ..engine.keeper.guard import KeeperSettings
+    from ..engine.keeper.roles import require_role
 
+    require_role(KeeperSettings.from_env(), "drill")
     settings = settings_from(args)
     identities = settings.identities()
     outcomes = at_each_destination(

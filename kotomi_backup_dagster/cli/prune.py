@@ -7,6 +7,7 @@ from dataclasses import asdict
 
 from rich.table import Table
 
+from ..engine.manifest import rfc3339
 from ..engine.readable import readable_size
 from .arguments import add_common, settings_from
 from .output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, emit_json, err, out
@@ -24,10 +25,14 @@ def add_to(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.destinations import at_each_destination, failed, misconfigured, succeeded
+    from ..engine.keeper.guard import KeeperSettings
+    from ..engine.keeper.roles import require_role
     from ..engine.prune import prune_store
     from ..engine.retention import RetentionPolicy
 
     settings = settings_from(args)
+    keeper = KeeperSettings.from_env()
+    require_role(keeper, "prune")
     policy = RetentionPolicy.from_env()
     outcomes = at_each_destination(
         settings.require_urls(),
@@ -38,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             identities=settings.identities(),
             recipients_text=settings.age_recipients,
+            keeper=keeper,
         ),
     )
     results = succeeded(outcomes)  # one destination failing does not stop the others
@@ -67,6 +73,18 @@ def run(args: argparse.Namespace) -> int:
                         "incomplete_removed": r.orphans_removed,
                         "incomplete_kept": r.orphans_kept,
                         "packs": asdict(r.packs),
+                        # Object lock (docs/immutability.md): what stays, and until when.
+                        "retained": r.retained,
+                        "locks": None
+                        if r.locks is None
+                        else {
+                            "mode": r.locks.mode,
+                            "checked": r.locks.checked,
+                            "extended": [
+                                {"key": k, "until": rfc3339(u)} for k, u in r.locks.extended
+                            ],
+                            "requests": r.locks.requests,
+                        },
                     }
                     for r in results
                 ],
@@ -101,6 +119,16 @@ def run(args: argparse.Namespace) -> int:
                 )
             for note in packs.notes:
                 out.print(f"  note: {note}")
+            if r.locks is not None:
+                extend = "would extend" if args.dry_run else "extended"
+                out.print(
+                    f"  locks ({r.locks.mode}): {len(r.locks.extended)} {extend} to the end of "
+                    f"their tiers, {r.locks.checked} checked"
+                )
+            for backup_id, why in r.retained.items():
+                out.print(f"  {backup_id} stays, {why}: a later prune removes it")
+            for pack in packs.retained:
+                out.print(f"  pack {pack} stays until its lock ends")
     for failure in failures:
         err.print(f"kotomi-backup: error: prune failed at {failure}")
     if misconfigured(outcomes):

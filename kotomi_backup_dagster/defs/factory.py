@@ -14,6 +14,7 @@ from ..engine import config
 from ..engine.health import Thresholds
 from .alerts.definitions import build_alerts_definitions
 from .alerts.resources import AlertNotifier
+from .backup.assets import SETTINGS_KEY
 from .backup.definitions import build_backup_definitions
 from .backup.resources import KotomiBackupResource
 from .databases import DatabaseSpec
@@ -26,13 +27,17 @@ from .retention.resources import RetentionPolicyResource
 
 
 def build_definitions(options: KotomiBackupOptions) -> Definitions:
-    """Every area for every database, checked first (a bad value fails the load)."""
+    """Every area of this code location's role for every database, checked first (a bad
+    value fails the load). A writer backs up (and restores into its own database); a keeper
+    prunes, locks, drills and tests; both watch health (docs/immutability.md)."""
     options.check()
     areas = [
-        build_backup_definitions(options),
-        build_retention_definitions(options),
+        *([build_backup_definitions(options)] if options.writes else []),
+        *([build_retention_definitions(options)] if options.keeps else []),
         build_restore_definitions(options),
         build_alerts_definitions(options),
+        # The destinations' settings, which the backup area brings where it is loaded.
+        *([] if options.writes else [Definitions(resources={SETTINGS_KEY: options.backup})]),
     ]
     jobs = [j.name for area in areas for j in area.jobs or []]
     databases = {spec.name for spec in options.databases}

@@ -20,6 +20,7 @@ from ..engine import config
 from ..engine.config import DAILY_AT_2, EVERY_15_MINUTES
 from ..engine.errors import ConfigError
 from ..engine.health import Thresholds
+from ..engine.keeper.guard import KeeperSettings
 from ..engine.retention import RetentionPolicy
 from ..engine.settings import BackupSettings
 from ..engine.stores import safe_url, url_scheme
@@ -76,6 +77,18 @@ class KotomiBackupOptions:
     owners: tuple[str, ...] = DEFAULT_OWNERS
     # Destination URLs known at load (for asset kinds); the resource may resolve them later.
     destination_urls: tuple[str, ...] = ()
+    # The role of this code location and the keeper's locks (docs/immutability.md).
+    keeper: KeeperSettings = field(default_factory=KeeperSettings)
+
+    @property
+    def writes(self) -> bool:
+        """It takes backups (the writer's part): role writer or both."""
+        return self.keeper.role in ("writer", "both")
+
+    @property
+    def keeps(self) -> bool:
+        """It prunes, locks and drills (the keeper's part): role keeper or both."""
+        return self.keeper.role in ("keeper", "both")
 
     @property
     def hourly(self) -> bool:
@@ -188,6 +201,7 @@ def options_from_env(environ: Mapping[str, str] | None = None) -> KotomiBackupOp
         restore_test_sample=config.RESTORE_TEST_SAMPLE.read(environ),
         run_history_days=config.RUN_HISTORY_DAYS.read(environ),
         destination_urls=config.URL.read(environ),
+        keeper=KeeperSettings.from_env(environ),
     )
     for setting, cron, expected in (
         (config.CRON, options.backup_cron, f"give a cron expression, e.g. '{DAILY_AT_2}'"),

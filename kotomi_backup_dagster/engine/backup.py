@@ -65,7 +65,8 @@ class UploadOutcome:
     requests: int = 0
     already_there: bool = False
     permanent: bool = False  # a configuration problem: retrying will not help
-    # A paged backup's manifest differs per destination (its packs): the one written there.
+    # The manifest written there (each destination records its own versions, and a paged
+    # backup its own packs).
     manifest: Manifest | None = None
 
 
@@ -308,7 +309,7 @@ def _publish_to(
         bytes=done.bytes,
         seconds=time.monotonic() - started,
         requests=done.requests,
-        manifest=done.manifest if draft.is_paged else None,
+        manifest=done.manifest,
     )
 
 

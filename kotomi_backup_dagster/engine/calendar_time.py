@@ -98,6 +98,24 @@ class CalendarDuration:
         except (ValueError, OverflowError):
             return None
 
+    def after(self, instant: datetime, zone: tzinfo) -> datetime | None:
+        """``instant`` plus this duration, the mirror of `before` (Go's ``t.AddDate(y, m,
+        d).Add(h)``); None past year 9999."""
+        local = instant.astimezone(zone)
+        month0 = local.month - 1 + self.months
+        year = local.year + self.years + month0 // 12
+        month = month0 % 12 + 1
+        try:
+            day = date(year, month, 1) + timedelta(days=local.day - 1 + self.days)
+            wall = datetime.combine(day, local.time())
+            return _wall_to_utc(wall, zone) + timedelta(hours=self.hours)
+        except (ValueError, OverflowError):
+            return None
+
+    def approximate(self) -> timedelta:
+        """About how long this is (a month 30 days, a year 365): for slack, not calendars."""
+        return timedelta(days=365 * self.years + 30 * self.months + self.days, hours=self.hours)
+
 
 def _wall_to_utc(wall: datetime, zone: tzinfo) -> datetime:
     """Resolve a naive wall-clock time in ``zone`` to UTC exactly as Go's ``time.Date`` does.

@@ -459,6 +459,37 @@ KEEP_WITHIN = Setting[CalendarDuration | None](
     default=None,
     parse=_duration,
 )
+ROLES = ("both", "writer", "keeper")
+LOCK_MODES = ("auto", "compliance", "governance", "off")
+ROLE = Setting[Literal["both", "writer", "keeper"]](
+    name="KOTOMI_BACKUP_ROLE",
+    value="`both`, `writer` or `keeper`",
+    help="what this host does: `writer` (on Kotomi's host: backups only, credentials that "
+    "cannot delete), `keeper` (a trusted host: prune, locks, drills, restore tests, health) "
+    "or `both`; see docs/immutability.md",
+    default="both",
+    parse=_choice(*ROLES),
+    choices=ROLES,
+)
+LOCK = Setting[Literal["auto", "compliance", "governance", "off"]](
+    name="KOTOMI_BACKUP_LOCK",
+    value="`auto`, `compliance`, `governance` or `off`",
+    help="object lock on S3/GCS (the keeper extends each backup's lock to the end of its "
+    "longest retention tier): `auto` where the bucket has Object Lock (or retention) on, in "
+    "the mode of its default retention; `compliance`/`governance` that mode; `off` never",
+    default="auto",
+    parse=_choice(*LOCK_MODES),
+    choices=LOCK_MODES,
+)
+LOCK_SLACK = Setting[CalendarDuration | None](
+    name="KOTOMI_BACKUP_LOCK_SLACK",
+    value="duration",
+    help="object lock: extra time a shared pack (or a backup kept only while newest) is locked "
+    "beyond its need, so it is not re-locked at every run",
+    default=CalendarDuration(days=10),
+    shown_default="`10d`",
+    parse=_duration,
+)
 WEBSERVER_URL = Setting[str](
     name="KOTOMI_BACKUP_WEBSERVER_URL",
     value="URL",
@@ -601,6 +632,9 @@ SETTINGS: tuple[Setting[Any], ...] = (
     KEEP_MONTHLY,
     KEEP_YEARLY,
     KEEP_WITHIN,
+    ROLE,
+    LOCK,
+    LOCK_SLACK,
     WEBSERVER_URL,
     ALERT_WEBHOOK_URL,
     SMTP_HOST,

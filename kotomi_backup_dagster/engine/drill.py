@@ -3,6 +3,10 @@
 A drill restores into scratch space and runs what a bad day would need: both checksums,
 a full integrity_check, the manifest's row counts, and the read queries Kotomi serves. Its
 record (with the time it took: the RTO) is written beside the backup as drills/<ts>.json.
+It reads the object versions the backup recorded (a rewritten object cannot stand in for the
+original), and says whether the store still shows them as written (keeper/tamper.py): a
+rewritten or hidden object is reported in `checks["objects"]`, not a failed drill (the
+backup restored), and raises its own alert.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 from .. import __version__
 from .errors import BackupError, ConfigError, DiskFull
 from .fsutil import scratch_folder
+from .keeper.tamper import inspect_protection
 from .kotomi import KOTOMI_READ_QUERIES, read_query_params
 from .layout import DrillRecord, list_backups, write_drill
 from .manifest import Manifest, rfc3339
@@ -37,6 +42,7 @@ def drill_backup(
     profile: Profile = "kotomi",
     record: bool = True,
     now: datetime | None = None,
+    objects: str | None = None,
 ) -> DrillRecord:
     """Drill one backup; every check runs and is reported, pass or fail.
 
@@ -68,6 +74,8 @@ def drill_backup(
     rto = time.monotonic() - started
     for name in CHECKS:
         checks.setdefault(name, False)
+    if objects is not None:
+        checks["objects"] = objects
     result = DrillRecord(
         backup_id=manifest.backup_id,
         drilled_at=rfc3339(drilled_at),
@@ -139,15 +147,22 @@ def drill_store(
     profile: Profile = "kotomi",
 ) -> list[tuple[Manifest, DrillRecord]]:
     """Drill the chosen backups of one store; raises when there is none to drill."""
-    chosen = select_backups(list_backups(store, name).backups, which)
+    listing = list_backups(store, name)
+    chosen = select_backups(listing.backups, which)
     if not chosen:
         # No URL in the message: callers say where (engine/destinations.py)
         raise BackupError(f"no backup {which!r} of {name!r} to drill there: back it up first")
+    found = inspect_protection(store, chosen, store.inventory(name), revision_keys=listing.revised)
     return [
         (
             manifest,
             drill_backup(
-                store, manifest, identities=identities, scratch_dir=scratch_dir, profile=profile
+                store,
+                manifest,
+                identities=identities,
+                scratch_dir=scratch_dir,
+                profile=profile,
+                objects=found[manifest.backup_id].tampered or "as written",
             ),
         )
         for manifest in chosen

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import shutil
@@ -45,11 +46,14 @@ def fsync_file(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_writer(target: Path) -> Iterator[BinaryIO]:
+def atomic_writer(target: Path, *, create_only: bool = False) -> Iterator[BinaryIO]:
     """Yield a file that appears at `target` only once it is complete and on disk.
 
     A crash at any point leaves either the old content or none, never a torn file; the
     temp name starts with '.' and ends with '.partial' so listings can ignore it.
+    `create_only`: the finished file is hard-linked to `target`, which fails with
+    FileExistsError when anything is there already, so nothing is ever replaced (on a file
+    system without hard links, a check just before the rename).
     """
     private_dir(target.parent, tighten=False)
     # mkstemp creates the file 0600, whatever the umask.
@@ -60,15 +64,30 @@ def atomic_writer(target: Path) -> Iterator[BinaryIO]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        if create_only:
+            _link_new(tmp, target)
+        else:
+            os.replace(tmp, target)
         fsync_dir(target.parent)
-    except BaseException:
+    finally:
         tmp.unlink(missing_ok=True)
+
+
+def _link_new(tmp: Path, target: Path) -> None:
+    try:
+        os.link(tmp, target, follow_symlinks=False)
+    except FileExistsError:
         raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+        if os.path.lexists(target):  # no hard links here: the next best thing
+            raise FileExistsError(errno.EEXIST, "exists", str(target)) from None
+        os.rename(tmp, target)
 
 
-def atomic_write_bytes(target: Path, data: bytes) -> None:
-    with atomic_writer(target) as fh:
+def atomic_write_bytes(target: Path, data: bytes, *, create_only: bool = False) -> None:
+    with atomic_writer(target, create_only=create_only) as fh:
         fh.write(data)
 
 

@@ -27,12 +27,14 @@ from datetime import UTC, datetime, timedelta
 
 from . import config
 from .errors import BackupError, first_line, without_repeated_prefix
-from .layout import DrillRecord, latest_drill, list_backups
+from .keeper.guard import KeeperSettings
+from .layout import DrillRecord
 from .manifest import Manifest
 from .notify import destination_advice
-from .objects import damaged_backups
 from .readable import readable_duration, readable_size
+from .retention import RetentionPolicy
 from .stores import BackupStore, safe_url
+from .survey import survey_store
 
 STALE = "stale"
 DRILL_OVERDUE = "drill_overdue"
@@ -40,7 +42,8 @@ DRILL_FAILED = "drill_failed"
 SIZE_DROP = "size_drop"
 UNLISTABLE = "unlistable"
 BACKUP_DAMAGED = "backup_damaged"  # its objects are missing or differ from its manifest
-KINDS = (STALE, DRILL_OVERDUE, DRILL_FAILED, SIZE_DROP, UNLISTABLE, BACKUP_DAMAGED)
+BACKUP_TAMPERED = "backup_tampered"  # rewritten, hidden, unlocked early, dated in the future
+KINDS = (STALE, DRILL_OVERDUE, DRILL_FAILED, SIZE_DROP, UNLISTABLE, BACKUP_DAMAGED, BACKUP_TAMPERED)
 
 DATABASE_SCOPE = "*"  # a finding about the database as a whole, not one destination
 SHOWN_BACKUPS = 3  # damaged backups named in one alert; the rest are counted
@@ -108,6 +111,10 @@ class DestinationState:
     unreadable: tuple[str, ...] = ()
     error: str | None = None  # one line when listing failed
     damaged: Mapping[str, str] = field(default_factory=dict)  # backup_id -> what is wrong
+    tampered: Mapping[str, str] = field(default_factory=dict)  # backup_id -> what was done
+    locked_until: Mapping[str, datetime | None] = field(default_factory=dict)  # by backup_id
+    tiers: Mapping[str, list[str]] = field(default_factory=dict)  # what prune keeps, and why
+    lock_mode: str | None = None  # the store locks objects (compliance, governance)
 
     @property
     def listed(self) -> bool:
@@ -118,28 +125,33 @@ class DestinationState:
         return self.backups[0] if self.backups else None
 
 
-def inspect_destination(store: BackupStore, name: str) -> DestinationState:
-    """List one destination, the newest drill of every backup and whether its objects are
-    still there (objects.py); never raises on a store error (the error becomes
-    `DestinationState.error`)."""
+def inspect_destination(
+    store: BackupStore,
+    name: str,
+    policy: RetentionPolicy | None = None,
+    keeper: KeeperSettings | None = None,
+) -> DestinationState:
+    """List one destination, the newest drill of every backup, whether its objects are
+    still there and untouched, and (with `policy`) the tiers each fills and its lock
+    (survey.py); never raises on a store error (the error becomes `DestinationState.error`)."""
     url = safe_url(store.url)
     try:
-        listing = list_backups(store, name)
-        drills: dict[str, DrillRecord] = {}
-        for manifest in listing.backups:
-            record = latest_drill(store, name, manifest.backup_id)
-            if record is not None:
-                drills[manifest.backup_id] = record
-        damaged = damaged_backups(store, listing.backups)
+        survey = survey_store(store, name, policy, keeper)
     except Exception as exc:
         return DestinationState(url=url, error=error_line(exc))
+    listing = survey.listing
+    ids = [m.backup_id for m in listing.backups]
     return DestinationState(
         url=url,
         backups=tuple(listing.backups),
-        drills=drills,
+        drills=survey.drills,
         incomplete=tuple(listing.incomplete),
         unreadable=tuple(listing.unreadable),
-        damaged=damaged,
+        damaged=survey.damaged,
+        tampered={i: t for i in ids if (t := survey.tampered(i))},
+        locked_until={i: survey.locked_until(i) for i in ids},
+        tiers={i: survey.tiers(i) for i in ids} if survey.decisions else {},
+        lock_mode=survey.guard.mode,
     )
 
 
@@ -214,6 +226,7 @@ def evaluate(
         findings += _drill_overdue(name, dest, thresholds, now)
         findings += _drill_failures(name, dest)
         findings += _damaged(name, dest)
+        findings += _tampered(name, dest)
     findings += _size_drops(name, destinations, thresholds)
     return HealthReport(
         name=name,
@@ -270,6 +283,31 @@ def _damaged(name: str, dest: DestinationState) -> list[Finding]:
             ),
             details={"damaged_backups": str(len(damaged)), "newest_damaged": first},
         )
+    ]
+
+
+def _tampered(name: str, dest: DestinationState) -> list[Finding]:
+    """One alert per backup whose objects were rewritten, hidden or unlocked early, or that
+    claims a time the store contradicts; open until it is no longer so."""
+    return [
+        Finding(
+            key=_key(BACKUP_TAMPERED, dest.url, backup_id),
+            kind=BACKUP_TAMPERED,
+            scope=dest.url,
+            what="backup tampered with",
+            problem=f"backup {backup_id} at {dest.url}: {dest.tampered[backup_id]}",
+            next_step=(
+                "Someone with write access to the bucket changed it: check its access logs "
+                "and which credentials were used, and rotate the writer's. Restores read the "
+                "versions the backup recorded; it fills no retention slot and is kept. "
+                f"`kotomi-backup list --to {dest.url} --name {name}` marks it TAMPERED; "
+                f"`kotomi-backup drill {backup_id} --from {dest.url} --name {name}` proves "
+                "what it restores."
+            ),
+            backup_id=backup_id,
+        )
+        for backup_id in (m.backup_id for m in dest.backups)
+        if backup_id in dest.tampered
     ]
 
 

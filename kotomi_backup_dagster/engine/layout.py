@@ -4,6 +4,12 @@ the listing of a store's backups, and drill records:
 <name>/<backup_id>/manifest.json     written last: a backup exists iff its manifest does
 <name>/<backup_id>/<name>.db.zst     (.age when encrypted)
 <name>/<backup_id>/drills/<ts>.json
+<name>/revisions/<backup_id>.<ts>.json   the manifest as a repack changed it (new packs)
+
+Every key is written once. What changes about a backup after it was made (a repack moves its
+pages to new packs) is a new revision of its manifest under a new key; `manifest.json` stays
+as the backup was first written, and the newest revision that describes the same database
+is the one used.
 """
 
 from __future__ import annotations
@@ -25,6 +31,77 @@ def manifest_key(name: str, backup_id: str) -> str:
     return f"{backup_prefix(name, backup_id)}/{MANIFEST_NAME}"
 
 
+REVISIONS = "revisions"
+
+
+def revisions_prefix(name: str) -> str:
+    return f"{name}/{REVISIONS}"
+
+
+def revision_key(name: str, backup_id: str, written_at: datetime) -> str:
+    stamp = written_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{revisions_prefix(name)}/{backup_id}.{stamp}.json"
+
+
+def revision_keys(store: BackupStore, name: str) -> dict[str, list[str]]:
+    """{backup_id: revision keys, newest first} of every revision on the store."""
+    found: dict[str, list[str]] = {}
+    for child in store.list_children(revisions_prefix(name)):
+        backup_id, dot, rest = child.partition(".")
+        if dot and rest.endswith(".json") and is_backup_id(backup_id):
+            found.setdefault(backup_id, []).append(f"{revisions_prefix(name)}/{child}")
+    for keys in found.values():
+        keys.sort(reverse=True)
+    return found
+
+
+def same_backup(original: Manifest, revision: Manifest) -> bool:
+    """A revision may move pages to other objects, never describe another database."""
+    return all(
+        getattr(original, f) == getattr(revision, f)
+        for f in (
+            "backup_id",
+            "name",
+            "created_at",
+            "db_sha256",
+            "db_size",
+            "page_size",
+            "page_count",
+            "tables",
+            "format",
+        )
+    )
+
+
+def current_manifest(
+    store: BackupStore, original: Manifest, revisions: list[str], where: str
+) -> tuple[Manifest, bytes | None, str | None]:
+    """The newest revision of `original` that describes the same backup (with its raw bytes
+    and key), else `original` (and None, None). A store is untrusted: a revision that does
+    not read, or describes another database, is passed over."""
+    for key in revisions:
+        try:
+            raw = store.get_bytes(key)
+            revision = Manifest.from_json(raw, where=f"{where} (revision)")
+        except (ObjectNotFound, UnreadableObject, BackupError):
+            continue
+        if same_backup(original, revision):
+            return revision, raw, key
+    return original, None, None
+
+
+def read_manifest(store: BackupStore, name: str, backup_id: str) -> tuple[Manifest, bytes]:
+    """One backup's current manifest (revisions applied) and the raw bytes of its
+    manifest.json; ObjectNotFound when the backup does not exist, BackupError when its
+    manifest is unusable. Costs a GET and a listing of the revisions."""
+    where = f"{safe_url(store.url)}/{name}/{backup_id}"
+    raw = store.get_bytes(manifest_key(name, backup_id))
+    original = Manifest.from_json(raw, where=where)
+    revisions = revision_keys(store, name).get(backup_id, [])
+    manifest, _, _ = current_manifest(store, original, revisions, where)
+    return manifest, raw
+
+
 @dataclass(frozen=True)
 class Listing:
     """Complete backups, newest first, plus what was found but is not a backup."""
@@ -33,6 +110,7 @@ class Listing:
     incomplete: list[str]  # backup dirs without a manifest (interrupted uploads)
     unreadable: list[str]  # manifests that cannot be read or used, oldest first
     problems: dict[str, str] = field(default_factory=dict)  # unreadable id -> why
+    revised: dict[str, str] = field(default_factory=dict)  # id -> the revision key in use
 
     def unreadable_newer_than(self, backup_id: str) -> list[str]:
         """Unreadable entries that would have been newer than `backup_id`, newest first."""
@@ -49,7 +127,10 @@ def list_backups(store: BackupStore, name: str) -> Listing:
     backups: list[Manifest] = []
     incomplete: list[str] = []
     problems: dict[str, str] = {}
-    for child in store.list_children(name):
+    children = store.list_children(name)
+    revisions = revision_keys(store, name) if REVISIONS in children else {}
+    revised: dict[str, str] = {}
+    for child in children:
         if not is_backup_id(child):
             continue
         where = f"{safe_url(store.url)}/{name}/{child}"
@@ -69,10 +150,18 @@ def list_backups(store: BackupStore, name: str) -> Listing:
         if manifest.backup_id != child or manifest.name != name:
             problems[child] = "its manifest describes another backup"
             continue
+        if child in revisions:
+            manifest, _, key = current_manifest(store, manifest, revisions[child], where)
+            if key is not None:
+                revised[child] = key
         backups.append(manifest)
     backups.sort(key=lambda m: m.backup_id, reverse=True)
     return Listing(
-        backups=backups, incomplete=incomplete, unreadable=sorted(problems), problems=problems
+        backups=backups,
+        incomplete=incomplete,
+        unreadable=sorted(problems),
+        problems=problems,
+        revised=revised,
     )
 
 

@@ -88,6 +88,10 @@ class Manifest:
     extra: dict[str, Any] = field(default_factory=dict)
     # Paged backups only (format 2): base, packs {file: {size, sha256, pages}}, stats.
     paged: dict[str, Any] | None = None
+    # The version each object it needs was written as (S3 version id, GCS generation), by
+    # key: a restore reads exactly these, and a key whose current version is another one was
+    # rewritten (docs/immutability.md). Empty where the store keeps no versions.
+    versions: dict[str, str] = field(default_factory=dict)
 
     @property
     def created(self) -> datetime:
@@ -117,12 +121,18 @@ class Manifest:
         """The packs a paged backup needs ({} for a full backup)."""
         return dict((self.paged or {}).get("packs", {}))
 
+    def version_of(self, key: str) -> str:
+        """The version of `key` this backup was written with ("": the current one)."""
+        return self.versions.get(key, "")
+
     def to_json(self) -> bytes:
         data = asdict(self)
         if not data["extra"]:
             del data["extra"]
         if data["paged"] is None:
             del data["paged"]  # a full backup's manifest stays exactly format 1
+        if not data["versions"]:
+            del data["versions"]
         return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
     @classmethod
@@ -183,6 +193,13 @@ class Manifest:
                 f"archive key {self.archive.key!r} is not this backup's",
             ),
             (isinstance(self.verify.result, str), "verify result is not a text"),
+            (
+                isinstance(self.versions, dict)
+                and all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in self.versions.items()
+                ),
+                "versions is not a map of object keys to version ids",
+            ),
         ]
         for ok, problem in checks:
             if not ok:

@@ -8,6 +8,13 @@ full-format backup is kept in a store that mixes formats. Removal deletes
 the manifest first, so a half-deleted backup is never listed; the archive and drill records
 follow. Interrupted uploads (a folder without a manifest) older than a day are cleaned up too.
 Each store is pruned on its own.
+
+The keeper's rails (keeper/, docs/immutability.md) come first: the store's versions are read
+once (`guard_store`); a backup whose objects were rewritten or hidden, or that claims a time
+the store contradicts, fills no slot; where the writer is not trusted, backups are bucketed by
+the store's own times; where the store locks objects, every object a kept backup needs is
+locked until the backup leaves its longest tier (keeper/locks.py) before anything is
+removed; and a removal the store refuses because of a lock is "retained until", not an error.
 """
 
 from __future__ import annotations
@@ -19,12 +26,23 @@ from typing import Any
 
 from .archive import parse_recipients
 from .errors import BackupError, ConfigError
-from .layout import Listing, backup_prefix, latest_drill, list_backups, manifest_key
+from .keeper.guard import FLOOR, KeeperSettings, StoreGuard, guard_store
+from .keeper.horizons import Need, backup_need
+from .keeper.locks import LockReport, extend_locks, plan_locks
+from .layout import (
+    Listing,
+    backup_prefix,
+    latest_drill,
+    list_backups,
+    manifest_key,
+    revision_keys,
+)
 from .manifest import Manifest, backup_id_time
 from .objects import damaged_backups
 from .paged.packgc import PackReport, prune_packs
 from .retention import BackupRef, RetentionDecision, RetentionPolicy, plan_backups
-from .stores import BackupStore, ObjectNotFound, safe_url
+from .stores import BackupStore, LockingStore, ObjectLocked, ObjectNotFound, safe_url
+from .survey import refs_of
 
 ORPHAN_AGE = timedelta(days=1)
 REASON_NEWEST_FULL = "newest full archive"
@@ -59,6 +77,9 @@ class PruneResult:
     orphans_removed: list[str] = field(default_factory=list)
     orphans_kept: list[str] = field(default_factory=list)
     packs: PackReport = field(default_factory=PackReport)  # paged backups' shared packs
+    locks: LockReport | None = None  # where the store locks objects
+    retained: dict[str, str] = field(default_factory=dict)  # backup_id -> "locked until ..."
+    guard: StoreGuard | None = None
 
     @property
     def kept(self) -> list[PlannedBackup]:
@@ -74,22 +95,18 @@ class PruneResult:
         return {p.manifest.backup_id: p.problem for p in self.plan if p.problem}
 
 
-def backup_refs(store: BackupStore, name: str, listing: Listing) -> list[BackupRef]:
-    """The listed backups as the safety rails see them: each one's latest drill, and
-    whether its objects are still on the store as its manifest says."""
-    damaged = damaged_backups(store, listing.backups)
-    refs = []
+def backup_refs(
+    store: BackupStore, name: str, listing: Listing, guard: StoreGuard | None = None
+) -> list[BackupRef]:
+    """The listed backups as the safety rails see them: each one's latest drill, whether its
+    objects are still on the store as its manifest says, and what the keeper's guard found
+    (tampering, the store's own time)."""
+    drills = {}
     for manifest in listing.backups:
-        drill = latest_drill(store, name, manifest.backup_id)
-        refs.append(
-            BackupRef(
-                manifest.backup_id,
-                manifest.created,
-                drill_failed=bool(drill and not drill.ok),
-                problem=damaged.get(manifest.backup_id),
-            )
-        )
-    return refs
+        record = latest_drill(store, name, manifest.backup_id)
+        if record is not None:
+            drills[manifest.backup_id] = record
+    return refs_of(listing, drills, damaged_backups(store, listing.backups), guard)
 
 
 def plan_store(
@@ -99,10 +116,11 @@ def plan_store(
     now: datetime | None = None,
     *,
     listing: Listing | None = None,
+    guard: StoreGuard | None = None,
 ) -> tuple[list[PlannedBackup], list[str]]:
     """The plan for every complete backup on the store, and its interrupted uploads."""
     listing = listing or list_backups(store, name)
-    refs = backup_refs(store, name, listing)
+    refs = backup_refs(store, name, listing, guard)
     by_id = {m.backup_id: m for m in listing.backups}
     try:
         decisions = plan_backups(refs, policy, now=now) if refs else []
@@ -110,6 +128,15 @@ def plan_store(
         raise ConfigError(f"refusing to prune {safe_url(store.url)}: {exc}") from exc
     plan = [PlannedBackup(by_id[d.backup_id], d) for d in decisions if d.backup_id]
     return _keep_newest_full(plan), listing.incomplete
+
+
+def needs_of(plan: list[PlannedBackup], policy: RetentionPolicy, now: datetime) -> dict[str, Need]:
+    """How long each kept backup must stay locked (keeper/horizons.py)."""
+    return {
+        p.manifest.backup_id: backup_need(p.reasons, p.decision.time, policy, now, FLOOR)
+        for p in plan
+        if p.keep
+    }
 
 
 def _keep_newest_full(plan: list[PlannedBackup]) -> list[PlannedBackup]:
@@ -124,9 +151,12 @@ def _keep_newest_full(plan: list[PlannedBackup]) -> list[PlannedBackup]:
 
 
 def delete_backup(store: BackupStore, name: str, backup_id: str) -> None:
-    """Manifest first: from that instant the backup is not listed, whatever happens next."""
+    """Manifest first: from that instant the backup is not listed, whatever happens next;
+    then its folder and the revisions of its manifest."""
     store.delete(manifest_key(name, backup_id))
     store.delete(backup_prefix(name, backup_id))
+    for key in revision_keys(store, name).get(backup_id, []):
+        store.delete(key)
 
 
 def _has_manifest(store: BackupStore, name: str, backup_id: str) -> bool:
@@ -147,26 +177,42 @@ def prune_store(
     now: datetime | None = None,
     identities: Sequence[Any] = (),
     recipients_text: str | None = None,
+    keeper: KeeperSettings | None = None,
 ) -> PruneResult:
-    """Apply the policy; then remove the packs no kept paged backup needs and repack the
-    mostly-dead ones (`identities` and the recipients are needed for encrypted packs)."""
+    """Apply the policy; lock what stays, then remove the rest; then remove the packs no
+    kept paged backup needs and repack the mostly-dead ones (`identities` and the recipients
+    are needed for encrypted packs)."""
     moment = now or datetime.now(UTC)
-    plan, incomplete = plan_store(store, name, policy, now=moment)
-    result = PruneResult(url=safe_url(store.url), plan=plan, dry_run=dry_run)
+    listing = list_backups(store, name)
+    guard = guard_store(store, name, listing, keeper or KeeperSettings())
+    plan, incomplete = plan_store(store, name, policy, now=moment, listing=listing, guard=guard)
+    result = PruneResult(url=safe_url(store.url), plan=plan, dry_run=dry_run, guard=guard)
     if plan and not plan[0].keep:  # belt and braces: plan_backups keeps the newest
         raise BackupError(f"prune plan for {result.url} would remove the newest backup; refused")
+    if guard.mode is not None and isinstance(store, LockingStore):
+        # Lock what stays before anything goes: a prune killed half-way never leaves a kept
+        # backup less protected than its tier says.
+        needs = needs_of(plan, policy, moment)
+        kept = [(p.manifest, needs[p.manifest.backup_id]) for p in plan if p.keep]
+        targets = plan_locks(kept, (keeper or KeeperSettings()).slack, listing.revised)
+        result.locks = extend_locks(store, targets, guard.mode, guard.inventory, dry_run=dry_run)
     for orphan in incomplete:
         if backup_id_time(orphan) < moment - ORPHAN_AGE and not _has_manifest(store, name, orphan):
             result.orphans_removed.append(orphan)
             if not dry_run:
-                store.delete(backup_prefix(name, orphan))
+                _delete_or_retain(
+                    result, orphan, lambda o=orphan: store.delete(backup_prefix(name, o))
+                )
         else:
             result.orphans_kept.append(orphan)  # maybe an upload in progress
     for planned in result.to_remove:
-        result.removed.append(planned.manifest.backup_id)
+        backup_id = planned.manifest.backup_id
+        if not dry_run and not _delete_or_retain(
+            result, backup_id, lambda b=backup_id: delete_backup(store, name, b)
+        ):
+            continue
+        result.removed.append(backup_id)
         result.bytes_freed += planned.manifest.archive.size
-        if not dry_run:
-            delete_backup(store, name, planned.manifest.backup_id)
     result.packs = prune_packs(
         store,
         name,
@@ -176,6 +222,19 @@ def prune_store(
         recipients=parse_recipients(recipients_text) if identities else (),
         recipients_text=recipients_text,
         removing=result.removed if dry_run else (),
+        repack=guard.mode is None,
     )
     result.bytes_freed += result.packs.bytes_freed
     return result
+
+
+def _delete_or_retain(result: PruneResult, backup_id: str, delete: Any) -> bool:
+    """True when removed; a removal the store refuses because of a lock is recorded as
+    retained until the lock's end (it is removed by a later prune), not as an error."""
+    try:
+        delete()
+    except ObjectLocked as exc:
+        until = f" until {exc.until:%Y-%m-%dT%H:%M:%SZ}" if exc.until else ""
+        result.retained[backup_id] = f"locked{until}"
+        return False
+    return True

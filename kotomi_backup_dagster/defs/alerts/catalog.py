@@ -29,6 +29,7 @@ from dagster import (
 from ...engine.destinations import at_each_destination
 from ...engine.errors import first_line
 from ...engine.health import DestinationState, inspect_destination, unlistable_destination, utcnow
+from ...engine.keeper.guard import KeeperSettings
 from ...retention import BackupRef, RetentionPolicy, plan_backups
 from ..backup.assets import SETTINGS_KEY, group_of
 from ..backup.resources import KotomiBackupResource
@@ -42,7 +43,12 @@ def catalog_key(spec: DatabaseSpec) -> AssetKey:
     return AssetKey([spec.name, "backup_catalog"])
 
 
-def read_destinations(resource: KotomiBackupResource, spec: DatabaseSpec) -> list[DestinationState]:
+def read_destinations(
+    resource: KotomiBackupResource,
+    spec: DatabaseSpec,
+    policy: RetentionPolicy | None = None,
+    keeper: KeeperSettings | None = None,
+) -> list[DestinationState]:
     """Every configured destination of one database, through the backup resource's stores
     (its S3/GCS clients and retries). When the stores cannot all be opened, each URL is
     opened alone, so the one that fails is reported and the others are still listed."""
@@ -53,8 +59,10 @@ def read_destinations(resource: KotomiBackupResource, spec: DatabaseSpec) -> lis
     except Exception:
         stores = None
     if stores is not None and len(stores) == len(urls):
-        return [inspect_destination(store, name) for store in stores]
-    listed = at_each_destination(urls, lambda store: inspect_destination(store, name))
+        return [inspect_destination(store, name, policy, keeper) for store in stores]
+    listed = at_each_destination(
+        urls, lambda store: inspect_destination(store, name, policy, keeper)
+    )
     return [
         unlistable_destination(at.url, at.error) if at.error else cast(DestinationState, at.value)
         for at in listed
@@ -78,6 +86,11 @@ def _tiers(
     failed drill or missing objects fill no slot."""
     if not state.backups:
         return [], None
+    if state.tiers:  # as survey.py planned them (the store's times, tampering)
+        return [
+            ", ".join(state.tiers.get(m.backup_id, [])) or "pruned at the next prune"
+            for m in state.backups
+        ], None
     refs = [
         BackupRef(
             m.backup_id,
@@ -106,8 +119,8 @@ def catalog_view(
     """The catalog's metadata; `policy`: the retention resource's (the tiers prune keeps)."""
     rows = [
         "| destination | backup | created (UTC) | age (h) | database | archive | tiers "
-        "| last drill |",
-        "|---|---|---|---:|---:|---:|---|---|",
+        "| locked until | last drill |",
+        "|---|---|---|---:|---:|---:|---|---|---|",
     ]
     notes: list[str] = []
     fingerprint: list[object] = []
@@ -116,15 +129,16 @@ def catalog_view(
     total_bytes = 0
     failed_drills = 0
     damaged = 0
+    tampered = 0
     newest = None
     last_pass = None
     for state in states:
         if not state.listed:
-            rows.append(f"| {state.url} | — | — | — | — | — | — | cannot list: {state.error} |")
+            rows.append(f"| {state.url} | — | — | — | — | — | — | — | cannot list: {state.error} |")
             fingerprint.append([state.url, "error", state.error])
             continue
         if not state.backups:
-            rows.append(f"| {state.url} | (no backup) | — | — | — | — | — | — |")
+            rows.append(f"| {state.url} | (no backup) | — | — | — | — | — | — | — |")
         tiers, tier_note = _tiers(state, now, policy)
         if tier_note:
             notes.append(f"retention tiers unknown: {tier_note}")
@@ -143,19 +157,31 @@ def catalog_view(
             if problem:  # fills no slot, whatever the policy says (engine/objects.py)
                 damaged += 1
                 tier = f"**DAMAGED** {tier}"
+            touched = state.tampered.get(manifest.backup_id)
+            if touched:  # rewritten, hidden, unlocked early (engine/keeper/tamper.py)
+                tampered += 1
+                tier = f"**TAMPERED** ({touched}) {tier}"
+            until = state.locked_until.get(manifest.backup_id)
+            locked = (
+                f"{until:%Y-%m-%d %H:%M}"
+                if until
+                else ("**not locked**" if state.lock_mode else "—")
+            )
             age = _hours((now - manifest.created).total_seconds())
             lock = " (encrypted)" if manifest.encrypted else ""
             rows.append(
                 f"| {state.url} | `{manifest.backup_id}` | {manifest.created_at} | {age:.1f} "
                 f"| {manifest.db_size:,} | {manifest.stored_bytes:,}{lock} | {tier} "
-                f"| {drill_text} |"
+                f"| {locked} | {drill_text} |"
             )
             ids.add(manifest.backup_id)
             copies += 1
             total_bytes += manifest.stored_bytes
             if newest is None or manifest.created > newest.created:
                 newest = manifest
-            fingerprint.append([state.url, manifest.backup_id, drill and drill.drilled_at, problem])
+            fingerprint.append(
+                [state.url, manifest.backup_id, drill and drill.drilled_at, problem, touched]
+            )
         if state.incomplete or state.unreadable:
             notes.append(
                 f"{state.url}: {len(state.incomplete)} incomplete (interrupted uploads), "
@@ -173,6 +199,7 @@ def catalog_view(
         "destinations_unlistable": sum(not s.listed for s in states),
         "drills_failed": failed_drills,
         "backups_damaged": damaged,
+        "backups_tampered": tampered,
     }
     if newest is not None:
         metadata["newest_backup_id"] = newest.backup_id
@@ -228,8 +255,9 @@ def _catalog_asset(
         resource: KotomiBackupResource = getattr(context.resources, settings_key)
         for key in sorted(context.selected_asset_keys):
             spec = by_key[key]
-            states = read_destinations(resource, spec)
-            view = catalog_view(spec.name, states, utcnow(), options.retention_policy())
+            policy = options.retention_policy()
+            states = read_destinations(resource, spec, policy, options.keeper)
+            view = catalog_view(spec.name, states, utcnow(), policy)
             yield ObserveResult(
                 asset_key=key, data_version=DataVersion(view.version), metadata=view.metadata
             )

@@ -23,7 +23,10 @@ def build_alerts_definitions(options: KotomiBackupOptions) -> Definitions:
         sensors=[
             build_run_failure_sensor(options.databases),
             build_health_sensor(
-                options.databases, options.health_thresholds(), options.retention_policy
+                options.databases,
+                options.health_thresholds(),
+                options.retention_policy,
+                keeper=options.keeper,
             ),
         ],
         resources={NOTIFIER_KEY: options.notifier},

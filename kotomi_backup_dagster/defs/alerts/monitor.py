@@ -22,6 +22,7 @@ from dagster import (
 
 from ...engine.alert_state import Recovery, advance, dump_state, load_state, reconcile
 from ...engine.health import Finding, Thresholds, evaluate, utcnow
+from ...engine.keeper.guard import KeeperSettings
 from ...engine.manifest import rfc3339
 from ...engine.notify import Alert
 from ...engine.retention import RetentionPolicy
@@ -85,10 +86,11 @@ def check_database(
     thresholds: Thresholds,
     policy: RetentionPolicy,
     cursor: str | None,
+    keeper: KeeperSettings | None = None,
 ) -> tuple[str, list[AssetObservation]]:
     """One database's tick: alerts sent and closed, the catalog observed when due."""
     now = utcnow()
-    states = read_destinations(resource, spec)
+    states = read_destinations(resource, spec, policy, keeper)
     report = evaluate(spec.name, states, thresholds, now)
     open_alerts, saved = load_state(cursor)
     transition = reconcile(open_alerts, report, now)
@@ -122,6 +124,7 @@ def build_health_sensor(
     thresholds: Thresholds,
     retention_policy: Callable[[], RetentionPolicy],
     settings_key: str = SETTINGS_KEY,
+    keeper: KeeperSettings | None = None,
 ) -> SensorDefinition:
     """`retention_policy` is asked at each tick (its variables are read then) for the
     catalog's tiers."""
@@ -148,7 +151,7 @@ def build_health_sensor(
         for spec in specs:
             part = _database_cursor(context.cursor, spec.name, single=len(specs) == 1)
             cursors[spec.name], observed = check_database(
-                context, spec, resource, notifier, thresholds, policy, part
+                context, spec, resource, notifier, thresholds, policy, part, keeper
             )
             events += observed
         cursor = json.dumps({"databases": cursors}, sort_keys=True, separators=(",", ":"))

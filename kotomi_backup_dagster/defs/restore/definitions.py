@@ -1,5 +1,6 @@
 """The restore area: the weekly drill and monthly test of every database (one job and one
-schedule each, a run per database), and the restore job."""
+schedule each, a run per database: the keeper's), and the restore job (the writer's: it
+replaces the database on Kotomi's host)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,10 @@ def build_restore_definitions(options: KotomiBackupOptions) -> Definitions:
         ),
     )
 
+    restore = [build_restore_job(options)] if options.writes else []
+    if not options.keeps:
+        return Definitions(jobs=restore)
+
     def drill_keys(spec: DatabaseSpec) -> list[AssetKey]:
         return [AssetKey([spec.name, "restore_drill"])]
 
@@ -44,7 +49,7 @@ def build_restore_definitions(options: KotomiBackupOptions) -> Definitions:
 
     return Definitions(
         assets=[*drills, *tests],
-        jobs=[drill_job, test_job, build_restore_job(options)],
+        jobs=[drill_job, test_job, *restore],
         schedules=[
             per_database_schedule(
                 options,

@@ -85,6 +85,7 @@ def build_prune_asset(
                 policy,
                 identities=settings.identities(),
                 recipients_text=settings.age_recipients,
+                keeper=options.keeper,
             ),
         )
         failures = [at.error_line() for at in failed(outcomes)]
@@ -98,6 +99,14 @@ def build_prune_asset(
             )
             for note in result.packs.notes:
                 context.log.warning(f"{result.url}: {note}")
+            if result.locks is not None:
+                context.log.info(
+                    f"{result.url}: {len(result.locks.extended)} lock(s) extended "
+                    f"({result.locks.mode}), {result.locks.checked} checked, "
+                    f"{result.locks.requests} request(s)"
+                )
+            for backup_id, why in result.retained.items():
+                context.log.info(f"{result.url}: {backup_id} stays: {why}")
         metadata: dict[str, Any] = {
             "policy": policy.describe(),
             "kept": sum(len(r.kept) for r in results),
@@ -106,6 +115,9 @@ def build_prune_asset(
             "interrupted_uploads_removed": sum(len(r.orphans_removed) for r in results),
             "packs_removed": sum(len(r.packs.removed) for r in results),
             "packs_repacked": sum(len(r.packs.repacked) for r in results),
+            "locks_extended": sum(len(r.locks.extended) for r in results if r.locks),
+            "lock_requests": sum(r.locks.requests for r in results if r.locks),
+            "retained_by_locks": sum(len(r.retained) for r in results),
             "kept_backups": MetadataValue.md(_kept_table(results)),
         }
         if failures:

@@ -114,6 +114,8 @@ def build_retention_definitions(options: KotomiBackupOptions) -> Definitions:
                 keys_of=lambda spec: [prune_key(spec)],
             )
         ],
-        sensors=[_prune_after_upload(options, job)],
+        # A keeper on its own host sees no upload events (they are the writer's instance's):
+        # it prunes on the daily schedule.
+        sensors=[_prune_after_upload(options, job)] if options.writes else [],
         resources={RETENTION_KEY: options.retention},
     )

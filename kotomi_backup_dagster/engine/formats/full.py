@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -99,23 +100,29 @@ class FullFormat:
             raise BackupError(f"staged archive {archive} is gone; run the whole backup again")
 
         def publish(store: BackupStore) -> Published:
-            """The archive, confirmed intact where it landed, then the manifest (last)."""
+            """The archive, confirmed intact where it landed, then the manifest (last), which
+            records the archive's version there."""
             stored = store.put_file(draft.archive.key, archive, sha256=draft.archive.sha256)
             if stored.size != draft.archive.size:
                 raise BackupError(
                     f"{store.url}/{draft.archive.key}: {stored.size} bytes landed, "
                     f"expected {draft.archive.size}; the manifest was not written"
                 )
-            store.put_bytes(manifest_key(draft.name, draft.backup_id), draft.to_json())
-            return Published(bytes=stored.size, requests=stored.requests + 1, manifest=draft)
+            versions = {draft.archive.key: stored.version} if stored.version else {}
+            manifest = replace(draft, versions=versions)
+            store.put_bytes(manifest_key(draft.name, draft.backup_id), manifest.to_json())
+            return Published(bytes=stored.size, requests=stored.requests + 1, manifest=manifest)
 
         yield publish
 
     def published(self, store: BackupStore, draft: Manifest) -> bool:
+        """The draft's manifest is there (with the version its store gave the archive)."""
         try:
-            return store.get_bytes(manifest_key(draft.name, draft.backup_id)) == draft.to_json()
+            raw = store.get_bytes(manifest_key(draft.name, draft.backup_id))
+            stored = Manifest.from_json(raw)
         except (ObjectNotFound, BackupError):
             return False
+        return replace(stored, versions={}).to_json() == draft.to_json()
 
     def fetch(
         self,
@@ -129,7 +136,9 @@ class FullFormat:
     ) -> Path:
         require_room(dest.parent, manifest.db_size)  # a size from the store: checked before use
         try:
-            stream = store.open_read(manifest.archive.key)
+            stream = store.open_read(
+                manifest.archive.key, manifest.version_of(manifest.archive.key)
+            )
         except ObjectNotFound as exc:
             raise BackupError(
                 f"backup {manifest.backup_id}: archive {manifest.archive.key} is missing at "

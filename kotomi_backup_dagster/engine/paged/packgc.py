@@ -9,8 +9,9 @@ when killed at any point:
   manifest is unreadable, no pack is removed: its packs cannot be known.
 - Only packs older than `ORPHAN_AGE` are repacked: the old pack can then go in the same run.
 - Repacking writes the new pack first, then for each backup a new page map under a new key,
-  then that backup's manifest (which switches it over atomically), then removes the old page
-  map. Until the switch a backup names only the old packs, after it only packs that landed.
+  then a new revision of that backup's manifest (layout.py: which switches it over
+  atomically; `manifest.json` itself is never rewritten), then removes the old page map.
+  Until the switch a backup names only the old packs, after it only packs that landed.
 - Repacking needs to read the packs: encrypted ones need the age identity, and are written
   again for the same recipients (KOTOMI_BACKUP_AGE_RECIPIENTS must be the keys the backups
   were made with). Without them, mostly-dead packs are left as they are, and the run says so.
@@ -28,9 +29,9 @@ from typing import Any
 
 from ..errors import BackupError, ConfigError
 from ..fsutil import scratch_folder, sweep_scratch
-from ..layout import backup_prefix, list_backups, manifest_key
+from ..layout import backup_prefix, list_backups, revision_key
 from ..manifest import Manifest
-from ..stores import BackupStore
+from ..stores import BackupStore, ObjectLocked
 from .packs import (
     PackWriter,
     StagedPack,
@@ -58,6 +59,7 @@ class PackReport:
     written: list[str] = field(default_factory=list)
     rewritten_backups: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    retained: list[str] = field(default_factory=list)  # unneeded but still locked
 
 
 def prune_packs(
@@ -71,8 +73,11 @@ def prune_packs(
     recipients_text: str | None = None,
     known_sizes: dict[str, int] | None = None,
     removing: Sequence[str] = (),
+    repack: bool = True,
 ) -> PackReport:
-    """`removing`: backups a dry run would have removed (their manifests are still there)."""
+    """`removing`: backups a dry run would have removed (their manifests are still there).
+    `repack=False` where objects are locked: a repacked pack's old copy would stay locked
+    (and billed) until its lock expires, so rewriting it saves nothing for months."""
     moment = now or datetime.now(UTC)
     report = PackReport()
     if not dry_run:  # what a killed repack left (decrypted pages): gone with the next prune
@@ -91,7 +96,7 @@ def prune_packs(
     paged = [m for m in listing.backups if m.is_paged and m.backup_id not in removing]
     for manifest in listing.backups:
         sizes.update({f: int(i["size"]) for f, i in manifest.pack_files().items()})
-    if paged and not dry_run:
+    if paged and not dry_run and repack:
         _repack(store, name, paged, report, identities, recipients, recipients_text, moment)
         if report.rewritten_backups:
             listing = list_backups(store, name)
@@ -108,10 +113,15 @@ def prune_packs(
         if not is_old_pack(pack, moment, ORPHAN_AGE):
             report.kept_young.append(pack)
             continue
+        if not dry_run:
+            try:
+                store.delete(pack_key(name, pack))
+            except ObjectLocked as exc:
+                until = f" until {exc.until:%Y-%m-%dT%H:%MZ}" if exc.until else ""
+                report.retained.append(f"{pack} (locked{until})")
+                continue
         report.removed.append(pack)
         report.bytes_freed += sizes.get(pack, 0)
-        if not dry_run:
-            store.delete(pack_key(name, pack))
     return report
 
 
@@ -187,6 +197,7 @@ def _repack(
             continue
         candidates.setdefault((manifest.page_size, fingerprint), []).append(pack)
     for (page_size, _), packs in candidates.items():
+        new_versions: dict[str, str] = {}
         # Decrypted pages pass through here: private, locked, swept if a prune was killed.
         with scratch_folder(Path(tempfile.gettempdir()), REPACK_SCRATCH) as tmp:
             moved, written = _rewrite_packs(
@@ -198,6 +209,7 @@ def _repack(
                 )
                 if landed.size != staged.size:
                     raise BackupError(f"repacked {staged.file}: {landed.size} bytes landed")
+                new_versions[staged.file] = landed.version
         report.written.extend(p.file for p in written)
         report.repacked.extend(packs)
         infos = {p.file: p.info() for p in written}
@@ -205,7 +217,9 @@ def _repack(
             page_map = maps[manifest.backup_id]
             if not set(page_map.packs) & set(packs):
                 continue
-            _switch_backup(store, manifest, page_map, moved, infos, [p.file for p in written])
+            _switch_backup(
+                store, manifest, page_map, moved, infos, [p.file for p in written], new_versions
+            )
             report.rewritten_backups.append(manifest.backup_id)
 
 
@@ -229,7 +243,15 @@ def _rewrite_packs(
             info = owner[pack].pack_files()[pack]
             extractor = _LiveExtractor(live[pack], page_size, writer)
             try:
-                read_stored_pack(store, name, pack, info, extractor.take, identities)
+                read_stored_pack(
+                    store,
+                    name,
+                    pack,
+                    info,
+                    extractor.take,
+                    identities,
+                    version=owner[pack].version_of(pack_key(name, pack)),
+                )
             except ConfigError:
                 raise
             except BackupError as exc:
@@ -276,8 +298,10 @@ def _switch_backup(
     moved: dict[str, array[int]],
     infos: dict[str, dict[str, Any]],
     new_files: list[str],
+    versions_of: dict[str, str],
 ) -> None:
-    """Point one backup at the new packs: new page map, then its manifest, then cleanup."""
+    """Point one backup at the new packs: new page map, then a new revision of its manifest,
+    then cleanup. `versions_of`: the store's version of each new pack."""
     pack_of, entry_of = page_map.locations()
     packs = list(page_map.packs) + new_files
     first_new = len(page_map.packs)
@@ -289,13 +313,19 @@ def _switch_backup(
                 raise BackupError(f"repack: page {page} of {manifest.backup_id} was dropped")
             pack_of[page], entry_of[page] = first_new + (where >> 32), where & 0xFFFFFFFF
     new_map = build_page_map(page_map.page_size, packs, pack_of, entry_of)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    moment = datetime.now(UTC)
+    stamp = moment.strftime("%Y%m%dT%H%M%S%fZ")
     known = {**manifest.pack_files(), **infos}
     paged = dict(manifest.paged or {})
     paged["packs"] = {f: known[f] for f in new_map.packs}
     paged["repacked_at"] = stamp
-    key = page_map_key(manifest.name, manifest.backup_id, generation=stamp)
-    switched = put_page_map(store, manifest, new_map, key, paged)
-    store.put_bytes(manifest_key(manifest.name, manifest.backup_id), switched.to_json())
-    if manifest.archive.key != key:
+    name = manifest.name
+    versions = {
+        pack_key(name, f): versions_of.get(f) or manifest.version_of(pack_key(name, f))
+        for f in new_map.packs
+    }
+    key = page_map_key(name, manifest.backup_id, generation=stamp)
+    switched = put_page_map(store, manifest, new_map, key, paged, versions)
+    store.put_bytes(revision_key(name, manifest.backup_id, moment), switched.to_json())
+    if manifest.archive.key != switched.archive.key:
         store.delete(manifest.archive.key)

@@ -208,8 +208,10 @@ def read_stored_pack(
     info: dict[str, Any],
     sink: PageSink,
     identities: Sequence[Any],
+    version: str = "",
 ) -> PackRead:
-    """`read_pack` of a pack on `store`, held to the size and sha256 its manifest records.
+    """`read_pack` of a pack on `store` (the `version` its manifest records), held to the
+    size and sha256 the manifest records.
 
     A damaged age header looks like a wrong key ("no matching keys"); the pack's sha256 tells
     the two apart, so a tampered pack is reported as such and not blamed on the key.
@@ -218,7 +220,7 @@ def read_stored_pack(
 
     def opened() -> BinaryIO:
         try:
-            return store.open_read(key)
+            return store.open_read(key, version)
         except ObjectNotFound as exc:
             raise BackupError(f"pack {pack} is missing at {store.url}") from exc
 

@@ -11,6 +11,10 @@ Crash safety: nothing references a pack before it has landed whole; the manifest
 last; and just before it, the destination is asked again that the base still exists unchanged
 and that every pack the new backup names is there (a prune running at the same moment would
 otherwise remove a pack the new backup reuses).
+
+Every key is written once (stores/base.py): packs have new names per attempt, and a page map
+whose key an earlier, interrupted attempt took gets a key of its own. The manifest records the
+version of each object it needs, reused packs with the version their first backup recorded.
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ import hashlib
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..errors import BackupError
-from ..layout import backup_prefix, manifest_key
+from ..layout import backup_prefix, manifest_key, read_manifest
 from ..manifest import Manifest
-from ..stores import BackupStore, ObjectNotFound
+from ..stores import BackupStore, ObjectExists, ObjectNotFound
 from .delta import PageSource
 from .hashes import HashCache, changed_pages
 from .packs import PackWriter, StagedPack, pack_key, packs_prefix
@@ -56,8 +61,8 @@ class MissingBase(BackupError):
 
 @dataclass(frozen=True)
 class Base:
-    manifest: Manifest
-    manifest_raw: bytes
+    manifest: Manifest  # as it is now (the newest revision of its manifest)
+    original_raw: bytes  # its manifest.json
     page_map: PageMap
     hashes: Path
 
@@ -74,7 +79,7 @@ class PagedUpload:
 def load_page_map(store: BackupStore, manifest: Manifest) -> PageMap:
     where = f"{store.url}/{manifest.archive.key}"
     try:
-        raw = store.get_bytes(manifest.archive.key)
+        raw = store.get_bytes(manifest.archive.key, manifest.version_of(manifest.archive.key))
     except ObjectNotFound as exc:
         raise BackupError(
             f"backup {manifest.backup_id}: page map {manifest.archive.key} is missing"
@@ -91,15 +96,30 @@ def load_page_map(store: BackupStore, manifest: Manifest) -> PageMap:
 
 
 def put_page_map(
-    store: BackupStore, manifest: Manifest, page_map: PageMap, key: str, paged: dict[str, Any]
+    store: BackupStore,
+    manifest: Manifest,
+    page_map: PageMap,
+    key: str,
+    paged: dict[str, Any],
+    versions: dict[str, str],
 ) -> Manifest:
-    """Write `page_map` at `key`; returns `manifest` naming it (the caller writes that last)."""
+    """Write `page_map` at a new key (`key`, or beside it when an interrupted earlier attempt
+    took that one); returns `manifest` naming it, with `versions` and the page map's own (the
+    caller writes that manifest last)."""
     encoded = page_map.encode()
-    store.put_bytes(key, encoded)
+    try:
+        stored = store.put_bytes(key, encoded)
+    except ObjectExists:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        key = page_map_key(manifest.name, manifest.backup_id, generation=stamp)
+        stored = store.put_bytes(key, encoded)
     archive = replace(
         manifest.archive, key=key, size=len(encoded), sha256=hashlib.sha256(encoded).hexdigest()
     )
-    return replace(manifest, archive=archive, paged=paged)
+    recorded = {k: v for k, v in versions.items() if v}
+    if stored.version:
+        recorded[key] = stored.version
+    return replace(manifest, archive=archive, paged=paged, versions=recorded)
 
 
 def choose_base(
@@ -117,8 +137,7 @@ def choose_base(
         if allowed is not None and info.backup_id not in allowed:
             continue
         try:
-            raw = store.get_bytes(manifest_key(draft.name, info.backup_id))
-            manifest = Manifest.from_json(raw, where=f"{store.url}/{info.backup_id}")
+            manifest, original = read_manifest(store, draft.name, info.backup_id)
         except (ObjectNotFound, BackupError):
             continue
         if (
@@ -134,7 +153,7 @@ def choose_base(
             page_map = load_page_map(store, manifest)
         except BackupError:
             continue  # a damaged base is not built upon: store every page instead
-        return Base(manifest, raw, page_map, hashes)
+        return Base(manifest, original, page_map, hashes)
     return None
 
 
@@ -160,7 +179,7 @@ def publish_paged(
             f"({', '.join(sorted(bases)) or 'none'}) is there unchanged, and only the changed "
             "pages were staged; the next backup copies the database and stores what is missing"
         )
-    requests = 2 if base else 0  # its manifest and page map
+    requests = 3 if base else 0  # its manifest, the revisions listed, its page map
     pack_dir = workdir / "packs"
     writer = PackWriter(pack_dir, draft.page_size, recipients=recipients)
     try:
@@ -218,12 +237,16 @@ def _upload(
 ) -> PagedUpload:
     name = draft.name
     infos: dict[str, dict[str, Any]] = {}
+    versions: dict[str, str] = {}
     if base is not None:
         known = base.manifest.pack_files()
         infos.update({f: known[f] for f in page_map.packs if f in known})
+        for f in infos:
+            versions[pack_key(name, f)] = base.manifest.version_of(pack_key(name, f))
     stored = 0
     for pack in new_packs:
         landed = store.put_file(pack_key(name, pack.file), pack.path, sha256=pack.sha256)
+        versions[pack_key(name, pack.file)] = landed.version
         requests += landed.requests
         if landed.size != pack.size:
             raise BackupError(
@@ -241,7 +264,9 @@ def _upload(
         "reused_pages": draft.page_count - new_pages,
         "runs": page_map.run_count,
     }
-    manifest = put_page_map(store, draft, page_map, page_map_key(name, draft.backup_id), paged)
+    manifest = put_page_map(
+        store, draft, page_map, page_map_key(name, draft.backup_id), paged, versions
+    )
     requests += 1
     stored += manifest.archive.size
     _confirm_before_manifest(store, manifest, base)
@@ -263,11 +288,13 @@ def _confirm_before_manifest(store: BackupStore, manifest: Manifest, base: Base 
     """The last look before the manifest makes the backup exist (see module docstring)."""
     name = manifest.name
     if base is not None:
+        # manifest.json itself (a revision written meanwhile is caught by the pack check
+        # below: a repack removes the packs it replaced).
         try:
             now = store.get_bytes(manifest_key(name, base.manifest.backup_id))
         except ObjectNotFound:
             now = b""
-        if now != base.manifest_raw:
+        if now != base.original_raw:
             raise BackupError(
                 f"{store.url}: base backup {base.manifest.backup_id} changed during the upload "
                 "(a prune ran at the same time); run the upload again"

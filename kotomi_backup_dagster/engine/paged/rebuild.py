@@ -26,7 +26,7 @@ from ..errors import BackupError, ConfigError
 from ..fsutil import fsync_dir, no_space_is_disk_full, private_dir, pwrite_all, require_room
 from ..manifest import Manifest
 from ..stores import BackupStore
-from .packs import read_stored_pack
+from .packs import pack_key, read_stored_pack
 from .publish import load_page_map
 
 Segment = tuple[int, int, int]  # first_entry, count, first_page
@@ -170,7 +170,15 @@ def _place_pack(
         report(len(data))
 
     try:
-        result = read_stored_pack(store, manifest.name, pack, info, place, identities)
+        result = read_stored_pack(
+            store,
+            manifest.name,
+            pack,
+            info,
+            place,
+            identities,
+            version=manifest.version_of(pack_key(manifest.name, pack)),
+        )
     except ConfigError:
         raise
     except BackupError as exc:

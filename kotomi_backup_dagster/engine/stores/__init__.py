@@ -16,7 +16,18 @@ from urllib.parse import unquote, urlparse, urlunparse
 from .. import config
 from ..config import split_urls
 from ..errors import ConfigError
-from .base import BackupStore, ObjectNotFound, StoredObject, UnreadableObject
+from .base import (
+    BackupStore,
+    LockingStore,
+    LockSettings,
+    ObjectExists,
+    ObjectLock,
+    ObjectLocked,
+    ObjectNotFound,
+    ObjectState,
+    StoredObject,
+    UnreadableObject,
+)
 from .local import LocalStore
 from .retry import RetryPolicy
 from .timeouts import Timeouts, deadline
@@ -28,7 +39,13 @@ if TYPE_CHECKING:
 __all__ = [
     "BackupStore",
     "LocalStore",
+    "LockSettings",
+    "LockingStore",
+    "ObjectExists",
+    "ObjectLock",
+    "ObjectLocked",
     "ObjectNotFound",
+    "ObjectState",
     "RetryPolicy",
     "StoreOptions",
     "StoredObject",

@@ -26,11 +26,24 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from ..errors import BackupError, ConfigError, squeezed
-from .base import LIST_FROM, ObjectNotFound, StoredObject, by_folder, join_key, key_parts
+from .base import (
+    LIST_FROM,
+    LockSettings,
+    ObjectExists,
+    ObjectLock,
+    ObjectLocked,
+    ObjectNotFound,
+    ObjectState,
+    StoredObject,
+    by_folder,
+    join_key,
+    key_parts,
+)
 from .retry import (
     Readable,
     ResumingReader,
@@ -53,6 +66,11 @@ SINGLE_REQUEST_LIMIT = 8 * MiB
 READ_CHUNK = 8 * MiB
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 NEEDED_PERMISSIONS = ("storage.objects.create", "storage.objects.get", "storage.objects.list")
+# The IAM permission each request needs: a refusal names it (docs/immutability.md: roles).
+CREATE, GET, LIST = "storage.objects.create", "storage.objects.get", "storage.objects.list"
+DELETE, SET_RETENTION = "storage.objects.delete", "storage.objects.setRetention"
+BUCKET_GET = "storage.buckets.get"
+MODES = {"Locked": "compliance", "Unlocked": "governance"}
 HASH_BLOCK = MiB
 
 
@@ -156,8 +174,9 @@ class GCSStore:
 
     # -- errors --------------------------------------------------------------------------
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """One request per attempt (library retries are off), retried by the policy."""
+    def _call(self, what: str, fn: Callable[[], T], action: str = "") -> T:
+        """One request per attempt (library retries are off), retried by the policy;
+        `action` is the IAM permission it needs, named when it is refused."""
 
         def attempt() -> T:
             self.sent += 1
@@ -168,10 +187,10 @@ class GCSStore:
             policy=self.retry,
             is_transient=is_transient,
             what=f"{self.url}: {what}",
-            translate=lambda exc: self._translate(exc, what),
+            translate=lambda exc: self._translate(exc, what, action),
         )
 
-    def _translate(self, exc: BaseException, what: str) -> BackupError:
+    def _translate(self, exc: BaseException, what: str, action: str = "") -> BackupError:
         import google.auth.exceptions as gauth
 
         if isinstance(exc, BackupError):
@@ -198,6 +217,12 @@ class GCSStore:
             return BackupError(f"{self.url}: {what} failed: the object is gone (404)")
         if status == 404:
             return ConfigError(f"destination {self.url}: the bucket does not exist (404)")
+        if status == 403 and action:
+            return ConfigError(
+                f"destination {self.url}: access denied (403, while {what}): these "
+                f"credentials lack {action} on the bucket; see docs/immutability.md for what "
+                "each role needs"
+            )
         if status == 403:
             return ConfigError(
                 f"destination {self.url}: access denied (403, while {what}); grant the "
@@ -246,6 +271,8 @@ class GCSStore:
             resource = self._put_single(full, source.read_bytes(), crc32c, md5)
         else:
             resource = self._put_resumable(full, source, size, crc32c, md5)
+        if resource is None:  # the name was taken: by these bytes (a re-run), or refused
+            resource = self._existing(key, full, size, crc32c, md5)
         reported = resource.get("size")
         landed = int(reported) if reported is not None else -1
         if landed != size:
@@ -255,7 +282,34 @@ class GCSStore:
                 f"{self.url}/{key}: the stored CRC32C/MD5 differ from the uploaded file; "
                 "the manifest was not written"
             )
-        return StoredObject(key=key, size=size, sha256=sha256, requests=self.sent - before)
+        version = str(resource.get("generation") or "")
+        return StoredObject(
+            key=key, size=size, sha256=sha256, requests=self.sent - before, version=version
+        )
+
+    def _existing(self, key: str, full: str, size: int, crc32c: str, md5: str) -> dict[str, Any]:
+        """The object a create-only upload found at its name: the same bytes, or refused."""
+
+        def fetch() -> Any:
+            return self._bucket.get_blob(full, retry=None, timeout=self._timeout())
+
+        blob = self._call(f"checking {full}", fetch, action=GET)
+        if (
+            blob is None
+            or int(blob.size or -1) != size
+            or blob.crc32c != crc32c
+            or blob.md5_hash not in (md5, None)
+        ):
+            raise ObjectExists(
+                f"{self.url}/{key}: another object is there already; a backup's objects are "
+                "written once and never replaced"
+            )
+        return {
+            "size": blob.size,
+            "crc32c": blob.crc32c,
+            "md5Hash": blob.md5_hash,
+            "generation": blob.generation,
+        }
 
     def _new_blob(self, full: str, crc32c: str | None, md5: str | None) -> Any:
         blob = self._bucket.blob(full)
@@ -265,25 +319,39 @@ class GCSStore:
             blob.md5_hash = md5
         return blob
 
-    def _put_single(self, full: str, data: bytes, crc32c: str, md5: str) -> dict[str, Any]:
-        def upload() -> dict[str, Any]:
-            blob = self._new_blob(full, crc32c, md5)
-            blob.upload_from_string(
-                data,
-                content_type=_content_type(full),
-                checksum=None,
-                retry=None,
-                timeout=self._timeout(len(data)),
-            )
-            # The blob now holds the server's answer, not the values set before the upload.
-            return {"size": blob.size, "crc32c": blob.crc32c, "md5Hash": blob.md5_hash}
+    def _put_single(self, full: str, data: bytes, crc32c: str, md5: str) -> dict[str, Any] | None:
+        """None when the name holds an object already (412: ifGenerationMatch=0)."""
 
-        return self._call(f"uploading {full}", upload)
+        def upload() -> dict[str, Any] | None:
+            blob = self._new_blob(full, crc32c, md5)
+            try:
+                blob.upload_from_string(
+                    data,
+                    content_type=_content_type(full),
+                    checksum=None,
+                    if_generation_match=0,
+                    retry=None,
+                    timeout=self._timeout(len(data)),
+                )
+            except Exception as exc:
+                if _status(exc) == 412:
+                    return None
+                raise
+            # The blob now holds the server's answer, not the values set before the upload.
+            return {
+                "size": blob.size,
+                "crc32c": blob.crc32c,
+                "md5Hash": blob.md5_hash,
+                "generation": blob.generation,
+            }
+
+        return self._call(f"uploading {full}", upload, action=CREATE)
 
     def _put_resumable(
         self, full: str, source: Path, size: int, crc32c: str, md5: str
-    ) -> dict[str, Any]:
-        """Chunks of `chunk_size`; after a failure, ask the session how far it got."""
+    ) -> dict[str, Any] | None:
+        """Chunks of `chunk_size`; after a failure, ask the session how far it got. None
+        when the name holds an object already (412: ifGenerationMatch=0)."""
         http = self.client._http
         session: str | None = None
         offset = 0
@@ -302,6 +370,7 @@ class GCSStore:
                                 size=size,
                                 timeout=self._timeout(),
                                 checksum=None,
+                                if_generation_match=0,
                                 retry=None,
                             )
                         )
@@ -335,6 +404,8 @@ class GCSStore:
                     if response.status_code in (200, 201):
                         resource: dict[str, Any] = response.json()
                         return resource
+                    if response.status_code == 412:
+                        return None
                     if response.status_code != 308:
                         raise HttpStatusError(response.status_code)
                     persisted = _persisted(response.headers.get("Range"))
@@ -345,6 +416,8 @@ class GCSStore:
                     offset = persisted
                 except Exception as exc:
                     status = _status(exc)
+                    if status == 412:  # the session could not start: the name is taken
+                        return None
                     # An expired or confused session (404, 410, 400): start over once.
                     if (
                         isinstance(exc, HttpStatusError)
@@ -373,26 +446,28 @@ class GCSStore:
                     time.sleep(pause)
                     ask = session is not None
 
-    def put_bytes(self, key: str, data: bytes) -> None:
+    def put_bytes(self, key: str, data: bytes) -> StoredObject:
         full = self._key(key)
+        before = self.sent
+        crc32c, md5 = _small_hashes(data)
+        resource = self._put_single(full, data, crc32c, md5)
+        if resource is None:
+            resource = self._existing(key, full, len(data), crc32c, md5)
+        version = str(resource.get("generation") or "")
+        sha256 = hashlib.sha256(data).hexdigest()
+        return StoredObject(key, len(data), sha256, self.sent - before, version)
 
-        def upload() -> None:
-            self._bucket.blob(full).upload_from_string(
-                data,
-                content_type=_content_type(full),
-                checksum="crc32c",
-                retry=None,
-                timeout=self._timeout(len(data)),
-            )
+    def _blob(self, full: str, version: str) -> Any:
+        return (
+            self._bucket.blob(full, generation=int(version)) if version else self._bucket.blob(full)
+        )
 
-        self._call(f"writing {full}", upload)
-
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, version: str = "") -> bytes:
         full = self._key(key)
 
         def fetch() -> bytes:
             try:
-                data: bytes = self._bucket.blob(full).download_as_bytes(
+                data: bytes = self._blob(full, version).download_as_bytes(
                     retry=None, timeout=self._timeout()
                 )
             except Exception as exc:
@@ -401,11 +476,11 @@ class GCSStore:
                 raise
             return data
 
-        return self._call(f"reading {full}", fetch)
+        return self._call(f"reading {full}", fetch, action=GET)
 
-    def open_read(self, key: str) -> BinaryIO:
+    def open_read(self, key: str, version: str = "") -> BinaryIO:
         full = self._key(key)
-        blob = self._bucket.blob(full)
+        blob = self._blob(full, version)
 
         def reload() -> None:
             try:
@@ -415,7 +490,7 @@ class GCSStore:
                     raise ObjectNotFound(full) from exc
                 raise
 
-        self._call(f"reading {full}", reload)
+        self._call(f"reading {full}", reload, action=GET)
         size = int(blob.size or 0)
         # Every range comes from the generation measured here, even if it is overwritten.
         pinned = self._bucket.blob(full, generation=blob.generation)
@@ -428,7 +503,7 @@ class GCSStore:
             size,
             policy=self.retry,
             is_transient=is_transient,
-            translate=lambda exc: self._translate(exc, f"reading {full}"),
+            translate=lambda exc: self._translate(exc, f"reading {full}", GET),
             what=f"{self.url}: reading {full}",
         )
         return io.BufferedReader(raw, buffer_size=MiB)
@@ -463,7 +538,7 @@ class GCSStore:
             return found, listing.next_page_token
 
         while True:
-            found, token = self._call(f"listing {prefix or '/'}", fetch)
+            found, token = self._call(f"listing {prefix or '/'}", fetch, action=LIST)
             entries.extend(found)
             if not token:
                 return entries
@@ -502,14 +577,15 @@ class GCSStore:
             blob = self._bucket.get_blob(full, retry=None, timeout=self._timeout())
             return None if blob is None or blob.size is None else int(blob.size)
 
-        return self._call(f"checking {full}", fetch)
+        return self._call(f"checking {full}", fetch, action=GET)
 
     def sweep_partials(self, prefix: str, before: float) -> list[str]:
         """Nothing to sweep: an interrupted upload never becomes an object."""
         return []
 
     def delete(self, key: str) -> None:
-        """The object `key` and everything below `key/` (like removing a directory)."""
+        """The object `key` and everything below `key/` (like removing a directory). An
+        object still under retention is refused by GCS: `ObjectLocked`, with its expiry."""
         full = self._key(key)
         if not full:
             raise ValueError("refusing to delete the whole store")
@@ -522,7 +598,151 @@ class GCSStore:
                     if _status(exc) != 404:
                         raise
 
-            self._call(f"deleting {name}", remove)
+            try:
+                self._call(f"deleting {name}", remove, action=DELETE)
+            except ConfigError as exc:
+                cause = exc.__cause__
+                if cause is None or not _is_retention_refusal(cause):
+                    raise
+                key_name = name[len(self.prefix) + 1 :] if self.prefix else name
+                lock = self.lock_of(key_name)
+                raise ObjectLocked(
+                    f"{self.url}/{key_name} is locked"
+                    + (f" until {lock.until:%Y-%m-%dT%H:%M:%SZ}" if lock else "")
+                    + "; it is removed once its lock expires",
+                    lock.until if lock else None,
+                ) from None
+
+    # -- what the keeper reads and locks (LockingStore) ----------------------------------
+
+    def inventory(self, prefix: str) -> dict[str, ObjectState]:
+        """Every generation below `prefix/` (noncurrent ones too, on a versioned bucket),
+        with each live object's lock from the listing itself."""
+        base = self._key(prefix)
+        listed = f"{base}/" if base else ""
+        blobs: dict[str, list[Any]] = {}
+        token: str | None = None
+
+        def fetch() -> tuple[list[Any], str | None]:
+            listing = self.client.list_blobs(
+                self.bucket_name,
+                prefix=listed or None,
+                versions=True,
+                page_token=token,
+                retry=None,
+                timeout=self._timeout(),
+            )
+            page = next(listing.pages, None)
+            return ([] if page is None else list(page)), listing.next_page_token
+
+        while True:
+            found_page, token = self._call(
+                f"listing the versions of {listed or '/'}", fetch, action=LIST
+            )
+            for blob in found_page:
+                blobs.setdefault(str(blob.name), []).append(blob)
+            if not token:
+                break
+        found: dict[str, ObjectState] = {}
+        for full, generations in blobs.items():
+            key = full[len(self.prefix) + 1 :] if self.prefix else full
+            generations.sort(key=lambda b: int(b.generation or 0))
+            live = [b for b in generations if b.time_deleted is None]
+            current = live[-1] if live else generations[-1]
+            found[key] = ObjectState(
+                key=key,
+                version=str(current.generation or ""),
+                size=int(current.size or 0),
+                stored_at=_utc(current.time_created),
+                first_stored_at=_utc(generations[0].time_created),
+                versions=len(generations),
+                hidden=not live,
+                lock=_blob_lock(current),
+                lock_known=True,
+            )
+        return found
+
+    def lock_settings(self) -> LockSettings:
+        def fetch() -> Any:
+            bucket = self.client.bucket(self.bucket_name)
+            bucket.reload(retry=None, timeout=self._timeout())
+            return bucket
+
+        bucket = self._call("reading the bucket's retention settings", fetch, action=BUCKET_GET)
+        period = bucket.retention_period
+        per_object = str(getattr(bucket, "object_retention_mode", "") or "") == "Enabled"
+        return LockSettings(
+            enabled=per_object or bool(period),
+            versioning=bool(bucket.versioning_enabled),
+            default_mode=(
+                ("compliance" if bucket.retention_policy_locked else "governance")
+                if period
+                else None
+            ),
+            default_period=timedelta(seconds=int(period)) if period else None,
+        )
+
+    def lock_of(self, key: str, version: str = "") -> ObjectLock | None:
+        full = self._key(key)
+        blob = self._blob(full, version)
+
+        def reload() -> None:
+            try:
+                blob.reload(retry=None, timeout=self._timeout())
+            except Exception as exc:
+                if _status(exc) == 404:
+                    raise ObjectNotFound(full) from exc
+                raise
+
+        self._call(f"checking the lock of {full}", reload, action=GET)
+        return _blob_lock(blob)
+
+    def extend_lock(self, key: str, version: str, until: datetime, mode: str) -> ObjectLock:
+        """One PATCH of the object's retention; GCS itself refuses to shorten a Locked one
+        (and an Unlocked one without `overrideUnlockedRetention`, which this never sends)."""
+        full = self._key(key)
+        gcs_mode = next(k for k, v in MODES.items() if v == mode)
+
+        def patch() -> None:
+            blob = self._blob(full, version)
+            blob.retention.mode = gcs_mode
+            blob.retention.retain_until_time = until
+            blob.patch(retry=None, timeout=self._timeout())
+
+        self._call(f"extending the lock of {full}", patch, action=SET_RETENTION)
+        return ObjectLock(mode, until)
+
+
+def _own_lock(blob: Any) -> ObjectLock | None:
+    """The object's own retention (not the bucket policy's), when it has not expired."""
+    retention = getattr(blob, "retention", None)
+    mode = MODES.get(str(getattr(retention, "mode", "") or ""))
+    until = getattr(retention, "retain_until_time", None)
+    if mode is None or until is None or _utc(until) <= datetime.now(UTC):
+        return None
+    return ObjectLock(mode, _utc(until))
+
+
+def _blob_lock(blob: Any) -> ObjectLock | None:
+    """The longer of the object's own retention and the bucket policy's expiry for it."""
+    own = _own_lock(blob)
+    expires = getattr(blob, "retention_expiration_time", None)
+    if expires is not None and _utc(expires) > datetime.now(UTC):
+        policy = ObjectLock("compliance", _utc(expires))
+        if own is None or policy.until > own.until:
+            return policy
+    return own
+
+
+def _is_retention_refusal(exc: BaseException) -> bool:
+    message = str(getattr(exc, "message", "") or exc).lower()
+    return _status(exc) == 403 and ("retention" in message or "hold" in message)
+
+
+def _utc(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(0, UTC)
 
 
 class _Ranges:
@@ -577,6 +797,16 @@ def _hashes(source: Path) -> tuple[int, str, str, str]:
             crc.update(block)
             size += len(block)
     return size, sha.hexdigest(), _b64(crc.digest()), _b64(md5.digest())
+
+
+def _small_hashes(data: bytes) -> tuple[str, str]:
+    """crc32c and md5 (base64, as GCS writes them) of a small object."""
+    import google_crc32c
+
+    checksum: Any = google_crc32c.Checksum
+    crc = checksum()
+    crc.update(data)
+    return _b64(crc.digest()), _b64(hashlib.md5(data, usedforsecurity=False).digest())
 
 
 def _persisted(range_header: str | None) -> int:

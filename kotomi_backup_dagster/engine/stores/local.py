@@ -1,4 +1,10 @@
-"""Local-filesystem store: a directory tree, written with temp files, fsync and rename.
+"""Local-filesystem store: a directory tree, written with temp files, fsync and a hard link.
+
+Create-only: a finished temp file is hard-linked to its key, which fails when the name
+exists, so an object is never replaced (the same bytes there already count as written). This
+guards against our own mistakes and a confused re-run, not against the host: whoever can
+write the folder can delete it. A folder keeps no versions and locks nothing; a copy the
+protected host cannot destroy needs S3 or GCS (docs/immutability.md).
 
 The tree is untrusted input like any store: a key never leaves the root ('..' is refused) and
 nothing below the root is followed through a symlink (a backup folder that is a symlink to
@@ -15,12 +21,20 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import BackupError, ConfigError, DiskFull, is_no_space
 from ..fsutil import atomic_write_bytes, atomic_writer, private_dir
-from .base import ObjectNotFound, StoredObject, UnreadableObject, key_parts
+from .base import (
+    ObjectExists,
+    ObjectNotFound,
+    ObjectState,
+    StoredObject,
+    UnreadableObject,
+    key_parts,
+)
 
 COPY_BLOCK = 1 << 20
 
@@ -87,7 +101,7 @@ class LocalStore:
         digest = hashlib.sha256()
         size = 0
         try:
-            with source.open("rb") as src, atomic_writer(target) as out:
+            with source.open("rb") as src, atomic_writer(target, create_only=True) as out:
                 while block := src.read(COPY_BLOCK):
                     out.write(block)
                     digest.update(block)
@@ -97,6 +111,8 @@ class LocalStore:
                         f"{source.name} does not match its checksum while copying to {self.url}; "
                         "the staged archive is damaged: take a new backup"
                     )
+        except FileExistsError:
+            self._same_or_refuse(key, target, sha256)
         except OSError as exc:
             raise _os_error(exc, self.url, key, needed=source.stat().st_size) from exc
         landed = target.stat().st_size
@@ -104,20 +120,38 @@ class LocalStore:
             raise BackupError(f"{self.url}/{key}: wrote {size} bytes but {landed} landed")
         return StoredObject(key=key, size=size, sha256=sha256)
 
-    def put_bytes(self, key: str, data: bytes) -> None:
+    def put_bytes(self, key: str, data: bytes) -> StoredObject:
+        target = self._path(key)
+        sha256 = hashlib.sha256(data).hexdigest()
         try:
-            atomic_write_bytes(self._path(key), data)
+            atomic_write_bytes(target, data, create_only=True)
+        except FileExistsError:
+            self._same_or_refuse(key, target, sha256)
         except OSError as exc:
             raise _os_error(exc, self.url, key, needed=len(data)) from exc
+        return StoredObject(key=key, size=len(data), sha256=sha256)
 
-    def get_bytes(self, key: str) -> bytes:
+    def _same_or_refuse(self, key: str, target: Path, sha256: str) -> None:
+        """A write found its key taken: the same bytes (a re-run) are fine, others refused."""
+        digest = hashlib.sha256()
+        with self.open_read(key) as fh:
+            while block := fh.read(COPY_BLOCK):
+                digest.update(block)
+        if digest.hexdigest() != sha256:
+            raise ObjectExists(
+                f"{self.url}/{key}: another object is there already; a backup's objects are "
+                "written once and never replaced"
+            )
+
+    def get_bytes(self, key: str, version: str = "") -> bytes:
         with self.open_read(key) as fh:
             try:
                 return fh.read()
             except OSError as exc:
                 raise _os_error(exc, self.url, key, doing="reading") from exc
 
-    def open_read(self, key: str) -> BinaryIO:
+    def open_read(self, key: str, version: str = "") -> BinaryIO:
+        """A folder keeps one version of each file: `version` is not used."""
         path = self._path(key)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -133,6 +167,27 @@ class LocalStore:
             os.close(fd)
             raise UnreadableObject(f"{self.url}/{key} is not a file")
         return os.fdopen(fd, "rb")
+
+    def inventory(self, prefix: str) -> dict[str, ObjectState]:
+        """Regular files below `prefix` (symlinks and partial files left out), with their
+        modification times; one version each."""
+        found: dict[str, ObjectState] = {}
+        base = self._path(prefix)
+        if not base.is_dir() or base.is_symlink():
+            return found
+        for folder, dirs, files in os.walk(base):  # never descends into symlinked folders
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in files:
+                if name.startswith("."):
+                    continue
+                path = Path(folder, name)
+                info = os.lstat(path)
+                if not stat.S_ISREG(info.st_mode):
+                    continue
+                key = "/".join(p for p in [prefix.strip("/"), *path.relative_to(base).parts] if p)
+                when = datetime.fromtimestamp(info.st_mtime, UTC)
+                found[key] = ObjectState(key, "", info.st_size, when, when)
+        return found
 
     def list_children(self, prefix: str) -> list[str]:
         directory = self._path(prefix)

@@ -26,18 +26,31 @@ import math
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from .. import config
 from ..errors import BackupError, ConfigError, squeezed
-from .base import LIST_FROM, ObjectNotFound, StoredObject, by_folder, join_key, key_parts
+from .base import (
+    LIST_FROM,
+    LockSettings,
+    ObjectExists,
+    ObjectLock,
+    ObjectNotFound,
+    ObjectState,
+    StoredObject,
+    by_folder,
+    join_key,
+    key_parts,
+)
 from .retry import (
     Readable,
     ResumingReader,
     RetryPolicy,
     call_translated,
     deadline_error,
+    log,
     upload_hint,
 )
 from .timeouts import DeadlinePassed, Timeouts, request_wait
@@ -70,6 +83,12 @@ CONFIG_CODES = {
     "KMS.DisabledException": "the KMS key is disabled (KOTOMI_BACKUP_S3_KMS_KEY_ID)",
     "KMS.AccessDeniedException": "no access to the KMS key (KOTOMI_BACKUP_S3_KMS_KEY_ID)",
 }
+# The IAM right each request needs: a refusal names it (docs/immutability.md has the policies).
+PUT, GET, LIST = "s3:PutObject", "s3:GetObject", "s3:ListBucket"
+GET_VERSION, LIST_VERSIONS = "s3:GetObjectVersion", "s3:ListBucketVersions"
+DELETE, PUT_RETENTION = "s3:DeleteObject", "s3:PutObjectRetention"
+LOCK_CONFIG, VERSIONING = "s3:GetBucketObjectLockConfiguration", "s3:GetBucketVersioning"
+MODES = {"COMPLIANCE": "compliance", "GOVERNANCE": "governance"}
 TRANSIENT_CODES = {
     "InternalError",
     "ServiceUnavailable",
@@ -86,6 +105,7 @@ TRANSIENT_CODES = {
     "BadDigest",  # the body was damaged on the way: sending it again fixes it
     "XAmzContentSHA256Mismatch",
     "IncompleteBody",
+    "ConditionalRequestConflict",  # another conditional write of the key is in flight
     "500",
     "502",
     "503",
@@ -193,6 +213,8 @@ class S3Store:
         self.retry = retry or RetryPolicy()
         self.timeouts = timeouts or Timeouts()
         self.sent = 0  # HTTP requests this store sent (every attempt, also botocore's own)
+        # Writes carry If-None-Match: * (create-only) unless the service said it cannot.
+        self.conditional_writes = True
         self._wait = threading.local()  # the read timeout of the request this thread makes
         client.meta.events.register(
             "before-send.s3", self._count, unique_id=f"kotomi-backup-count-{id(self)}"
@@ -237,8 +259,9 @@ class S3Store:
 
     # -- errors --------------------------------------------------------------------------
 
-    def _call(self, what: str, fn: Callable[[], T], size: int = 0) -> T:
-        """One request per attempt, each waiting what `size` bytes deserve (timeouts.py)."""
+    def _call(self, what: str, fn: Callable[[], T], size: int = 0, action: str = "") -> T:
+        """One request per attempt, each waiting what `size` bytes deserve (timeouts.py);
+        `action` is the IAM right it needs, named when it is refused."""
 
         def attempt() -> T:
             with self._waiting(size):
@@ -249,10 +272,36 @@ class S3Store:
             policy=self.retry,
             is_transient=is_transient,
             what=f"{self.url}: {what}",
-            translate=lambda exc: self._translate(exc, what),
+            translate=lambda exc: self._translate(exc, what, action),
         )
 
-    def _translate(self, exc: BaseException, what: str) -> BackupError:
+    def _create(
+        self, what: str, fn: Callable[[dict[str, str]], T], size: int = 0
+    ) -> tuple[T | None, bool]:
+        """A create-only write: `fn(extra)` with If-None-Match: * in `extra`; (answer, False),
+        or (None, True) when the key holds an object already (412), for the caller to compare.
+        A service that does not know the header (501) gets plain writes from then on."""
+
+        def attempt() -> tuple[T | None, bool]:
+            extra = {"IfNoneMatch": "*"} if self.conditional_writes else {}
+            try:
+                return fn(extra), False
+            except Exception as exc:
+                if extra and _precondition_failed(exc):
+                    return None, True
+                if extra and _not_implemented(exc):
+                    self.conditional_writes = False
+                    log.warning(
+                        "%s: the service does not support conditional writes (If-None-Match); "
+                        "objects are written without the store refusing overwrites",
+                        self.url,
+                    )
+                    return fn({}), False
+                raise
+
+        return self._call(what, attempt, size=size, action=PUT)
+
+    def _translate(self, exc: BaseException, what: str, action: str = "") -> BackupError:
         """One line naming the destination; never credentials, never a presigned URL."""
         bexc = _botocore_exceptions()
 
@@ -270,6 +319,8 @@ class S3Store:
         if isinstance(exc, bexc.CredentialRetrievalError):
             return ConfigError(f"destination {self.url}: AWS credentials could not be loaded")
         code = client_error_code(exc)
+        if code in ("AccessDenied", "403") and action:
+            return access_denied(self.url, what, action, code)
         if code in CONFIG_CODES:
             return ConfigError(
                 f"destination {self.url}: {CONFIG_CODES[code]} ({code}, while {what})"
@@ -295,7 +346,11 @@ class S3Store:
     def preflight(self) -> None:
         """One HeadBucket: the bucket exists and these credentials may list it."""
         try:
-            self._call("checking the bucket", lambda: self.client.head_bucket(Bucket=self.bucket))
+            self._call(
+                "checking the bucket",
+                lambda: self.client.head_bucket(Bucket=self.bucket),
+                action=LIST,
+            )
         except BackupError as exc:
             # HeadBucket has no body, so S3 answers with a bare status code: name every
             # cause that status can have, not a guess.
@@ -312,11 +367,15 @@ class S3Store:
         before = self.sent
         size = source.stat().st_size
         if size <= self.part_size:
-            expected_checksum, expected_etag = self._put_single(full, source, sha256)
+            expected_checksum, expected_etag, taken = self._put_single(full, source, sha256)
         else:
-            expected_checksum, expected_etag = self._put_multipart(full, source, size, sha256)
-        self._confirm(key, full, size, expected_checksum, expected_etag)
-        return StoredObject(key=key, size=size, sha256=sha256, requests=self.sent - before)
+            expected_checksum, expected_etag, taken = self._put_multipart(
+                full, source, size, sha256
+            )
+        version = self._confirm(key, full, size, expected_checksum, expected_etag, taken)
+        return StoredObject(
+            key=key, size=size, sha256=sha256, requests=self.sent - before, version=version
+        )
 
     def _damaged(self, source: Path) -> BackupError:
         return BackupError(
@@ -324,38 +383,42 @@ class S3Store:
             "the staged archive is damaged: take a new backup"
         )
 
-    def _put_single(self, full: str, source: Path, sha256: str) -> tuple[str, str]:
+    def _put_single(self, full: str, source: Path, sha256: str) -> tuple[str, str, bool]:
         data = source.read_bytes()  # at most one part size
         digest = hashlib.sha256(data).digest()
         if digest.hex() != sha256:
             raise self._damaged(source)
         checksum = _b64(digest)
-        self._call(
+        _, taken = self._create(
             f"uploading {full}",
-            lambda: self.client.put_object(
+            lambda extra: self.client.put_object(
                 Bucket=self.bucket,
                 Key=full,
                 Body=data,
                 ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=checksum,
                 **self._sse_args(),
+                **extra,
             ),
             size=len(data),
         )
-        return checksum, hashlib.md5(data, usedforsecurity=False).hexdigest()
+        return checksum, hashlib.md5(data, usedforsecurity=False).hexdigest(), taken
 
     def _part_size_for(self, size: int) -> int:
         """The configured part size, grown (in MiB steps) when 10,000 parts would not do."""
         needed = math.ceil(size / MAX_PARTS)
         return max(self.part_size, math.ceil(needed / MiB) * MiB)
 
-    def _put_multipart(self, full: str, source: Path, size: int, sha256: str) -> tuple[str, str]:
+    def _put_multipart(
+        self, full: str, source: Path, size: int, sha256: str
+    ) -> tuple[str, str, bool]:
         part_size = self._part_size_for(size)
         created = self._call(
             f"starting the upload of {full}",
             lambda: self.client.create_multipart_upload(
                 Bucket=self.bucket, Key=full, ChecksumAlgorithm="SHA256", **self._sse_args()
             ),
+            action=PUT,
         )
         upload_id = str(created["UploadId"])
         whole = hashlib.sha256()
@@ -383,13 +446,15 @@ class S3Store:
                     del chunk
             if whole.hexdigest() != sha256:
                 raise self._damaged(source)
-            self._complete(full, upload_id, parts)
+            taken = self._complete(full, upload_id, parts)
         except BaseException:
             self._abort(full, upload_id)
             raise
+        if taken:
+            self._abort(full, upload_id)  # the key was taken: these parts are not needed
         composite = _b64(hashlib.sha256(b"".join(part_digests)).digest())
         etag = f"{hashlib.md5(b''.join(part_md5s), usedforsecurity=False).hexdigest()}-{len(parts)}"
-        return f"{composite}-{len(parts)}", etag
+        return f"{composite}-{len(parts)}", etag, taken
 
     def _upload_part(
         self, full: str, upload_id: str, number: int, chunk: bytes, checksum: str
@@ -406,13 +471,15 @@ class S3Store:
                 ChecksumSHA256=checksum,
             ),
             size=len(chunk),
+            action=PUT,
         )
         return response
 
-    def _complete(self, full: str, upload_id: str, parts: list[dict[str, Any]]) -> None:
+    def _complete(self, full: str, upload_id: str, parts: list[dict[str, Any]]) -> bool:
+        """True when the key was taken already (the HeadObject that follows compares)."""
         tries = 0
 
-        def complete() -> None:
+        def complete(extra: dict[str, str]) -> None:
             nonlocal tries
             tries += 1
             try:
@@ -421,6 +488,7 @@ class S3Store:
                     Key=full,
                     UploadId=upload_id,
                     MultipartUpload={"Parts": parts},
+                    **extra,
                 )
             except Exception as exc:
                 # An earlier try may have completed it and lost only the answer: the
@@ -430,7 +498,8 @@ class S3Store:
                 raise
 
         # Assembling takes the service a moment per part: about a second each.
-        self._call(f"completing the upload of {full}", complete, size=len(parts) * MiB)
+        _, taken = self._create(f"completing the upload of {full}", complete, size=len(parts) * MiB)
+        return taken
 
     def _abort(self, full: str, upload_id: str) -> None:
         """Best effort, one try: S3 keeps (and bills) the parts of an unfinished upload."""
@@ -438,46 +507,70 @@ class S3Store:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
 
     def _confirm(
-        self, key: str, full: str, size: int, expected_checksum: str, expected_etag: str
-    ) -> None:
+        self,
+        key: str,
+        full: str,
+        size: int,
+        expected_checksum: str,
+        expected_etag: str,
+        taken: bool = False,
+    ) -> str:
+        """What is at the key now is what was sent (its version id), or the key was `taken`
+        by the same bytes (a re-run, a retry whose answer was lost); otherwise it fails."""
         head = self._call(
             f"checking {full}",
             lambda: self.client.head_object(Bucket=self.bucket, Key=full, ChecksumMode="ENABLED"),
+            action=GET,
         )
+        version = _version(head.get("VersionId"))
         landed = int(head.get("ContentLength", -1))
         if landed != size:
+            if taken:
+                raise self._taken(key)
             raise BackupError(f"{self.url}/{key}: uploaded {size} bytes but {landed} landed")
         stored = head.get("ChecksumSHA256")
         if stored:
             if _strip_parts(str(stored)) != _strip_parts(expected_checksum):
+                if taken:
+                    raise self._taken(key)
                 raise BackupError(
                     f"{self.url}/{key}: the stored SHA-256 differs from the uploaded file; "
                     "the manifest was not written"
                 )
-            return
+            return version
         etag = str(head.get("ETag", "")).strip('"')
         if re.fullmatch(r"[0-9a-f]{32}(-\d+)?", etag) and head.get("ServerSideEncryption") not in (
             "aws:kms",
             "aws:kms:dsse",
         ):
             if etag != expected_etag:
+                if taken:
+                    raise self._taken(key)
                 raise BackupError(
                     f"{self.url}/{key}: the stored MD5 (ETag) differs from the uploaded file; "
                     "the manifest was not written"
                 )
-            return
+            return version
         raise BackupError(
             f"{self.url}/{key}: the service returned no checksum for the upload, so it cannot "
             "be confirmed; the manifest was not written"
         )
 
-    def put_bytes(self, key: str, data: bytes) -> None:
+    def _taken(self, key: str) -> ObjectExists:
+        return ObjectExists(
+            f"{self.url}/{key}: another object is there already; a backup's objects are "
+            "written once and never replaced"
+        )
+
+    def put_bytes(self, key: str, data: bytes) -> StoredObject:
         full = self._key(key)
-        checksum = _b64(hashlib.sha256(data).digest())
+        digest = hashlib.sha256(data).digest()
+        checksum = _b64(digest)
         content_type = "application/json" if key.endswith(".json") else "application/octet-stream"
-        self._call(
+        before = self.sent
+        answer, taken = self._create(
             f"writing {full}",
-            lambda: self.client.put_object(
+            lambda extra: self.client.put_object(
                 Bucket=self.bucket,
                 Key=full,
                 Body=data,
@@ -485,40 +578,51 @@ class S3Store:
                 ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=checksum,
                 **self._sse_args(),
+                **extra,
             ),
             size=len(data),
         )
+        if taken:
+            md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+            version = self._confirm(key, full, len(data), checksum, md5, taken=True)
+        else:
+            version = _version((answer or {}).get("VersionId"))
+        return StoredObject(key, len(data), digest.hex(), self.sent - before, version)
 
     def _get(self, full: str, **extra: Any) -> dict[str, Any]:
         try:
             response: dict[str, Any] = self.client.get_object(Bucket=self.bucket, Key=full, **extra)
         except Exception as exc:
-            if client_error_code(exc) in ("NoSuchKey", "404") and "Range" not in extra:
+            missing = ("NoSuchKey", "NoSuchVersion", "404")
+            if client_error_code(exc) in missing and "Range" not in extra:
                 raise ObjectNotFound(full) from exc
             raise
         return response
 
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, version: str = "") -> bytes:
         full = self._key(key)
+        pinned = {"VersionId": version} if version else {}
 
         def fetch() -> bytes:
-            body = self._get(full)["Body"]
+            body = self._get(full, **pinned)["Body"]
             try:
                 data: bytes = body.read()
             finally:
                 body.close()
             return data
 
-        return self._call(f"reading {full}", fetch)
+        return self._call(f"reading {full}", fetch, action=GET_VERSION if version else GET)
 
-    def open_read(self, key: str) -> BinaryIO:
+    def open_read(self, key: str, version: str = "") -> BinaryIO:
         full = self._key(key)
-        first = self._call(f"reading {full}", lambda: self._get(full))
+        pinned: dict[str, Any] = {"VersionId": version} if version else {}
+        action = GET_VERSION if version else GET
+        first = self._call(f"reading {full}", lambda: self._get(full, **pinned), action=action)
         size = int(first["ContentLength"])
         etag = first.get("ETag")
 
         def open_at(offset: int) -> Readable:
-            extra: dict[str, Any] = {"Range": f"bytes={offset}-"}
+            extra: dict[str, Any] = {"Range": f"bytes={offset}-", **pinned}
             if etag:
                 extra["IfMatch"] = etag  # the same object, or a clear error
             with self._waiting():
@@ -530,7 +634,7 @@ class S3Store:
             size,
             policy=self.retry,
             is_transient=is_transient,
-            translate=lambda exc: self._translate(exc, f"reading {full}"),
+            translate=lambda exc: self._translate(exc, f"reading {full}", action),
             what=f"{self.url}: reading {full}",
             first=first["Body"],
         )
@@ -545,7 +649,9 @@ class S3Store:
             if token:
                 args["ContinuationToken"] = token
             page: dict[str, Any] = self._call(
-                f"listing {prefix or '/'}", functools.partial(self.client.list_objects_v2, **args)
+                f"listing {prefix or '/'}",
+                functools.partial(self.client.list_objects_v2, **args),
+                action=LIST,
             )
             yield page
             token = page.get("NextContinuationToken")
@@ -593,7 +699,7 @@ class S3Store:
                 raise
             return answer
 
-        answer = self._call(f"checking {full}", head)
+        answer = self._call(f"checking {full}", head, action=GET)
         if answer is None:
             return None
         return StoredObject(key, int(answer.get("ContentLength", -1)), _whole_sha256(answer))
@@ -613,7 +719,9 @@ class S3Store:
         return []
 
     def delete(self, key: str) -> None:
-        """The object `key` and everything below `key/` (like removing a directory)."""
+        """The object `key` and everything below `key/` (like removing a directory). On a
+        versioned bucket this writes delete markers: the versions stay, until a lifecycle
+        rule removes them once no lock holds them (docs/immutability.md)."""
         full = self._key(key)
         if not full:
             raise ValueError("refusing to delete the whole store")
@@ -629,14 +737,158 @@ class S3Store:
                     Bucket=self.bucket,
                     Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
                 ),
+                action=DELETE,
             )
             errors = response.get("Errors") or []
             if errors:
+                # S3 reports refusals inside a successful answer: the same rule as any other
+                # refusal (configuration, exit 2) when it is the right that is missing.
                 first = errors[0]
+                code = str(first.get("Code"))
+                what = f"deleting {first.get('Key')}"
+                if code in ("AccessDenied", "403"):
+                    raise access_denied(self.url, what, DELETE, code)
                 raise BackupError(
-                    f"{self.url}: deleting {first.get('Key')} failed: {first.get('Code')} "
-                    f"({len(errors)} object(s) not deleted)"
+                    f"{self.url}: {what} failed: {code} ({len(errors)} object(s) not deleted)"
                 )
+
+    # -- what the keeper reads and locks (LockingStore) ----------------------------------
+
+    def inventory(self, prefix: str) -> dict[str, ObjectState]:
+        """One ListObjectVersions (per 1000 versions) of everything below `prefix/`; on a
+        bucket without versioning each key has one version, "null" (written here as "")."""
+        base = self._key(prefix)
+        listed = f"{base}/" if base else ""
+        versions: dict[str, list[dict[str, Any]]] = {}
+        markers: dict[str, dict[str, Any]] = {}
+        marker: dict[str, str] = {}
+        while True:
+            page: dict[str, Any] = self._call(
+                f"listing the versions of {listed or '/'}",
+                functools.partial(
+                    self.client.list_object_versions, Bucket=self.bucket, Prefix=listed, **marker
+                ),
+                action=LIST_VERSIONS,
+            )
+            for item in page.get("Versions", []):
+                versions.setdefault(str(item["Key"]), []).append(item)
+            for item in page.get("DeleteMarkers", []):
+                if item.get("IsLatest"):
+                    markers[str(item["Key"])] = item
+            if not page.get("IsTruncated"):
+                break
+            marker = {
+                "KeyMarker": str(page.get("NextKeyMarker", "")),
+                "VersionIdMarker": str(page.get("NextVersionIdMarker", "")),
+            }
+        found: dict[str, ObjectState] = {}
+        for full, items in versions.items():
+            key = full[len(self.prefix) + 1 :] if self.prefix else full
+            items.sort(key=lambda i: i["LastModified"])
+            current = next((i for i in items if i.get("IsLatest")), items[-1])
+            found[key] = ObjectState(
+                key=key,
+                version=_version(current.get("VersionId")),
+                size=int(current.get("Size", -1)),
+                stored_at=_utc(current["LastModified"]),
+                first_stored_at=_utc(items[0]["LastModified"]),
+                versions=len(items),
+                hidden=full in markers,
+            )
+        return found
+
+    def lock_settings(self) -> LockSettings:
+        def versioning() -> bool:
+            answer = self.client.get_bucket_versioning(Bucket=self.bucket)
+            return str(answer.get("Status", "")) == "Enabled"
+
+        def lock_config() -> dict[str, Any] | None:
+            try:
+                answer: dict[str, Any] = self.client.get_object_lock_configuration(
+                    Bucket=self.bucket
+                )
+            except Exception as exc:
+                if client_error_code(exc) == "ObjectLockConfigurationNotFoundError":
+                    return None
+                raise
+            return dict(answer.get("ObjectLockConfiguration") or {})
+
+        versioned = self._call("reading the bucket's versioning", versioning, action=VERSIONING)
+        config = self._call("reading the bucket's object lock", lock_config, action=LOCK_CONFIG)
+        if not config or config.get("ObjectLockEnabled") != "Enabled":
+            return LockSettings(enabled=False, versioning=versioned)
+        rule = (config.get("Rule") or {}).get("DefaultRetention") or {}
+        days = int(rule.get("Days") or 0) + 365 * int(rule.get("Years") or 0)
+        return LockSettings(
+            enabled=True,
+            versioning=versioned,
+            default_mode=MODES.get(str(rule.get("Mode", ""))),
+            default_period=timedelta(days=days) if days else None,
+        )
+
+    def lock_of(self, key: str, version: str = "") -> ObjectLock | None:
+        """From a HeadObject of that version (it shows the lock to those allowed
+        s3:GetObjectRetention)."""
+        full = self._key(key)
+        pinned = {"VersionId": version} if version else {}
+        head = self._call(
+            f"checking the lock of {full}",
+            lambda: self.client.head_object(Bucket=self.bucket, Key=full, **pinned),
+            action=GET_VERSION if version else GET,
+        )
+        mode = MODES.get(str(head.get("ObjectLockMode", "")))
+        until = head.get("ObjectLockRetainUntilDate")
+        if mode is None or until is None:
+            return None
+        lock = ObjectLock(mode, _utc(until))
+        return lock if lock.until > datetime.now(UTC) else None
+
+    def extend_lock(self, key: str, version: str, until: datetime, mode: str) -> ObjectLock:
+        """One PutObjectRetention; S3 itself refuses to shorten a lock (COMPLIANCE always,
+        GOVERNANCE without the bypass right, which this never sends)."""
+        full = self._key(key)
+        s3_mode = next(k for k, v in MODES.items() if v == mode)
+        pinned = {"VersionId": version} if version else {}
+        self._call(
+            f"extending the lock of {full}",
+            lambda: self.client.put_object_retention(
+                Bucket=self.bucket,
+                Key=full,
+                Retention={"Mode": s3_mode, "RetainUntilDate": until},
+                **pinned,
+            ),
+            action=PUT_RETENTION,
+        )
+        return ObjectLock(mode, until)
+
+
+def access_denied(url: str, what: str, action: str, code: str) -> ConfigError:
+    """One line naming the right that is missing."""
+    return ConfigError(
+        f"destination {url}: access denied ({code}, while {what}): these credentials or the "
+        f"bucket policy do not allow {action}; see docs/immutability.md for what each role needs"
+    )
+
+
+def _precondition_failed(exc: BaseException) -> bool:
+    return client_error_code(exc) in ("PreconditionFailed", "412") or (
+        client_error_status(exc) == 412
+    )
+
+
+def _not_implemented(exc: BaseException) -> bool:
+    return client_error_code(exc) in ("NotImplemented", "501") or client_error_status(exc) == 501
+
+
+def _version(value: object) -> str:
+    """A version id; "" for none, and for "null" (a bucket that never kept versions)."""
+    text = str(value or "")
+    return "" if text == "null" else text
+
+
+def _utc(value: Any) -> datetime:
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _whole_sha256(head: dict[str, Any]) -> str:

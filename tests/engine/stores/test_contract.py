@@ -19,7 +19,12 @@ import pytest
 from kotomi_backup_dagster.engine.backup import run_backup
 from kotomi_backup_dagster.engine.errors import BackupError, ConfigError
 from kotomi_backup_dagster.engine.layout import list_backups
-from kotomi_backup_dagster.engine.stores import BackupStore, ObjectNotFound, open_store
+from kotomi_backup_dagster.engine.stores import (
+    BackupStore,
+    ObjectExists,
+    ObjectNotFound,
+    open_store,
+)
 from kotomi_backup_dagster.engine.stores.base import LIST_FROM
 from tests.conftest import AWS_SECRET, Proxies, one_line_error, run_cli
 from tests.engine.stores.conftest import Backend, check_download, download, route, settings
@@ -79,14 +84,37 @@ def test_a_damaged_source_is_refused_and_nothing_is_left_at_its_key(
         store.open_read("kotomi/x/a.db.zst")
 
 
-def test_a_small_object_is_replaced_whole_and_a_missing_one_is_not_found(
-    backend: Backend,
+def test_an_object_is_written_once_and_a_missing_one_is_not_found(
+    backend: Backend, tmp_path: Path
 ) -> None:
+    """Create-only, enforced by the store: other bytes at a taken key are refused and the
+    first object stays; the same bytes again (a re-run, a retry whose answer was lost)
+    succeed."""
     store = open_store(backend.url("p"))
-    store.put_bytes("kotomi/a/manifest.json", b'{"v": 1}')
-    store.put_bytes("kotomi/a/manifest.json", b'{"v": 22}')
-    assert store.get_bytes("kotomi/a/manifest.json") == b'{"v": 22}'
-    assert backend.list_keys() == ["p/kotomi/a/manifest.json"]
+    first = store.put_bytes("kotomi/a/manifest.json", b'{"v": 1}')
+    with pytest.raises(ObjectExists, match="written once"):
+        store.put_bytes("kotomi/a/manifest.json", b'{"v": 22}')
+    again = store.put_bytes("kotomi/a/manifest.json", b'{"v": 1}')
+    assert again.version == first.version and again.size == 8
+    assert store.get_bytes("kotomi/a/manifest.json") == b'{"v": 1}'
+    for size in (10, 300 * 1024):  # one request, and S3 multipart / GCS resumable below
+        source = tmp_path / f"a-{size}"
+        source.write_bytes(os.urandom(size))
+        sha = hashlib.sha256(source.read_bytes()).hexdigest()
+        stored = store.put_file(f"kotomi/a/{size}.zst", source, sha256=sha)
+        assert store.put_file(f"kotomi/a/{size}.zst", source, sha256=sha).version == stored.version
+        other = tmp_path / f"b-{size}"
+        other.write_bytes(os.urandom(size))
+        with pytest.raises(ObjectExists, match="written once"):
+            store.put_file(
+                f"kotomi/a/{size}.zst", other, sha256=hashlib.sha256(other.read_bytes()).hexdigest()
+            )
+        assert download(store, f"kotomi/a/{size}.zst") == source.read_bytes()
+    assert backend.list_keys() == [
+        "p/kotomi/a/10.zst",
+        "p/kotomi/a/307200.zst",
+        "p/kotomi/a/manifest.json",
+    ]
     with pytest.raises(ObjectNotFound):
         store.get_bytes("kotomi/a/missing.json")
     with pytest.raises(ObjectNotFound):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from kotomi_backup_dagster.engine.backup import (
@@ -26,10 +27,14 @@ def test_one_backup_lands_on_s3_and_gcs_with_identical_bytes(
     assert all(o.ok for o in result.outcomes)
     assert [o.requests for o in result.outcomes] == [3, 2]
     downloads = []
-    for url in urls:
+    for url, outcome in zip(urls, result.outcomes, strict=True):
         store = open_store(url)
         [manifest] = list_backups(store, "kotomi").backups
-        assert manifest == result.manifest
+        # The same backup, each manifest with the version its own store gave the archive.
+        assert manifest == outcome.manifest
+        assert replace(manifest, versions={}) == replace(result.manifest, versions={})
+        version = store.inventory("kotomi")[manifest.archive.key].version
+        assert manifest.versions == ({manifest.archive.key: version} if version else {})
         downloads.append(check_download(store, manifest))
     assert downloads[0] == downloads[1]
 

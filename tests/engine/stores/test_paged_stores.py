@@ -27,7 +27,7 @@ from kotomi_backup_dagster.engine.backup import (
     stage_upload,
     stage_verify,
 )
-from kotomi_backup_dagster.engine.layout import list_backups, manifest_key
+from kotomi_backup_dagster.engine.layout import REVISIONS, list_backups, manifest_key
 from kotomi_backup_dagster.engine.manifest import PAGED_FORMAT, Manifest
 from kotomi_backup_dagster.engine.paged import HashCache
 from kotomi_backup_dagster.engine.prune import prune_store
@@ -137,11 +137,15 @@ def test_an_incremental_paged_backup_stores_few_pages_in_few_requests(
 
         seen = proxy.requests()
         # The catalog's "already there?" check, then what the upload reports: the base's
-        # manifest and page map, the pack (S3: PUT + HEAD), the page map, the base's manifest
-        # again and the packs listed, the manifest. None of it grows with the backups stored.
-        expected = {"s3": 9, "gs": 8}[url.split(":")[0]]
+        # manifest, the revisions of manifests listed (a repack writes one), the base's page
+        # map, the pack (S3: PUT + HEAD), the page map, the base's manifest again and the
+        # packs listed, the manifest. None of it grows with the backups stored.
+        expected = {"s3": 10, "gs": 9}[url.split(":")[0]]
         assert len(seen) == 1 + outcome.requests == expected, [(r.method, r.target) for r in seen]
-        assert listed_prefixes(seen) == [f"offsite/{PACKS}/"], "listed more than the packs"
+        assert listed_prefixes(seen) == [
+            f"offsite/{NAME}/{REVISIONS}/",
+            f"offsite/{PACKS}/",
+        ], "listed more than the revisions and the packs"
         requests.append(len(seen))
         made.append(manifest)
     assert requests[0] == requests[1], "the cost grew with the number of backups stored"
@@ -285,13 +289,18 @@ def test_pruning_a_paged_series_removes_unnamed_packs_and_kept_backups_restore(
     assert set(result.packs.repacked) <= set(result.packs.removed)
     assert set(result.packs.rewritten_backups) <= {m.backup_id for m in kept}
     assert result.packs.kept_young == [] and result.packs.notes == []
-    # Nothing else is left: each kept backup's manifest and current page map, and packs.
+    # Nothing else is left: each kept backup's manifest (and the revision a repack wrote)
+    # and current page map, and packs.
     expected = {f"prod/{PACKS}/{p}" for p in after}
+    revised = list_backups(store, NAME).revised
+    assert set(revised) == set(result.packs.rewritten_backups)
     for manifest in kept:
         expected |= {
             f"prod/{manifest.archive.key}",
             f"prod/{manifest_key(NAME, manifest.backup_id)}",
         }
+        if manifest.backup_id in revised:
+            expected.add(f"prod/{revised[manifest.backup_id]}")
     assert bucket_keys(s3_bucket, aws_env.url, "prod/") == expected
 
     for manifest in kept:
