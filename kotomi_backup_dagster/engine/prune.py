@@ -46,6 +46,11 @@ from .survey import refs_of
 
 ORPHAN_AGE = timedelta(days=1)
 REASON_NEWEST_FULL = "newest full archive"
+# Where the writer is not trusted, a backup that reached the store less than this long ago is
+# not removed yet: the newer backups that took its slots may be a stolen writer's garbage, and
+# the burst alert (health.py) gives people this long to look.
+SETTLE = timedelta(days=1)
+REASON_SETTLING = "arrived less than a day ago: removed once newer backups have settled"
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,10 @@ def plan_store(
     except ValueError as exc:
         raise ConfigError(f"refusing to prune {safe_url(store.url)}: {exc}") from exc
     plan = [PlannedBackup(by_id[d.backup_id], d) for d in decisions if d.backup_id]
-    return _keep_newest_full(plan), listing.incomplete
+    plan = _keep_newest_full(plan)
+    if guard is not None and guard.trusted_times:
+        plan = _keep_settling(plan, now or datetime.now(UTC))
+    return plan, listing.incomplete
 
 
 def needs_of(plan: list[PlannedBackup], policy: RetentionPolicy, now: datetime) -> dict[str, Need]:
@@ -148,6 +156,16 @@ def _keep_newest_full(plan: list[PlannedBackup]) -> list[PlannedBackup]:
         return plan
     kept = replace(full.decision, keep=True, reasons=[REASON_NEWEST_FULL])
     return [PlannedBackup(p.manifest, kept) if p is full else p for p in plan]
+
+
+def _keep_settling(plan: list[PlannedBackup], now: datetime) -> list[PlannedBackup]:
+    """Backups the tiers would remove but that arrived within `SETTLE` stay for now."""
+    return [
+        PlannedBackup(p.manifest, replace(p.decision, keep=True, reasons=[REASON_SETTLING]))
+        if not p.keep and p.decision.time > now - SETTLE
+        else p
+        for p in plan
+    ]
 
 
 def delete_backup(store: BackupStore, name: str, backup_id: str) -> None:
@@ -193,7 +211,13 @@ def prune_store(
         # Lock what stays before anything goes: a prune killed half-way never leaves a kept
         # backup less protected than its tier says.
         needs = needs_of(plan, policy, moment)
-        kept = [(p.manifest, needs[p.manifest.backup_id]) for p in plan if p.keep]
+        # A settling backup is held by the bucket's default retention alone: extending the
+        # locks of the ~95 daily backups a 15-minute cadence makes would be most of the cost.
+        kept = [
+            (p.manifest, needs[p.manifest.backup_id])
+            for p in plan
+            if p.keep and p.reasons != [REASON_SETTLING]
+        ]
         targets = plan_locks(kept, (keeper or KeeperSettings()).slack, listing.revised)
         result.locks = extend_locks(store, targets, guard.mode, guard.inventory, dry_run=dry_run)
     for orphan in incomplete:

@@ -10,6 +10,12 @@ backup, which is about now). Both are the earliest moment the tier can let go of
 backups stop, it stays in the tier longer, and the keeper, which recomputes at every run,
 extends the lock again while the backup is still kept.
 
+Only a *closed* bucket fixes its backup: while the day (week, month, year) is still running,
+the newest backup in it is provisional, since the next one in the same bucket takes its slot.
+Locking it to the bucket's horizon would lock every backup that was ever the newest of its
+year for three years (kopia#4894's complaint); so in an open bucket the need is rolling, and
+the bucket's last backup gets the horizon once the bucket has closed.
+
 Reasons with no end of their own ("last N", an unlimited count (-1), the newest backup, a
 backup kept for inspection) are *rolling*: they need the lock to reach a little past now, and
 the keeper keeps pushing it out while the reason holds (with slack, so not at every run).
@@ -41,20 +47,22 @@ class Need:
 def backup_need(
     reasons: list[str], moment: datetime, policy: RetentionPolicy, now: datetime, floor: timedelta
 ) -> Need:
-    """The lock a backup made at `moment`, kept for `reasons`, needs: the latest end among
-    its reasons, and never less than `now + floor` (a kept backup is always locked a little
-    ahead, whatever its tiers say: the next keeper run decides again)."""
+    """The lock a backup made at `moment`, kept for `reasons`, needs at `now`: the latest end
+    among its reasons, and never less than `now + floor` (a kept backup is always locked a
+    little ahead, whatever its tiers say: the next keeper run decides again)."""
     best = Need(now + floor, True, reasons[0] if reasons else "kept")
     for reason in reasons:
-        end = reason_end(reason, moment, policy)
+        end = reason_end(reason, moment, policy, now)
         if end is not None and end > best.until:
             best = Need(end, False, reason)
     return best
 
 
-def reason_end(reason: str, moment: datetime, policy: RetentionPolicy) -> datetime | None:
+def reason_end(
+    reason: str, moment: datetime, policy: RetentionPolicy, now: datetime
+) -> datetime | None:
     """When one reason lets go of a backup made at `moment` (earliest), or None when the
-    reason has no end of its own (rolling)."""
+    reason has no end of its own, or its bucket is still open at `now` (rolling)."""
     words = reason.split()
     if words and words[0] == "oldest":
         words = words[1:]
@@ -73,6 +81,9 @@ def reason_end(reason: str, moment: datetime, policy: RetentionPolicy) -> dateti
     count = getattr(policy, f"keep_{kind}")
     if count <= 0:  # -1: every bucket is kept, so the tier never lets go: rolling
         return None
+    closes = bucket_end(kind, moment, 1, policy.tzinfo)
+    if closes is None or now < closes:
+        return None  # a newer backup in the same bucket may still take its place
     return bucket_end(kind, moment, count, policy.tzinfo)
 
 
