@@ -22,10 +22,12 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # Debian packages the tests use (zstd, age, sqlite3, restic, PostgreSQL, Chromium; Docker's
-# engine, docker-compose and debootstrap for the deployment test), installed when missing, and
-# PostgreSQL started for the end-to-end test.
+# engine, docker-compose and debootstrap for the deployment test), installed when missing,
+# LocalStack's S3 in a Python 3.13 virtualenv of its own (.venv-localstack), and PostgreSQL
+# started for the end-to-end test.
 system-deps:
 	@scripts/install-system-deps.sh
+	@scripts/install-localstack.sh
 	@scripts/install-docker.sh
 	@scripts/start-postgres.sh
 

@@ -1,5 +1,7 @@
 """Shared fixtures: a clean environment, the real CLI, demo Kotomi databases, age keys, a live
-writer, and real S3 and GCS servers on loopback (moto, gcp-storage-emulator) with buckets."""
+writer, and real S3 and GCS servers on loopback (moto, gcp-storage-emulator) with buckets; for
+the rules those two do not enforce (S3 Object Lock, GCS create-only writes), LocalStack's S3 and
+fake-gcs-server (docs/test-servers.md)."""
 
 from __future__ import annotations
 
@@ -23,7 +25,15 @@ from typing import Any
 import pytest
 
 from kotomi_backup_dagster.demo import KotomiWriter, connect_like_kotomi, generate_demo_database
-from tests.servers import Endpoint, FaultProxy, gcs_emulator, moto_server
+from tests.servers import (
+    Endpoint,
+    FaultProxy,
+    ServerUnavailable,
+    fake_gcs,
+    gcs_emulator,
+    localstack_s3,
+    moto_server,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "kotomi_backup_dagster.cli"]
@@ -324,9 +334,26 @@ def gcs_server() -> Iterator[Endpoint]:
         yield endpoint
 
 
-@pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch, moto: Endpoint, tmp_path: Path) -> Endpoint:
-    """boto3's standard chain sees test credentials and the moto endpoint, nothing else."""
+@pytest.fixture(scope="session")
+def localstack() -> Iterator[Endpoint]:
+    """LocalStack's S3 (Object Lock enforced as S3 does), started at the first test that asks;
+    the test skips where LocalStack is not installed (scripts/install-localstack.sh)."""
+    try:
+        with localstack_s3() as endpoint:
+            yield endpoint
+    except ServerUnavailable as missing:
+        pytest.skip(str(missing))
+
+
+@pytest.fixture(scope="session")
+def fake_gcs_server() -> Iterator[Endpoint]:
+    """fake-gcs-server (create-only writes enforced, retention stored but not enforced)."""
+    with fake_gcs() as endpoint:
+        yield endpoint
+
+
+def point_aws_at(monkeypatch: pytest.MonkeyPatch, server: Endpoint, tmp_path: Path) -> Endpoint:
+    """boto3's standard chain sees test credentials and the server's endpoint, nothing else."""
     for key in list(os.environ):
         if key.startswith("AWS_"):
             monkeypatch.delenv(key)
@@ -336,16 +363,40 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, moto: Endpoint, tmp_path: Path) -> 
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto.url)
-    return moto
+    monkeypatch.setenv("AWS_ENDPOINT_URL", server.url)
+    return server
+
+
+def point_gcs_at(monkeypatch: pytest.MonkeyPatch, server: Endpoint) -> Endpoint:
+    """google-cloud-storage talks to the server, anonymously (STORAGE_EMULATOR_HOST)."""
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)
+    return server
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, moto: Endpoint, tmp_path: Path) -> Endpoint:
+    return point_aws_at(monkeypatch, moto, tmp_path)
+
+
+@pytest.fixture
+def localstack_env(
+    monkeypatch: pytest.MonkeyPatch, localstack: Endpoint, tmp_path: Path
+) -> Endpoint:
+    """As aws_env, with LocalStack's S3 in place of moto."""
+    return point_aws_at(monkeypatch, localstack, tmp_path)
 
 
 @pytest.fixture
 def gcs_env(monkeypatch: pytest.MonkeyPatch, gcs_server: Endpoint) -> Endpoint:
-    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
-    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server.url)
-    return gcs_server
+    return point_gcs_at(monkeypatch, gcs_server)
+
+
+@pytest.fixture
+def fake_gcs_env(monkeypatch: pytest.MonkeyPatch, fake_gcs_server: Endpoint) -> Endpoint:
+    """As gcs_env, with fake-gcs-server in place of gcp-storage-emulator."""
+    return point_gcs_at(monkeypatch, fake_gcs_server)
 
 
 def unique_bucket() -> str:

