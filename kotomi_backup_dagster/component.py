@@ -34,7 +34,7 @@ from .defs.retention.resources import RetentionPolicyResource
 from .engine import config
 from .engine.config import DAILY_AT_2, EVERY_15_MINUTES
 from .engine.errors import ConfigError
-from .engine.health import Thresholds, default_stale_after
+from .engine.health import Thresholds, default_burst_limit, default_stale_after
 from .engine.keeper.guard import KeeperSettings
 from .engine.manifest import check_name
 
@@ -260,6 +260,7 @@ def _with_thresholds(options: KotomiBackupOptions, alerts: Alerts) -> KotomiBack
         else default_stale_after(interval_of(options))
     )
     thresholds = Thresholds(
+        burst_per_hour=default_burst_limit(interval_of(options)),
         stale_after=stale,
         drill_overdue_after=timedelta(days=alerts.drill_overdue_days),
         size_drop_ratio=alerts.size_drop_ratio,

@@ -147,7 +147,8 @@ def drill_store(
     profile: Profile = "kotomi",
 ) -> list[tuple[Manifest, DrillRecord]]:
     """Drill the chosen backups of one store; raises when there is none to drill."""
-    listing = list_backups(store, name)
+    inventory = store.inventory(name)
+    listing = list_backups(store, name, inventory)
     chosen = select_backups(listing.backups, which)
     if not chosen:
         # No URL in the message: callers say where (engine/destinations.py)

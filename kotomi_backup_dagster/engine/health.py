@@ -21,6 +21,7 @@ default follows the backup interval: 1.5 x it, at least it + 2 h (36 h for a dai
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -43,10 +44,27 @@ SIZE_DROP = "size_drop"
 UNLISTABLE = "unlistable"
 BACKUP_DAMAGED = "backup_damaged"  # its objects are missing or differ from its manifest
 BACKUP_TAMPERED = "backup_tampered"  # rewritten, hidden, unlocked early, dated in the future
-KINDS = (STALE, DRILL_OVERDUE, DRILL_FAILED, SIZE_DROP, UNLISTABLE, BACKUP_DAMAGED, BACKUP_TAMPERED)
+BACKUP_BURST = "backup_burst"  # more backups in an hour than any schedule makes: garbage?
+KINDS = (
+    STALE,
+    DRILL_OVERDUE,
+    DRILL_FAILED,
+    SIZE_DROP,
+    UNLISTABLE,
+    BACKUP_DAMAGED,
+    BACKUP_TAMPERED,
+    BACKUP_BURST,
+)
 
 DATABASE_SCOPE = "*"  # a finding about the database as a whole, not one destination
 SHOWN_BACKUPS = 3  # damaged backups named in one alert; the rest are counted
+
+
+def default_burst_limit(interval: timedelta) -> int:
+    """Backups per hour beyond which a burst is reported: three times what the cadence
+    makes, and never fewer than 12 (re-runs and manual backups are normal)."""
+    per_hour = math.ceil(3600 / max(interval.total_seconds(), 1))
+    return max(12, 3 * per_hour)
 
 
 def default_stale_after(interval: timedelta) -> timedelta:
@@ -64,6 +82,7 @@ class Thresholds:
     stale_after: timedelta = DAILY_STALE_AFTER
     drill_overdue_after: timedelta = timedelta(days=config.DRILL_OVERDUE_DAYS.default)
     size_drop_ratio: float = config.SIZE_DROP_RATIO.default
+    burst_per_hour: int = 12  # backups reaching a store within an hour
 
     def __post_init__(self) -> None:
         if self.stale_after < timedelta(0) or self.drill_overdue_after < timedelta(0):
@@ -85,12 +104,16 @@ class Thresholds:
             else timedelta(hours=hours),
             drill_overdue_after=timedelta(days=config.DRILL_OVERDUE_DAYS.read(environ)),
             size_drop_ratio=config.SIZE_DROP_RATIO.read(environ),
+            burst_per_hour=default_burst_limit(backup_interval),
         )
 
     @classmethod
     def defaults(cls, backup_interval: timedelta) -> Thresholds:
         """The thresholds no variable changes, for this backup interval."""
-        return cls(stale_after=default_stale_after(backup_interval))
+        return cls(
+            stale_after=default_stale_after(backup_interval),
+            burst_per_hour=default_burst_limit(backup_interval),
+        )
 
     def describe(self) -> str:
         return (
@@ -115,6 +138,8 @@ class DestinationState:
     locked_until: Mapping[str, datetime | None] = field(default_factory=dict)  # by backup_id
     tiers: Mapping[str, list[str]] = field(default_factory=dict)  # what prune keeps, and why
     lock_mode: str | None = None  # the store locks objects (compliance, governance)
+    hidden: Mapping[str, str] = field(default_factory=dict)  # id -> its hidden manifest's version
+    stored_at: Mapping[str, datetime] = field(default_factory=dict)  # by the store's clock
 
     @property
     def listed(self) -> bool:
@@ -152,6 +177,10 @@ def inspect_destination(
         locked_until={i: survey.locked_until(i) for i in ids},
         tiers={i: survey.tiers(i) for i in ids} if survey.decisions else {},
         lock_mode=survey.guard.mode,
+        hidden=dict(survey.hidden),
+        stored_at={
+            i: p.stored_at for i, p in survey.guard.protections.items() if p.stored_at is not None
+        },
     )
 
 
@@ -227,6 +256,7 @@ def evaluate(
         findings += _drill_failures(name, dest)
         findings += _damaged(name, dest)
         findings += _tampered(name, dest)
+        findings += _burst(name, dest, thresholds, now)
     findings += _size_drops(name, destinations, thresholds)
     return HealthReport(
         name=name,
@@ -289,7 +319,27 @@ def _damaged(name: str, dest: DestinationState) -> list[Finding]:
 def _tampered(name: str, dest: DestinationState) -> list[Finding]:
     """One alert per backup whose objects were rewritten, hidden or unlocked early, or that
     claims a time the store contradicts; open until it is no longer so."""
-    return [
+    hidden = [
+        Finding(
+            key=_key(BACKUP_TAMPERED, dest.url, backup_id),
+            kind=BACKUP_TAMPERED,
+            scope=dest.url,
+            what="backup hidden",
+            problem=(
+                f"backup {backup_id} at {dest.url}: its manifest is hidden behind a delete "
+                "marker, so listings miss it"
+            ),
+            next_step=(
+                "Someone with delete rights on the bucket hid it: check the access logs and "
+                "rotate those credentials. Its objects are still there (and locked): "
+                f"`kotomi-backup restore {backup_id} --from {dest.url} --name {name} --db ...` "
+                "reads the recorded versions; to show it again, delete the delete marker."
+            ),
+            backup_id=backup_id,
+        )
+        for backup_id in sorted(dest.hidden)
+    ]
+    return hidden + [
         Finding(
             key=_key(BACKUP_TAMPERED, dest.url, backup_id),
             kind=BACKUP_TAMPERED,
@@ -308,6 +358,35 @@ def _tampered(name: str, dest: DestinationState) -> list[Finding]:
         )
         for backup_id in (m.backup_id for m in dest.backups)
         if backup_id in dest.tampered
+    ]
+
+
+def _burst(name: str, dest: DestinationState, th: Thresholds, now: datetime) -> list[Finding]:
+    """More backups reached the store within the last hour than any schedule makes: a stolen
+    writer credential uploading garbage to push the real backups out of their tiers looks
+    like this. The keeper removes nothing younger than a day (prune.SETTLE), so there is
+    time to look."""
+    recent = [i for i, t in dest.stored_at.items() if now - timedelta(hours=1) <= t <= now]
+    if not th.burst_per_hour or len(recent) <= th.burst_per_hour:
+        return []
+    return [
+        Finding(
+            key=_key(BACKUP_BURST, dest.url),
+            kind=BACKUP_BURST,
+            scope=dest.url,
+            what="burst of backups",
+            problem=(
+                f"{len(recent)} backups reached {dest.url} within the last hour "
+                f"(limit {th.burst_per_hour}); newest {max(recent)}"
+            ),
+            next_step=(
+                "If nobody ran them, the writer's credentials are being used by someone else: "
+                "rotate them, then check the newest backups "
+                f"(`kotomi-backup list --to {dest.url} --name {name}`). Prune removes no "
+                "backup younger than a day, and locked backups stay until their tiers end."
+            ),
+            details={"backups_last_hour": str(len(recent))},
+        )
     ]
 
 

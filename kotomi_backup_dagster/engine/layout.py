@@ -15,12 +15,13 @@ is the one used.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 from .errors import BackupError
 from .manifest import MANIFEST_NAME, Manifest, is_backup_id
-from .stores import BackupStore, ObjectNotFound, UnreadableObject, safe_url
+from .stores import BackupStore, ObjectNotFound, ObjectState, UnreadableObject, safe_url
 
 
 def backup_prefix(name: str, backup_id: str) -> str:
@@ -120,10 +121,15 @@ class Listing:
         return "; ".join(f"{i} ({self.problems.get(i, 'unreadable')})" for i in ids)
 
 
-def list_backups(store: BackupStore, name: str) -> Listing:
+def list_backups(
+    store: BackupStore, name: str, inventory: Mapping[str, ObjectState] | None = None
+) -> Listing:
     """Every entry of `name` on the store. A store is untrusted input: an entry whose manifest
     cannot be read or used is listed as unreadable with its reason and never stops the
-    others; only a failure of the store itself (unreachable, denied) raises."""
+    others; only a failure of the store itself (unreachable, denied) raises.
+
+    With the store's `inventory`, a manifest.json that has more than one version (it is
+    written once: someone rewrote it) is read as first written, by its oldest version."""
     backups: list[Manifest] = []
     incomplete: list[str] = []
     problems: dict[str, str] = {}
@@ -134,8 +140,10 @@ def list_backups(store: BackupStore, name: str) -> Listing:
         if not is_backup_id(child):
             continue
         where = f"{safe_url(store.url)}/{name}/{child}"
+        state = (inventory or {}).get(manifest_key(name, child))
+        original = state.first_version if state and state.versions > 1 else ""
         try:
-            raw = store.get_bytes(manifest_key(name, child))
+            raw = store.get_bytes(manifest_key(name, child), original)
         except ObjectNotFound:
             incomplete.append(child)
             continue
@@ -163,6 +171,22 @@ def list_backups(store: BackupStore, name: str) -> Listing:
         problems=problems,
         revised=revised,
     )
+
+
+def read_hidden_manifest(store: BackupStore, name: str, backup_id: str) -> Manifest | None:
+    """A backup whose manifest.json is behind a delete marker (someone hid it): its manifest
+    as written, read by its version id; None when the backup is not hidden so (one listing
+    of the backup's versions)."""
+    key = manifest_key(name, backup_id)
+    state = store.inventory(backup_prefix(name, backup_id)).get(key)
+    if state is None or not state.hidden or not state.version:
+        return None
+    where = f"{safe_url(store.url)}/{name}/{backup_id}"
+    try:
+        manifest = Manifest.from_json(store.get_bytes(key, state.version), where=where)
+    except (ObjectNotFound, UnreadableObject, BackupError):
+        return None
+    return manifest if manifest.backup_id == backup_id and manifest.name == name else None
 
 
 def _reason(message: str, where: str) -> str:

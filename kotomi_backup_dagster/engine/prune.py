@@ -201,8 +201,9 @@ def prune_store(
     kept paged backup needs and repack the mostly-dead ones (`identities` and the recipients
     are needed for encrypted packs)."""
     moment = now or datetime.now(UTC)
-    listing = list_backups(store, name)
-    guard = guard_store(store, name, listing, keeper or KeeperSettings())
+    inventory = store.inventory(name)
+    listing = list_backups(store, name, inventory)
+    guard = guard_store(store, name, listing, keeper or KeeperSettings(), inventory)
     plan, incomplete = plan_store(store, name, policy, now=moment, listing=listing, guard=guard)
     result = PruneResult(url=safe_url(store.url), plan=plan, dry_run=dry_run, guard=guard)
     if plan and not plan[0].keep:  # belt and braces: plan_backups keeps the newest
@@ -221,6 +222,9 @@ def prune_store(
         targets = plan_locks(kept, (keeper or KeeperSettings()).slack, listing.revised)
         result.locks = extend_locks(store, targets, guard.mode, guard.inventory, dry_run=dry_run)
     for orphan in incomplete:
+        if orphan in guard.hidden:  # not interrupted: its manifest was hidden; never removed
+            result.orphans_kept.append(orphan)
+            continue
         if backup_id_time(orphan) < moment - ORPHAN_AGE and not _has_manifest(store, name, orphan):
             result.orphans_removed.append(orphan)
             if not dry_run:
@@ -247,6 +251,7 @@ def prune_store(
         recipients_text=recipients_text,
         removing=result.removed if dry_run else (),
         repack=guard.mode is None,
+        inventory=guard.inventory,
     )
     result.bytes_freed += result.packs.bytes_freed
     return result

@@ -30,7 +30,7 @@ from .archive import Progress
 from .errors import BackupError, ConfigError, DiskFull
 from .formats import format_of
 from .fsutil import PRIVATE_FILE, fsync_dir, fsync_file, try_lock_dir, unlock_dir
-from .layout import list_backups, list_drills
+from .layout import list_backups, list_drills, read_hidden_manifest
 from .manifest import Manifest, backup_id_time
 from .stores import BackupStore, safe_url
 from .verify import Profile, VerifyMode, VerifyReport, verify_database
@@ -65,7 +65,8 @@ def choose_backup(
     misconfigured = False
     for store in stores:
         try:
-            listing = list_backups(store, name)
+            # With the versions: a rewritten manifest is read as first written.
+            listing = list_backups(store, name, store.inventory(name))
         except BackupError as exc:
             misconfigured = misconfigured or isinstance(exc, ConfigError)
             problems.append(str(exc))
@@ -81,6 +82,10 @@ def choose_backup(
             candidates = listing.backups
         else:
             candidates = [m for m in listing.backups if m.backup_id == which]
+            if not candidates and which in listing.incomplete:
+                # Hidden behind a delete marker (keeper/guard.py)? Its versions are there.
+                hidden = read_hidden_manifest(store, name, which)
+                candidates = [hidden] if hidden is not None else []
             if not candidates:
                 why = listing.problems.get(which)
                 problems.append(

@@ -42,6 +42,19 @@ class Survey:
         decision = self.decisions.get(backup_id)
         return decision.reasons if decision is not None and decision.keep else []
 
+    @property
+    def hidden(self) -> dict[str, str]:
+        """Backups whose manifest is behind a delete marker: id -> its manifest's version."""
+        return self.guard.hidden
+
+    def arrived_within(self, now: datetime, window: timedelta) -> list[str]:
+        """The backups that reached the store within `window` before `now` (its clock)."""
+        return [
+            i
+            for i, p in self.guard.protections.items()
+            if p.stored_at is not None and now - window <= p.stored_at <= now + window
+        ]
+
     def tampered(self, backup_id: str) -> str | None:
         """Rewritten or hidden objects, a time the store contradicts, a lock short of its
         tier: what someone with write access to the bucket may have done."""
@@ -87,14 +100,15 @@ def survey_store(
     """List one store and judge every backup on it. Where the store locks, each backup's own
     objects (manifest, archive or page map) are checked against the lock its tiers need; the
     keeper's prune checks (and extends) the shared packs too."""
-    listing = list_backups(store, name)
+    inventory = store.inventory(name)
+    listing = list_backups(store, name, inventory)
     drills = {}
     for manifest in listing.backups:
         record = latest_drill(store, name, manifest.backup_id)
         if record is not None:
             drills[manifest.backup_id] = record
     damaged = damaged_backups(store, listing.backups)
-    guard = guard_store(store, name, listing, keeper or KeeperSettings())
+    guard = guard_store(store, name, listing, keeper or KeeperSettings(), inventory)
     survey = Survey(listing, guard, drills, damaged)
     if policy is None or not listing.backups:
         return survey

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from .. import config
 from ..errors import ConfigError
 from ..layout import Listing
-from ..manifest import Manifest
+from ..manifest import MANIFEST_NAME, Manifest
 from ..stores import BackupStore, LockingStore, LockSettings, ObjectState, safe_url
 from .tamper import Protection, inspect_protection, planning_time
 
@@ -55,6 +55,9 @@ class StoreGuard:
     lock: LockSettings | None = None  # None: a store that cannot lock
     mode: str | None = None  # the mode locks are extended in; None: no locks here
     trusted_times: bool = False  # plan by the store's times, not the manifests'
+    # Backups whose manifest.json is behind a delete marker (someone hid them): id -> the
+    # version of the manifest that is still there. Listings miss them; prune leaves them.
+    hidden: dict[str, str] = field(default_factory=dict)
 
     def time_of(self, manifest: Manifest) -> tuple[datetime, str | None]:
         """The time retention buckets `manifest` by, and a problem when it claims a time
@@ -105,19 +108,30 @@ def lock_mode(
 
 
 def guard_store(
-    store: BackupStore, name: str, listing: Listing, settings: KeeperSettings
+    store: BackupStore,
+    name: str,
+    listing: Listing,
+    settings: KeeperSettings,
+    inventory: Mapping[str, ObjectState] | None = None,
 ) -> StoreGuard:
-    """Read the store's versions, lock settings and times for `name`'s backups."""
+    """Read the store's versions (unless given: `inventory`), lock settings and times for
+    `name`'s backups."""
     lock, mode = lock_mode(store, settings)
-    inventory = store.inventory(name)
+    inventory = dict(inventory if inventory is not None else store.inventory(name))
     protections = inspect_protection(
         store, listing.backups, inventory, revision_keys=listing.revised
     )
     remote = isinstance(store, LockingStore)
+    hidden = {
+        key.split("/")[-2]: state.version
+        for key, state in inventory.items()
+        if state.hidden and key.endswith(f"/{MANIFEST_NAME}") and key.count("/") == 2
+    }
     return StoreGuard(
         url=safe_url(store.url),
         inventory=inventory,
         protections=protections,
+        hidden=hidden,
         lock=lock,
         mode=mode,
         # The store's clock decides where the writer cannot be trusted: another host, or a

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import tempfile
 from array import array
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,7 +31,7 @@ from ..errors import BackupError, ConfigError
 from ..fsutil import scratch_folder, sweep_scratch
 from ..layout import backup_prefix, list_backups, revision_key
 from ..manifest import Manifest
-from ..stores import BackupStore, ObjectLocked
+from ..stores import BackupStore, ObjectLocked, ObjectState
 from .packs import (
     PackWriter,
     StagedPack,
@@ -74,6 +74,7 @@ def prune_packs(
     known_sizes: dict[str, int] | None = None,
     removing: Sequence[str] = (),
     repack: bool = True,
+    inventory: Mapping[str, ObjectState] | None = None,
 ) -> PackReport:
     """`removing`: backups a dry run would have removed (their manifests are still there).
     `repack=False` where objects are locked: a repacked pack's old copy would stay locked
@@ -85,7 +86,10 @@ def prune_packs(
     present = store.list_children(packs_prefix(name))
     if not present:
         return report
-    listing = list_backups(store, name)
+    # Rewritten manifests are read as first written: a forged one naming fewer packs must not
+    # free the packs the original needs (the inventory is from before this prune's removals,
+    # which only ever remove manifests).
+    listing = list_backups(store, name, inventory)
     if listing.unreadable:
         report.notes.append(
             f"packs left alone: {len(listing.unreadable)} unreadable manifest(s) "

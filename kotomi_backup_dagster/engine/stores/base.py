@@ -79,6 +79,7 @@ class ObjectState:
     hidden: bool = False  # the current version is a delete marker: the key looks deleted
     lock: ObjectLock | None = None  # where the listing tells (GCS); None: ask `lock_of`
     lock_known: bool = False  # True when `lock` comes from the listing (None = unlocked)
+    first_version: str = ""  # the oldest version still kept: the original of a write-once key
 
 
 @dataclass(frozen=True)

@@ -659,6 +659,7 @@ class GCSStore:
                 hidden=not live,
                 lock=_blob_lock(current),
                 lock_known=True,
+                first_version=str(generations[0].generation or ""),
             )
         return found
 

@@ -784,7 +784,8 @@ class S3Store:
         found: dict[str, ObjectState] = {}
         for full, items in versions.items():
             key = full[len(self.prefix) + 1 :] if self.prefix else full
-            items.sort(key=lambda i: i["LastModified"])
+            # S3 lists a key's versions newest first (times can tie within a second).
+            items.reverse()
             current = next((i for i in items if i.get("IsLatest")), items[-1])
             found[key] = ObjectState(
                 key=key,
@@ -794,6 +795,7 @@ class S3Store:
                 first_stored_at=_utc(items[0]["LastModified"]),
                 versions=len(items),
                 hidden=full in markers,
+                first_version=_version(items[0].get("VersionId")),
             )
         return found
 

@@ -72,6 +72,17 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     return Backend("gs", f"gs://{bucket}", _gs_keys(bucket), server)
 
 
+def create_only_gcs(request: pytest.FixtureRequest) -> Backend:
+    """A GCS destination on fake-gcs-server, which enforces ifGenerationMatch=0 (create-only)
+    and keeps old generations readable, unlike gcp-storage-emulator (docs/test-servers.md)."""
+    from tests.conftest import unique_bucket
+
+    server = request.getfixturevalue("fake_gcs_env")
+    bucket = unique_bucket()
+    gcs_client().create_bucket(bucket)
+    return Backend("gs", f"gs://{bucket}", _gs_keys(bucket), server)
+
+
 def settings(db: Path, *urls: str, **extra: Any) -> Any:
     from kotomi_backup_dagster.engine.settings import BackupSettings
 

@@ -27,7 +27,14 @@ from kotomi_backup_dagster.engine.stores import (
 )
 from kotomi_backup_dagster.engine.stores.base import LIST_FROM
 from tests.conftest import AWS_SECRET, Proxies, one_line_error, run_cli
-from tests.engine.stores.conftest import Backend, check_download, download, route, settings
+from tests.engine.stores.conftest import (
+    Backend,
+    check_download,
+    create_only_gcs,
+    download,
+    route,
+    settings,
+)
 
 # Requests one backup's upload makes: S3 PutObject + HeadObject (the checksum confirmed) and
 # the manifest's PutObject; GCS the archive's upload (its checksums come back with it) and the
@@ -85,11 +92,13 @@ def test_a_damaged_source_is_refused_and_nothing_is_left_at_its_key(
 
 
 def test_an_object_is_written_once_and_a_missing_one_is_not_found(
-    backend: Backend, tmp_path: Path
+    backend: Backend, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """Create-only, enforced by the store: other bytes at a taken key are refused and the
     first object stays; the same bytes again (a re-run, a retry whose answer was lost)
-    succeed."""
+    succeed. On GCS, fake-gcs-server (gcp-storage-emulator ignores ifGenerationMatch)."""
+    if backend.scheme == "gs":
+        backend = create_only_gcs(request)
     store = open_store(backend.url("p"))
     first = store.put_bytes("kotomi/a/manifest.json", b'{"v": 1}')
     with pytest.raises(ObjectExists, match="written once"):
