@@ -42,6 +42,7 @@ from .errors import ConfigError
 SQLITE_MAGIC = b"SQLite format 3\x00"
 HEADER_SIZE = 100
 COMPANIONS = ("-wal", "-shm", "-journal")  # SQLite's files beside a database
+_FOLDER_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,10 @@ def check_target(path: Path) -> RestoreTarget:
     name = path.name
     if name in ("", ".", ".."):
         raise ConfigError(f"cannot restore to {path}: give a file's path, not a folder's")
-    try:
-        folder_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:  # O_PATH: only what a rename needs of the folder (no right to list it)
+        folder_fd = os.open(path.parent, _FOLDER_FLAGS)
+    except ValueError:  # a NUL in the path
+        raise ConfigError(f"cannot restore to {path!r}: not a path") from None
     except FileNotFoundError:
         raise ConfigError(
             f"cannot restore to {path}: directory {path.parent} does not exist"
@@ -92,6 +95,8 @@ def check_target(path: Path) -> RestoreTarget:
             entry = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
         except FileNotFoundError:
             return RestoreTarget(target, folder_stat, None)
+        except OSError as exc:  # a name too long, a folder we may not search...
+            raise ConfigError(f"cannot restore to {target}: {exc.strerror}") from None
         what = _not_a_file(entry.st_mode)
         if what:
             raise ConfigError(
