@@ -8,7 +8,8 @@ downloaded or written:
 - a symlink (even to a database: a restore works on the name it is given, never elsewhere),
   a folder, a device, a FIFO, a socket: anything but a regular file;
 - a regular file with other names (hard links): replacing this name would leave the others
-  on the old file;
+  on the old file (its `<db>.before-restore-*` copy, linked by a restore killed just before
+  its rename, is not counted);
 - a regular file that is not a SQLite database: its first 100 bytes are not a SQLite header
   (magic, a valid page size, versions, the fixed payload fractions). An empty file passes:
   SQLite opens it as an empty database, and nothing is lost by replacing it;
@@ -103,9 +104,10 @@ def check_target(path: Path) -> RestoreTarget:
                 f"cannot restore to {target}: it is {what}; give the database file's own path "
                 "(or a new file's)"
             )
-        if entry.st_nlink > 1:
+        others = entry.st_nlink - 1 - _kept_copies(target, entry)
+        if others > 0:
             raise ConfigError(
-                f"cannot restore to {target}: the file has {entry.st_nlink} names (hard links) "
+                f"cannot restore to {target}: the file has {others + 1} names (hard links) "
                 "and a restore would replace this one only; remove the others first, or give "
                 "a new file's path"
             )
@@ -217,6 +219,22 @@ def _exists(folder_fd: int, name: str) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+def _kept_copies(target: Path, entry: os.stat_result) -> int:
+    """The names of this very file a killed restore left beside it: a restore links the
+    current file to `<db>.before-restore-<time>` just before its rename."""
+    prefix = f"{target.name}.before-restore-"
+    try:
+        with os.scandir(target.parent) as found:
+            return sum(
+                1
+                for e in found
+                if e.name.startswith(prefix)
+                and _identity(e.stat(follow_symlinks=False)) == _identity(entry)
+            )
+    except OSError:
+        return 0
 
 
 def _not_a_file(mode: int) -> str | None:

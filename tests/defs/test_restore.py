@@ -373,10 +373,12 @@ def test_replacing_the_live_database_needs_its_name_repeated(
 def test_the_launchpads_default_config_with_a_new_name_restores_beside_the_database(
     place: Path, kotomi_db: Path, dest: Path
 ) -> None:
-    """Only `target_path` changed from what the Launchpad fills in: a bare name is a new file
-    in the database's folder, and needs no confirm."""
+    """Only `target_path` changed from what the Launchpad fills in (its own YAML, resources
+    included): a bare name is a new file in the database's folder, and needs no confirm."""
     live = sha256(kotomi_db)
-    result = run_job("restore_job", run_config=restore_config(target_path="restored.db"))
+    filled = launchpad_yaml(defs().resolve_job_def("restore_job"))
+    filled["ops"]["choose_backup_to_restore"]["config"]["target_path"] = "restored.db"
+    result = run_job("restore_job", run_config=filled)
     assert result.success
     newest = list_backups(LocalStore(dest), "kotomi").backups[0]
     assert sha256(kotomi_db.parent / "restored.db") == newest.db_sha256

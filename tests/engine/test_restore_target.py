@@ -176,6 +176,19 @@ def test_restore_still_replaces_the_database_and_creates_a_new_file(
     assert (place / "data" / "elsewhere").is_symlink()  # the folder's link itself untouched
 
 
+def test_the_copy_a_killed_restore_linked_is_no_other_name(place: Path, kotomi_db: Path) -> None:
+    """A restore links the database to its `.before-restore-` name just before the rename: a
+    kill between the two leaves the file with two names, and the next restore goes on."""
+    left = kotomi_db.with_name("kotomi.db.before-restore-20261127T020000Z")
+    os.link(kotomi_db, left)  # what the killed restore left
+    proc = run_cli("restore", "latest", "--db", str(kotomi_db), "--from", str(place / "backups"))
+    assert proc.returncode == 0, proc.stderr
+    assert left.stat().st_nlink == 2  # the old file, under its two kept names
+    os.link(left, place / "data" / "other-name.db")  # a name that is not ours to account for
+    refused = run_cli("restore", "latest", "--db", str(left), "--from", str(place / "backups"))
+    assert "has 3 names (hard links)" in one_line_error(refused)
+
+
 def test_a_wrong_backup_id_names_the_newest_ids(kotomi_db: Path, tmp_path: Path) -> None:
     dest = tmp_path / "backups"
     settings = BackupSettings.from_env(db_path=kotomi_db, urls=(str(dest),))
