@@ -192,7 +192,7 @@ class KotomiBackupComponent(dg.Component, dg.Model, dg.Resolvable):
                 raise ConfigError(f"database {name}: its path is empty (or its variable unset)")
             specs.append(DatabaseSpec(name=name, db_path=path))
         backup = KotomiBackupResource(
-            name=specs[0].name if specs else config.NAME.default,
+            name=specs[0].name if len(specs) == 1 else None,  # several: each run names one
             backup_url=",".join(self.destinations),
             age_recipients=_text(self.age_recipients),
             age_identity=_text(self.age_identity),

@@ -17,9 +17,17 @@ INTERRUPTED = "the database was not replaced (a restore swaps it in only as its 
 def add_to(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = commands.add_parser("restore", help="restore a backup over (or into) a database file")
     p.add_argument("backup", metavar="ID|latest", help="a backup id, or latest")
-    p.add_argument("--db", metavar="PATH", help=config.DB_PATH.flag_help("database to replace"))
+    p.add_argument(
+        "--db",
+        metavar="PATH",
+        help=config.DB_PATH.flag_help("the database file to replace, or a new file"),
+    )
     p.add_argument("--before", metavar="RFC3339", help="the newest backup created before this")
-    p.add_argument("--force", action="store_true", help="restore even if the database is open")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="restore even if the database is open (never over a file that is not a database)",
+    )
     p.add_argument(
         "--verify",
         choices=("auto", "full"),
@@ -42,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.stores import open_store, safe_url
 
     settings = settings_from(args)
-    target = settings.require_db().expanduser().resolve()
+    # Not resolved: a symlink at the name is refused by the engine, never followed.
+    target = settings.require_db().expanduser()
     before = parse_time(args.before) if args.before else None
     if before is not None and args.backup != "latest":
         raise ConfigError("give either a backup id or --before TIME, not both")

@@ -81,8 +81,8 @@ def build_kotomi_backup_defs(
     )
     urls = [destinations] if isinstance(destinations, str) else list(destinations)
     if backup is None:
-        backup = KotomiBackupResource(
-            name=specs[0].name if specs else config.NAME.default, backup_url=",".join(urls)
+        backup = KotomiBackupResource(  # with several databases, no default one to name
+            name=specs[0].name if len(specs) == 1 else None, backup_url=",".join(urls)
         )
     elif not urls:  # an EnvVar is read now: its URLs' kinds show in the UI
         urls = config.split_urls(resolved(backup.backup_url))

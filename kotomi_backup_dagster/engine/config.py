@@ -429,6 +429,15 @@ RESTORE_TEST_SAMPLE = Setting[int](
     whole=True,
     dagster_only=True,
 )
+RESTORE_DIR = Setting[Path | None](
+    name="KOTOMI_BACKUP_RESTORE_DIR",
+    value="path",
+    help="a folder where the restore Launchpad may also create a new file (besides each "
+    "database's own folder); it never replaces a file there",
+    default=None,
+    parse=_path,
+    dagster_only=True,
+)
 
 
 def _keep_count(name: str, default: int, what: str) -> Setting[int]:
@@ -625,6 +634,7 @@ SETTINGS: tuple[Setting[Any], ...] = (
     FREQUENT_CRON,
     RUN_HISTORY_DAYS,
     RESTORE_TEST_SAMPLE,
+    RESTORE_DIR,
     KEEP_LAST,
     KEEP_HOURLY,
     KEEP_DAILY,

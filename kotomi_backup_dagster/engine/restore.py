@@ -10,6 +10,10 @@ check runs. The swap keeps the current database (and its -wal) as
 `<db>.before-restore-<ts>`, removes the stale -wal/-shm (a stale WAL beside a restored file
 corrupts it), renames, and fsyncs the directory. At every instant `<db>` is either the old file
 or the new one.
+
+The target is checked first and again just before the rename (restore_target.py): a restore
+replaces only a SQLite database file, or creates a new file; a symlink, a folder, a device, a
+FIFO, a hard-linked file or a file that is not a database is refused, force or not.
 """
 
 from __future__ import annotations
@@ -32,8 +36,11 @@ from .formats import format_of
 from .fsutil import PRIVATE_FILE, fsync_dir, fsync_file, try_lock_dir, unlock_dir
 from .layout import list_backups, list_drills, read_hidden_manifest
 from .manifest import Manifest, backup_id_time
+from .restore_target import RestoreTarget, check_target, create_new, recheck
 from .stores import BackupStore, safe_url
 from .verify import Profile, VerifyMode, VerifyReport, verify_database
+
+NEWEST_NAMED = 3  # backup ids a wrong id's error names, newest first
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,7 @@ def choose_backup(
     that has it (stores are tried in the order given). Newer entries whose manifest is
     unreadable are passed over and named in `Chosen.skipped`."""
     problems: list[str] = []
-    misconfigured = False
+    misconfigured = unknown_id = False
     for store in stores:
         try:
             # With the versions: a rewritten manifest is read as first written.
@@ -88,12 +95,16 @@ def choose_backup(
                 candidates = [hidden] if hidden is not None else []
             if not candidates:
                 why = listing.problems.get(which)
-                problems.append(
-                    f"backup {which!r} of {name!r} at {store.url} has an unreadable manifest "
-                    f"({why})"
-                    if why
-                    else f"backup {which!r} of {name!r} not found at {store.url}"
-                )
+                if why:
+                    problems.append(
+                        f"backup {which!r} of {name!r} at {store.url} has an unreadable manifest "
+                        f"({why})"
+                    )
+                    continue
+                newest = [m.backup_id for m in listing.backups[:NEWEST_NAMED]]
+                there = f"the newest there: {', '.join(newest)}" if newest else "it has none"
+                problems.append(f"backup {which!r} of {name!r} not found at {store.url} ({there})")
+                unknown_id = True
                 continue
         if not candidates:
             problems.append(f"no backups of {name!r} at {store.url}")
@@ -106,7 +117,10 @@ def choose_backup(
         return Chosen(store, chosen, skipped if which in ("latest",) or before else ())
     # A destination set up wrongly (credentials, bucket) may hide the backup: exit 2.
     kind = ConfigError if misconfigured else BackupError
-    raise kind("; ".join(problems) or f"no destination to restore {name!r} from")
+    listed = "; `kotomi-backup list` shows every backup" if unknown_id else ""
+    raise kind(
+        "; ".join(problems) + listed if problems else f"no destination to restore {name!r} from"
+    )
 
 
 def fetch_backup(
@@ -242,8 +256,8 @@ def _writable(pid: str, fd: str) -> bool:
 
 
 def _locked(path: Path, start: int, length: int) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY)
+    try:  # O_NONBLOCK: a FIFO planted at <db>-shm does not hang the check
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return False
     try:
@@ -269,44 +283,60 @@ def swap_in(
     keep_copy: bool = True,
     force: bool = False,
     now: datetime | None = None,
+    checked: RestoreTarget | None = None,
 ) -> SwapResult:
-    """Put a verified restored file in place of `target` (see the module docstring)."""
-    if restored.parent.resolve() != target.parent.resolve():
+    """Put a verified restored file in place of `target` (see the module docstring).
+
+    `checked`: `target` as checked before the download; it must still be what it was then.
+    """
+    if checked is None:
+        checked = check_target(target)
+    else:
+        recheck(checked)
+    target = checked.path
+    if restored.parent.resolve() != target.parent:
         raise ValueError("restored file must be in the target's directory (same filesystem)")
-    if target.exists() and not force and database_in_use(target):
+    if checked.replaces and not force and database_in_use(target):
         raise ConfigError(
             f"{target} is in use (another process has it open): stop Kotomi first "
             "(docker compose stop kotomi), or pass --force"
         )
-    _take_owner_and_mode(restored, target)  # before anything beside the target moves
+    _take_owner_and_mode(restored, checked)  # before anything beside the target moves
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     wal, shm = Path(f"{target}-wal"), Path(f"{target}-shm")
     kept: Path | None = None
     removed: list[str] = []
     moved: list[tuple[Path, Path]] = []  # renames to undo if the swap fails
     try:
-        if target.exists() and keep_copy:
+        if checked.replaces and keep_copy:
             kept = _free_name(target.with_name(f"{target.name}.before-restore-{stamp}"))
-            os.link(target, kept)  # the old file stays reachable under both names
-            if wal.exists():
+            # The old file stays reachable under both names (the name itself, never a link's).
+            os.link(target, kept, follow_symlinks=False)
+            if os.path.lexists(wal):
                 os.replace(wal, Path(f"{kept}-wal"))
                 moved.append((Path(f"{kept}-wal"), wal))
-        elif wal.exists():
+        elif os.path.lexists(wal):
             # Aside, not deleted, until the new file is in place: it holds committed data.
             aside = target.with_name(f".{target.name}-wal.before-restore-{stamp}")
             os.replace(wal, aside)
             moved.append((aside, wal))
-        os.replace(restored, target)
-    except OSError as exc:
+        recheck(checked)  # the last look before the name changes hands
+        if checked.replaces:
+            os.replace(restored, target)
+        else:
+            create_new(restored, checked)
+    except (OSError, ConfigError) as exc:
         for moved_to, original in reversed(moved):
             os.replace(moved_to, original)
         if kept is not None:
             kept.unlink(missing_ok=True)
+        if isinstance(exc, ConfigError):
+            raise
         raise BackupError(
             f"could not put the restored file in place ({exc.strerror or exc}); "
             f"{target} is unchanged"
         ) from exc
-    if shm.exists():  # shared memory only, no data: SQLite rebuilds it
+    if os.path.lexists(shm):  # shared memory only, no data: SQLite rebuilds it
         shm.unlink()
         removed.append(shm.name)
     if not keep_copy and moved:
@@ -318,20 +348,20 @@ def swap_in(
 
 def _free_name(path: Path) -> Path:
     candidate, n = path, 1
-    while candidate.exists() or Path(f"{candidate}-wal").exists():
+    while os.path.lexists(candidate) or os.path.lexists(f"{candidate}-wal"):
         candidate, n = path.with_name(f"{path.name}.{n}"), n + 1
     return candidate
 
 
-def _take_owner_and_mode(restored: Path, target: Path) -> None:
+def _take_owner_and_mode(restored: Path, target: RestoreTarget) -> None:
     """Give the restored file the current file's owner and mode; for a new file, the
     directory's owner (Kotomi's image runs as uid 1000 and must write it) and 0600 (it holds
-    the users' data and Kotomi's secrets)."""
-    if target.exists():
-        st = target.stat()
+    the users' data and Kotomi's secrets). Both as checked, never through a symlink."""
+    if target.file_stat is not None:
+        st = target.file_stat
         uid, gid, mode = st.st_uid, st.st_gid, st.st_mode & 0o7777
     else:
-        st = target.parent.stat()
+        st = target.folder_stat
         uid, gid, mode = st.st_uid, st.st_gid, PRIVATE_FILE
     try:
         mine = restored.stat()
@@ -340,7 +370,7 @@ def _take_owner_and_mode(restored: Path, target: Path) -> None:
         os.chmod(restored, mode)
     except OSError as exc:
         raise ConfigError(
-            f"cannot give the restored file the owner {uid}:{gid} of {target} "
+            f"cannot give the restored file the owner {uid}:{gid} of {target.path} "
             f"({exc.strerror}); run the restore as root or as that user"
         ) from exc
 
@@ -373,12 +403,10 @@ def restore_database(
     force_full_check: bool = False,
 ) -> RestoreResult:
     started = time.monotonic()
-    if not target.parent.is_dir():
-        raise ConfigError(f"cannot restore to {target}: directory {target.parent} does not exist")
-    if target.exists() and not target.is_file():
-        raise ConfigError(f"cannot restore to {target}: it is not a file (give the database path)")
+    checked = check_target(target)  # before anything is downloaded or written
+    target = checked.path
     with restoring_into(target):
-        if target.exists() and not force and database_in_use(target):
+        if checked.replaces and not force and database_in_use(target):
             # Checked before the download too, so nobody waits for a restore that will refuse.
             raise ConfigError(
                 f"{target} is in use (another process has it open): stop Kotomi first "
@@ -395,7 +423,7 @@ def restore_database(
                 raise  # about this machine's disk, not the backup
             except BackupError as exc:
                 raise _about_backup(chosen, exc, target) from exc
-            swap = swap_in(tmp, target, keep_copy=keep_copy, force=force)
+            swap = swap_in(tmp, target, keep_copy=keep_copy, force=force, checked=checked)
         finally:
             tmp.unlink(missing_ok=True)
     return RestoreResult(

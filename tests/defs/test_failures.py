@@ -57,7 +57,7 @@ def test_a_failed_restore_step_says_why_not_error_occurred_while_executing_op(
                     "choose_backup_to_restore": {
                         "config": {
                             "backup": "20261127T020000Z-abc123",
-                            "target_path": str(tmp_path / "restored.db"),
+                            "target_path": str(kotomi_db.parent / "restored.db"),
                         }
                     }
                 }

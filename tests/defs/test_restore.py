@@ -1,10 +1,17 @@
-"""The restore area in Dagster: the restore job from config, the drill, the monthly test."""
+"""The restore area in Dagster: the restore job from config (and what it may write), the drill,
+the monthly test."""
 
 import hashlib
+import os
+import shutil
+import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from dagster import DagsterInstance, DagsterRunStatus, Definitions
+import yaml
+from dagster import DagsterInstance, DagsterRunStatus, Definitions, HookContext, success_hook
 from dagster._core.errors import DagsterInvalidConfigError
 from dagster._core.remote_origin import (
     InProcessCodeLocationOrigin,
@@ -19,7 +26,7 @@ from kotomi_backup_dagster.engine.backup import run_backup
 from kotomi_backup_dagster.engine.layout import list_backups, list_drills
 from kotomi_backup_dagster.engine.settings import BackupSettings
 from kotomi_backup_dagster.engine.stores import LocalStore
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_job
 
 
 def sha256(path: Path) -> str:
@@ -44,7 +51,7 @@ def test_restore_job_from_config_gives_the_same_file_as_the_cli(
     dest: Path, kotomi_db: Path, tmp_path: Path
 ) -> None:
     first, _ = make_backups(kotomi_db, dest, 2)
-    target = tmp_path / "restored-by-dagster.db"
+    target = kotomi_db.parent / "restored-by-dagster.db"  # a new file beside the database
     result = (
         defs()
         .resolve_job_def("restore_job")
@@ -95,7 +102,7 @@ def test_a_restore_waits_for_no_queued_run_but_refuses_beside_a_running_one(
     definitions = defs()
     restore = definitions.resolve_job_def("restore_job")
     prune = definitions.resolve_job_def("kotomi_prune")
-    target = tmp_path / "restored.db"
+    target = kotomi_db.parent / "restored.db"
     config = {
         "ops": {
             "choose_backup_to_restore": {
@@ -201,3 +208,279 @@ def test_monthly_test_drills_every_one_of_30_backups_and_reports_the_bad_one(
     for backup_id in ids:
         drills = list_drills(LocalStore(dest), "kotomi", backup_id)
         assert [d.ok for d in drills] == [backup_id != bad]
+
+
+# --- what the Launchpad may write -----------------------------------------------------------
+
+
+def restore_config(**config: object) -> dict[str, object]:
+    return {"ops": {"choose_backup_to_restore": {"config": {"database": "kotomi", **config}}}}
+
+
+def failed_step(result: Any) -> tuple[str, str]:
+    """(the failed step, its headline) of a failed run."""
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    data = failure.step_failure_data.user_failure_data
+    assert data is not None and data.description is not None
+    assert "\n" not in data.description
+    return failure.step_key, data.description
+
+
+@pytest.fixture
+def place(dest: Path, kotomi_db: Path, tmp_path: Path) -> Path:
+    """A backup of data/kotomi.db, and other/ with a text file and another database."""
+    make_backups(kotomi_db, dest, 1)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("my notes, not a database\n")
+    shutil.copyfile(kotomi_db, other / "other.db")
+    return tmp_path
+
+
+def _device(path: Path) -> None:
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))  # what /dev/null is
+    except PermissionError:
+        pytest.skip("this machine does not let the tests make a device")
+
+
+LAUNCHPAD_CASES: dict[str, tuple[Callable[[Path], str], str]] = {
+    "a text file in another folder": (
+        lambda root: str(root / "other" / "notes.txt"),
+        "is outside kotomi's folder",
+    ),
+    "a new file in another folder": (
+        lambda root: str(root / "other" / "new.db"),
+        "is outside kotomi's folder",
+    ),
+    "a text file beside the database": (
+        lambda root: _write(root / "data" / "notes.txt", "beside it\n"),
+        "it is not a SQLite database",
+    ),
+    "a symlink beside it to a text file elsewhere": (
+        lambda root: _symlink(root / "data" / "link.db", root / "other" / "notes.txt"),
+        "it is a symlink",
+    ),
+    "a symlink beside it to /dev/null": (
+        lambda root: _symlink(root / "data" / "null.db", Path("/dev/null")),
+        "it is a symlink",
+    ),
+    "a device beside it": (
+        lambda root: _made(root / "data" / "null.db", _device),
+        "it is a device",
+    ),
+    "a FIFO beside it": (
+        lambda root: _made(root / "data" / "fifo.db", os.mkfifo),
+        "it is a FIFO",
+    ),
+    "another database beside it": (
+        lambda root: _copy(root / "other" / "other.db", root / "data" / "docs.db"),
+        "exists and is not kotomi's database",
+    ),
+    "a hard link beside it to another database": (
+        lambda root: _hard_link(root / "other" / "other.db", root / "data" / "hard.db"),
+        "has 2 names (hard links)",
+    ),
+    "a symlinked folder beside it": (
+        lambda root: str(_symlink(root / "data" / "elsewhere", root / "other") + "/new.db"),
+        "is outside kotomi's folder",
+    ),
+    "'..' out of its folder": (
+        lambda root: str(root / "data" / ".." / "other" / "new.db"),
+        "is outside kotomi's folder",
+    ),
+    "the database's -wal name": (
+        lambda root: str(root / "data" / "kotomi.db-wal"),
+        "it is the -wal file of",
+    ),
+}
+
+
+def _write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def _symlink(path: Path, to: Path) -> str:
+    path.symlink_to(to)
+    return str(path)
+
+
+def _made(path: Path, make: Callable[[Path], object]) -> str:
+    make(path)
+    return str(path)
+
+
+def _copy(src: Path, dst: Path) -> str:
+    shutil.copyfile(src, dst)
+    return str(dst)
+
+
+def _hard_link(src: Path, dst: Path) -> str:
+    os.link(src, dst)
+    return str(dst)
+
+
+def entries(*folders: Path) -> dict[str, tuple[object, ...]]:
+    """Every entry of `folders` as it is (a file's inode and bytes, a link's target)."""
+    seen: dict[str, tuple[object, ...]] = {}
+    for folder in folders:
+        for entry in sorted(folder.iterdir()):
+            st = entry.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                seen[str(entry)] = ("link", os.readlink(entry))
+            elif stat.S_ISREG(st.st_mode):
+                seen[str(entry)] = ("file", st.st_ino, entry.read_bytes())
+            else:
+                seen[str(entry)] = (stat.S_IFMT(st.st_mode), st.st_ino)
+    return seen
+
+
+@pytest.mark.parametrize("case", LAUNCHPAD_CASES)
+def test_the_launchpad_writes_only_the_database_or_a_new_file_beside_it(
+    place: Path, case: str
+) -> None:
+    make, expected = LAUNCHPAD_CASES[case]
+    target = make(place)
+    before = entries(place / "data", place / "other")
+    result = run_job(
+        "restore_job", run_config=restore_config(target_path=target, force=True, keep_copy=False)
+    )
+    step, line = failed_step(result)
+    assert step == "choose_backup_to_restore"  # before anything is downloaded
+    assert line.startswith("restore of kotomi: ") and expected in line, line
+    assert entries(place / "data", place / "other") == before
+
+
+def test_replacing_the_live_database_needs_its_name_repeated(
+    place: Path, kotomi_db: Path, dest: Path
+) -> None:
+    before = entries(place / "data")
+    for confirm in ("", "yes", "blog"):
+        step, line = failed_step(run_job("restore_job", run_config=restore_config(confirm=confirm)))
+        assert step == "choose_backup_to_restore"
+        assert f"{kotomi_db} is kotomi's live database: to replace it, set confirm: kotomi" in line
+        assert entries(place / "data") == before
+    newest = list_backups(LocalStore(dest), "kotomi").backups[0]
+    for confirm in ("kotomi", str(kotomi_db)):
+        result = run_job("restore_job", run_config=restore_config(confirm=confirm))
+        assert result.success
+        assert sha256(kotomi_db) == newest.db_sha256
+    assert len(list(kotomi_db.parent.glob("kotomi.db.before-restore-*"))) == 2
+
+
+def test_the_launchpads_default_config_with_a_new_name_restores_beside_the_database(
+    place: Path, kotomi_db: Path, dest: Path
+) -> None:
+    """Only `target_path` changed from what the Launchpad fills in (its own YAML, resources
+    included): a bare name is a new file in the database's folder, and needs no confirm."""
+    live = sha256(kotomi_db)
+    filled = launchpad_yaml(defs().resolve_job_def("restore_job"))
+    filled["ops"]["choose_backup_to_restore"]["config"]["target_path"] = "restored.db"
+    result = run_job("restore_job", run_config=filled)
+    assert result.success
+    newest = list_backups(LocalStore(dest), "kotomi").backups[0]
+    assert sha256(kotomi_db.parent / "restored.db") == newest.db_sha256
+    assert sha256(kotomi_db) == live
+    # Again: the file now exists, and the Launchpad replaces nothing but the database.
+    _, line = failed_step(
+        run_job("restore_job", run_config=restore_config(target_path="restored.db"))
+    )
+    assert "exists and is not kotomi's database" in line
+
+
+def test_the_restore_dir_setting_allows_new_files_in_one_more_folder(
+    place: Path, kotomi_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    restores = place / "restores"
+    restores.mkdir()
+    monkeypatch.setenv("KOTOMI_BACKUP_RESTORE_DIR", str(restores))
+    assert run_job("restore_job", run_config=restore_config(target_path=str(restores / "a.db")))
+    assert (restores / "a.db").read_bytes()[:16] == b"SQLite format 3\x00"
+    before = entries(restores, place / "other")
+    for target, expected in (
+        (restores / "a.db", "exists and is not kotomi's database"),
+        (place / "other" / "new.db", f"and KOTOMI_BACKUP_RESTORE_DIR ({restores})"),
+    ):
+        _, line = failed_step(
+            run_job("restore_job", run_config=restore_config(target_path=str(target)))
+        )
+        assert expected in line, line
+    assert entries(restores, place / "other") == before
+
+
+@pytest.mark.parametrize("meanwhile", ["a text file at the new name", "a symlink for the db"])
+def test_a_target_changed_after_the_backup_was_chosen_is_not_replaced(
+    place: Path, kotomi_db: Path, meanwhile: str
+) -> None:
+    """The swap checks the target again. Here it changes after the restored copy is checked
+    (a hook of that step), as another process could change it between the Launchpad's click
+    and the swap; the swap step changes nothing of what it then finds."""
+    new = kotomi_db.parent / "new.db"
+    before: dict[str, tuple[object, ...]] = {}
+
+    @success_hook
+    def change_the_target(context: HookContext) -> None:
+        if context.op.name != "check_restored_copy":
+            return
+        if meanwhile == "a text file at the new name":
+            new.write_text("written meanwhile\n")
+        else:
+            kotomi_db.rename(kotomi_db.with_name("moved.db"))
+            kotomi_db.symlink_to(place / "other" / "notes.txt")
+        before.update(entries(place / "data", place / "other"))
+
+    config = (
+        restore_config(target_path=str(new))
+        if meanwhile == "a text file at the new name"
+        else restore_config(confirm="kotomi", force=True, keep_copy=False)
+    )
+    job = defs().resolve_job_def("restore_job").with_hooks({change_the_target})
+    result = job.execute_in_process(
+        run_config=config, instance=DagsterInstance.ephemeral(), raise_on_error=False
+    )
+    step, line = failed_step(result)
+    assert step == "swap_in_restored"
+    expected = "it is not a SQLite database" if meanwhile.startswith("a text") else "a symlink"
+    assert expected in line, line
+    assert before and entries(place / "data", place / "other") == before
+
+
+def test_a_wrong_backup_id_names_the_newest_ids_that_exist(dest: Path, kotomi_db: Path) -> None:
+    ids = make_backups(kotomi_db, dest, 4)
+    config = restore_config(backup="20261127T020000Z-abc123", target_path="new.db")
+    _, line = failed_step(run_job("restore_job", run_config=config))
+    newest = sorted(ids, reverse=True)[:3]
+    assert f"(the newest there: {', '.join(newest)})" in line, line
+    assert "`kotomi-backup list` shows every backup" in line
+    assert not (kotomi_db.parent / "new.db").exists()
+
+
+def launchpad_yaml(job: Any) -> Any:
+    """What the Launchpad fills in: the UI's own default YAML of the job's config schema."""
+    from dagster._core.snap import JobSnap
+    from dagster_graphql.schema.run_config import default_values_yaml_from_type_snap
+
+    snap = JobSnap.from_job_def(job)
+    schema = snap.config_schema_snapshot
+    root = schema.get_config_snap(snap.mode_def_snaps[0].root_config_key)
+    return yaml.safe_load(default_values_yaml_from_type_snap(schema, root))
+
+
+def test_the_launchpad_says_which_database_it_restores_and_asks_for_a_confirm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KOTOMI_BACKUP_DATABASES", "blog=/data/blog.db,docs=/srv/docs.db")
+    job = defs().resolve_job_def("restore_job")
+    filled = launchpad_yaml(job)
+    op = filled["ops"]["choose_backup_to_restore"]["config"]
+    assert (op["database"], op["target_path"], op["confirm"]) == ("blog", "", "")
+    # No database's name in the shared settings: the run's `database` alone says which.
+    resource = filled["resources"]["kotomi_backup_settings"]["config"]
+    assert "name" not in resource and "db_path" not in resource
+    field = job.run_config_schema.config_type.fields["ops"].config_type.fields[
+        "choose_backup_to_restore"
+    ]
+    database = field.config_type.fields["config"].config_type.fields["database"]
+    assert "blog (/data/blog.db), docs (/srv/docs.db)" in database.description

@@ -135,7 +135,8 @@ def test_restore_job_into_kotomis_volume(stack: Stack, tmp_path: Path) -> None:
     config = {
         "ops": {
             "choose_backup_to_restore": {
-                "config": {"database": "kotomi", "backup": oldest["backup_id"]}
+                # The live file: replacing it needs its name repeated.
+                "config": {"database": "kotomi", "backup": oldest["backup_id"], "confirm": "kotomi"}
             }
         }
     }

@@ -34,10 +34,11 @@ class _ClientResource(Protocol):
 class KotomiBackupResource(ConfigurableResource):  # type: ignore[type-arg]
     """Where one database is read from and where its backups go."""
 
-    name: str = Field(
+    name: str | None = Field(
         default=config.NAME.default,
         description="The default database's backup name (a database given to settings() "
-        "brings its own): the folder on every store, the asset prefix.",
+        "brings its own): the folder on every store, the asset prefix. Unset with several "
+        "databases: each run names its own (the restore's `database`).",
     )
     db_path: str | None = setting_field(config.DB_PATH, note=", of the default database")
     backup_url: str = setting_field(config.URL, default="")
@@ -176,8 +177,9 @@ def backup_resource_from_env(
     fields = env_fields(BACKUP_FIELDS, environ)
     if spec is not None and spec.db_path:
         fields["db_path"] = spec.db_path
+    several = len(config.DATABASES.read(environ)) > 1  # no default database to name
     return KotomiBackupResource(
-        name=spec.name if spec is not None else config.NAME.read(environ),
+        name=spec.name if spec is not None else None if several else config.NAME.read(environ),
         s3=_s3_resource_from_env() if "s3" in schemes else None,
         gcs=_gcs_resource_from_env() if "gs" in schemes else None,
         **fields,

@@ -292,7 +292,9 @@ def test_tampered_pack_or_page_map_restores_nothing(kotomi_db: Path, tmp_path: P
     store = tmp_path / "store"
     manifest = run_backup(settings(kotomi_db, store)).manifest
     target = tmp_path / "live.db"
-    target.write_bytes(b"the current database")
+    # The live database's first pages: a restore replaces nothing that is not a database.
+    current = kotomi_db.read_bytes()[: 64 * 1024]
+    target.write_bytes(current)
     [pack] = pack_files(store)
     path = store / "kotomi" / "packs" / pack
     data = bytearray(path.read_bytes())
@@ -300,7 +302,7 @@ def test_tampered_pack_or_page_map_restores_nothing(kotomi_db: Path, tmp_path: P
     path.write_bytes(bytes(data))
     with pytest.raises(BackupError, match=f"pack {pack}"):
         restore_database([LocalStore(store)], "kotomi", target, force=True)
-    assert target.read_bytes() == b"the current database"
+    assert target.read_bytes() == current
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".live")] == []
 
     path.unlink()
@@ -311,7 +313,7 @@ def test_tampered_pack_or_page_map_restores_nothing(kotomi_db: Path, tmp_path: P
     page_map.write_bytes(page_map.read_bytes()[:-3])
     with pytest.raises(BackupError, match="page map"):
         restore_database([LocalStore(store)], "kotomi", target, force=True)
-    assert target.read_bytes() == b"the current database"
+    assert target.read_bytes() == current
 
 
 def blob_db(path: Path, rows: int = 600) -> None:
