@@ -73,7 +73,9 @@ class LockedBucket:
         return [v for v in answer.get("Versions", []) if v["Key"] == self.key(key)]
 
 
-def make_locked_bucket(server: Endpoint, db: Path) -> LockedBucket:
+def make_locked_bucket(
+    server: Endpoint, db: Path, days: int = DEFAULT_RETENTION_DAYS
+) -> LockedBucket:
     bucket = unique_bucket()
     client = s3_client(server.url)
     client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
@@ -81,7 +83,7 @@ def make_locked_bucket(server: Endpoint, db: Path) -> LockedBucket:
         Bucket=bucket,
         ObjectLockConfiguration={
             "ObjectLockEnabled": "Enabled",
-            "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": DEFAULT_RETENTION_DAYS}},
+            "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": days}},
         },
     )
     return LockedBucket(server, bucket, db)
