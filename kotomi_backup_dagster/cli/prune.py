@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
             identities=settings.identities(),
             recipients_text=settings.age_recipients,
             keeper=keeper,
+            lock_memory=settings.lock_memory(store.url),
         ),
     )
     results = succeeded(outcomes)  # one destination failing does not stop the others

@@ -22,13 +22,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from .archive import parse_recipients
 from .errors import BackupError, ConfigError
 from .keeper.guard import FLOOR, KeeperSettings, StoreGuard, guard_store
 from .keeper.horizons import Need, backup_need
-from .keeper.locks import LockReport, extend_locks, plan_locks
+from .keeper.locks import LockMemory, LockReport, extend_locks, plan_locks
 from .layout import (
     Listing,
     backup_prefix,
@@ -196,6 +197,7 @@ def prune_store(
     identities: Sequence[Any] = (),
     recipients_text: str | None = None,
     keeper: KeeperSettings | None = None,
+    lock_memory: Path | None = None,
 ) -> PruneResult:
     """Apply the policy; lock what stays, then remove the rest; then remove the packs no
     kept paged backup needs and repack the mostly-dead ones (`identities` and the recipients
@@ -220,7 +222,10 @@ def prune_store(
             if p.keep and p.reasons != [REASON_SETTLING]
         ]
         targets = plan_locks(kept, (keeper or KeeperSettings()).slack, listing.revised)
-        result.locks = extend_locks(store, targets, guard.mode, guard.inventory, dry_run=dry_run)
+        memory = LockMemory(lock_memory, moment) if lock_memory else None
+        result.locks = extend_locks(
+            store, targets, guard.mode, guard.inventory, dry_run=dry_run, memory=memory
+        )
     for orphan in incomplete:
         if orphan in guard.hidden:  # not interrupted: its manifest was hidden; never removed
             result.orphans_kept.append(orphan)
@@ -250,7 +255,6 @@ def prune_store(
         recipients=parse_recipients(recipients_text) if identities else (),
         recipients_text=recipients_text,
         removing=result.removed if dry_run else (),
-        repack=guard.mode is None,
         inventory=guard.inventory,
     )
     result.bytes_freed += result.packs.bytes_freed

@@ -3,6 +3,7 @@ config.py), CLI flags and the Dagster resource override them."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -94,6 +95,11 @@ class BackupSettings:
     def page_hash_cache(self) -> Path:
         """Page hashes of recent paged backups (engine/paged/hashes.py), per database."""
         return self.staging_dir / self.name / "page-hashes"
+
+    def lock_memory(self, url: str) -> Path:
+        """What the keeper last read of the locks at `url` (keeper/locks.py: LockMemory)."""
+        digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+        return self.staging_dir / self.name / f"locks-{digest}.json"
 
     def identities(self) -> list[Any]:
         """The age identities for restores and drills (none when no key is set)."""

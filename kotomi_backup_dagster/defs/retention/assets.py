@@ -86,6 +86,7 @@ def build_prune_asset(
                 identities=settings.identities(),
                 recipients_text=settings.age_recipients,
                 keeper=options.keeper,
+                lock_memory=settings.lock_memory(store.url),
             ),
         )
         failures = [at.error_line() for at in failed(outcomes)]

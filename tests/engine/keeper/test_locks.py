@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
@@ -69,6 +70,17 @@ def test_kept_backups_are_locked_to_their_tier_and_removed_ones_only_hidden(
     again = locked.prune(days_later=3)
     assert again.locks is not None and again.locks.extended == []
     assert again.locks.requests == again.locks.checked, "a second run only reads"
+
+
+def test_an_hourly_keeper_reads_each_lock_once_a_day(locked: LockedBucket, tmp_path: Path) -> None:
+    locked.backup()
+    memory = tmp_path / "locks.json"
+    first = locked.prune(days_later=3, lock_memory=memory)
+    assert first.locks is not None and first.locks.extended and first.locks.requests > 0
+    hour_later = locked.prune(days_later=3 + 1 / 24, lock_memory=memory)
+    assert hour_later.locks is not None and hour_later.locks.requests == 0
+    day_later = locked.prune(days_later=4.1, lock_memory=memory)
+    assert day_later.locks is not None and day_later.locks.requests >= day_later.locks.checked
 
 
 def test_a_lock_already_longer_is_never_touched(locked: LockedBucket) -> None:
