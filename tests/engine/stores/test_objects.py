@@ -28,8 +28,12 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def same_day(db: Path, url: str, tmp_path: Path, count: int) -> list[Manifest]:
-    """`count` backups an hour apart ending now, newest first."""
-    return backups_at(db, url, tmp_path, [NOW - timedelta(hours=n) for n in range(count)])
+    """`count` backups a minute apart on one UTC day, ending at most now, newest first (an
+    hour apart, they spanned two days when run just after midnight: a wrong daily plan)."""
+    end = NOW
+    if (end - timedelta(minutes=count)).date() != end.date():
+        end = end.replace(hour=0, minute=0, second=0) - timedelta(seconds=1)
+    return backups_at(db, url, tmp_path, [end - timedelta(minutes=n) for n in range(count)])
 
 
 def one_daily(url: str) -> dict[str, str]:
