@@ -3,15 +3,37 @@
  * timed wait is left alone. libfaketime fakes more than the wall clock and breaks Python's
  * time.sleep and timed lock waits in that mode. Built by bench/soak.py:
  *     gcc -shared -fPIC -O2 -o fakeclock.so fakeclock.c -ldl
+ * With FAKECLOCK_OFFSET_FILE (8 bytes: the offset in nanoseconds, native order) instead, the
+ * offset is read from that file at every call, so several processes (a server and its
+ * clients, bench/locks.py) share one clock that the controller moves forward.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
+
+static volatile long long *shared = 0;
+static int shared_tried = 0;
 
 static long long offset_ns(void) {
     static long long offset = -1;
+    if (!shared_tried) {
+        shared_tried = 1;
+        const char *path = getenv("FAKECLOCK_OFFSET_FILE");
+        if (path) {
+            int fd = open(path, O_RDONLY);
+            if (fd >= 0) {
+                void *map = mmap(0, sizeof(long long), PROT_READ, MAP_SHARED, fd, 0);
+                close(fd);
+                if (map != MAP_FAILED) shared = (volatile long long *)map;
+            }
+        }
+    }
+    if (shared) return *shared > 0 ? *shared : 0;
     if (offset < 0) {
         const char *text = getenv("FAKECLOCK_OFFSET_NS");
         offset = text ? atoll(text) : 0;

@@ -134,7 +134,8 @@ def guard_store(
         hidden=hidden,
         lock=lock,
         mode=mode,
-        # The store's clock decides where the writer cannot be trusted: another host, or a
-        # store that locks (the threat locks answer). A folder's times are the host's own.
-        trusted_times=remote and (settings.split or mode is not None),
+        # The store's clock decides where the writer is not trusted: a keeper on another
+        # host. (On one host, whoever can forge a manifest can also run the prune.) A
+        # folder's times are the host's own.
+        trusted_times=remote and settings.split,
     )

@@ -45,9 +45,11 @@ def test_kept_backups_are_locked_to_their_tier_and_removed_ones_only_hidden(
     assert result.removed == [removed.backup_id]
     assert result.locks is not None and result.locks.mode == "compliance"
 
-    # Their day closed three days ago: locked until it leaves the 7 daily slots.
-    expected = start_of_day(today, 7)
+    # Their day (by the store's clock) closed: locked until it leaves the 7 daily slots.
+    inventory = locked.store().inventory(NAME)
     for manifest in (newest, oldest):
+        stored = inventory[manifest_key(NAME, manifest.backup_id)].first_stored_at
+        expected = start_of_day(stored, 7)
         for key in (manifest_key(NAME, manifest.backup_id), manifest.archive.key):
             [version] = locked.versions(key)
             mode, until = locked.retention(key, version["VersionId"])
