@@ -55,3 +55,20 @@ def test_a_run_container_gets_the_code_servers_settings_and_volumes() -> None:
     assert set(context["container_kwargs"]["volumes"]) == mounts
     assert context["networks"] == [compose["networks"]["default"]["name"]]
     assert overlay["DAGSTER_CURRENT_IMAGE"] == code_server["image"]
+
+
+def test_the_keeper_service_is_a_keeper_with_its_own_credentials_and_no_database() -> None:
+    """docs/immutability.md: the compose file shows both roles. The keeper never mounts
+    Kotomi's data, holds credentials of its own (not the writer's AWS_* variables) and the age
+    identity, and keeps its own Dagster instance."""
+    compose = load("docker-compose.yml")
+    keeper = compose["services"]["keeper"]
+    env = {k: defaults(str(v)) for k, v in keeper["environment"].items()}
+    assert keeper["profiles"] == ["keeper"] and env["KOTOMI_BACKUP_ROLE"] == "keeper"
+    assert keeper["environment"]["AWS_ACCESS_KEY_ID"] == "${KEEPER_AWS_ACCESS_KEY_ID:-}"
+    assert keeper["environment"]["AWS_SECRET_ACCESS_KEY"] == "${KEEPER_AWS_SECRET_ACCESS_KEY:-}"
+    assert "KOTOMI_BACKUP_AGE_IDENTITY" in env and "KOTOMI_DB_PATH" not in env
+    assert not any(v.startswith("kotomi-data:") for v in keeper["volumes"])
+    writer = compose["services"]["user_code"]["environment"]
+    assert "KOTOMI_BACKUP_AGE_IDENTITY" not in writer, "the private key stays off Kotomi's host"
+    assert writer["KOTOMI_BACKUP_ROLE"] == "${KOTOMI_BACKUP_ROLE:-both}"
