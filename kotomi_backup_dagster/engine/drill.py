@@ -153,7 +153,13 @@ def drill_store(
     if not chosen:
         # No URL in the message: callers say where (engine/destinations.py)
         raise BackupError(f"no backup {which!r} of {name!r} to drill there: back it up first")
-    found = inspect_protection(store, chosen, store.inventory(name), revision_keys=listing.revised)
+    found = inspect_protection(
+        store,
+        chosen,
+        inventory,
+        revision_keys=listing.revised,
+        rewritten_manifests=listing.rewritten,
+    )
     return [
         (
             manifest,

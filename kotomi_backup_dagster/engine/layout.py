@@ -112,6 +112,9 @@ class Listing:
     unreadable: list[str]  # manifests that cannot be read or used, oldest first
     problems: dict[str, str] = field(default_factory=dict)  # unreadable id -> why
     revised: dict[str, str] = field(default_factory=dict)  # id -> the revision key in use
+    # Backups whose manifest.json has other contents than it was first written with, not by a
+    # repack of an earlier version of this tool: read as first written (tampering).
+    rewritten: set[str] = field(default_factory=set)
 
     def unreadable_newer_than(self, backup_id: str) -> list[str]:
         """Unreadable entries that would have been newer than `backup_id`, newest first."""
@@ -136,14 +139,17 @@ def list_backups(
     children = store.list_children(name)
     revisions = revision_keys(store, name) if REVISIONS in children else {}
     revised: dict[str, str] = {}
+    rewritten: set[str] = set()
     for child in children:
         if not is_backup_id(child):
             continue
         where = f"{safe_url(store.url)}/{name}/{child}"
         state = (inventory or {}).get(manifest_key(name, child))
-        original = state.first_version if state and state.versions > 1 else ""
+        changed = state is not None and state.contents > 1 and bool(state.first_version)
         try:
-            raw = store.get_bytes(manifest_key(name, child), original)
+            raw = store.get_bytes(
+                manifest_key(name, child), state.first_version if changed and state else ""
+            )
         except ObjectNotFound:
             incomplete.append(child)
             continue
@@ -158,6 +164,12 @@ def list_backups(
         if manifest.backup_id != child or manifest.name != name:
             problems[child] = "its manifest describes another backup"
             continue
+        if changed:
+            legacy = _legacy_repack(store, name, manifest, where)
+            if legacy is None:
+                rewritten.add(child)
+            else:
+                manifest = legacy
         if child in revisions:
             manifest, _, key = current_manifest(store, manifest, revisions[child], where)
             if key is not None:
@@ -170,7 +182,25 @@ def list_backups(
         unreadable=sorted(problems),
         problems=problems,
         revised=revised,
+        rewritten=rewritten,
     )
+
+
+def _legacy_repack(
+    store: BackupStore, name: str, original: Manifest, where: str
+) -> Manifest | None:
+    """The current manifest.json when it is a repack by a version of this tool that rewrote
+    manifests in place (the same database, `repacked_at` set), else None. Trusting it costs
+    at worst a restore that fails its sha256 check, never a wrong database."""
+    try:
+        current = Manifest.from_json(
+            store.get_bytes(manifest_key(name, original.backup_id)), where=where
+        )
+    except (ObjectNotFound, UnreadableObject, BackupError):
+        return None
+    if same_backup(original, current) and (current.paged or {}).get("repacked_at"):
+        return current
+    return None
 
 
 def read_hidden_manifest(store: BackupStore, name: str, backup_id: str) -> Manifest | None:

@@ -150,6 +150,7 @@ def _check_locks(
         survey.guard.inventory,
         needs=needs,
         revision_keys=survey.listing.revised,
+        rewritten_manifests=survey.listing.rewritten,
     )
     for backup_id, protection in checked.items():
         current = survey.guard.protections.get(backup_id)

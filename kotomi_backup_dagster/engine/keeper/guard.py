@@ -119,7 +119,11 @@ def guard_store(
     lock, mode = lock_mode(store, settings)
     inventory = dict(inventory if inventory is not None else store.inventory(name))
     protections = inspect_protection(
-        store, listing.backups, inventory, revision_keys=listing.revised
+        store,
+        listing.backups,
+        inventory,
+        revision_keys=listing.revised,
+        rewritten_manifests=listing.rewritten,
     )
     remote = isinstance(store, LockingStore)
     hidden = {

@@ -19,7 +19,7 @@ choose that. See `planning_time`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -63,9 +63,13 @@ def inspect_protection(
     *,
     needs: Mapping[str, datetime] | None = None,
     revision_keys: Mapping[str, str] | None = None,
+    rewritten_manifests: Collection[str] | None = None,
 ) -> dict[str, Protection]:
     """{backup_id: Protection}. `needs` ({backup_id: the lock its tier needs}): when given,
-    the locks are read (LockingStore) and each object locked short of its need is reported."""
+    the locks are read (LockingStore) and each object locked short of its need is reported.
+    `rewritten_manifests`: the listing's judgement of each manifest.json with several
+    contents (layout.py: a repack by an earlier version of this tool rewrote it in place);
+    without it, any manifest.json with several contents counts as rewritten."""
     found: dict[str, Protection] = {}
     locks: dict[tuple[str, str], ObjectLock | None] = {}
     for manifest in manifests:
@@ -88,7 +92,13 @@ def inspect_protection(
                 all_locked = False
                 continue  # missing: objects.py reports it
             recorded = manifest.version_of(key)
-            if state.versions > 1 or (recorded and state.version and recorded != state.version):
+            if key == keys[0] and rewritten_manifests is not None:
+                if manifest.backup_id in rewritten_manifests:
+                    rewritten.append(_label(manifest, key))
+            elif state.contents > 1 or (recorded and state.version and recorded != state.version):
+                # Versions of other bytes, or a current version other than the one recorded
+                # (create-only writes make no second version of their own). The same bytes
+                # again, an upload re-run by an earlier version of this tool, is no rewrite.
                 rewritten.append(_label(manifest, key))
             if state.hidden:
                 hidden.append(_label(manifest, key))

@@ -80,6 +80,7 @@ class ObjectState:
     lock: ObjectLock | None = None  # where the listing tells (GCS); None: ask `lock_of`
     lock_known: bool = False  # True when `lock` comes from the listing (None = unlocked)
     first_version: str = ""  # the oldest version still kept: the original of a write-once key
+    contents: int = 1  # how many different contents its versions hold (by ETag/MD5 and size)
 
 
 @dataclass(frozen=True)

@@ -660,6 +660,7 @@ class GCSStore:
                 lock=_blob_lock(current),
                 lock_known=True,
                 first_version=str(generations[0].generation or ""),
+                contents=len({(b.md5_hash, b.size) for b in generations}),
             )
         return found
 

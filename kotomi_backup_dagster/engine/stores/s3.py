@@ -796,6 +796,7 @@ class S3Store:
                 versions=len(items),
                 hidden=full in markers,
                 first_version=_version(items[0].get("VersionId")),
+                contents=len({(i.get("ETag"), i.get("Size")) for i in items}),
             )
         return found
 

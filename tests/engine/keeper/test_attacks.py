@@ -250,3 +250,42 @@ def test_on_gcs_the_writer_cannot_overwrite_and_a_rewrite_is_detected_and_undone
     chosen = choose_backup([store], NAME, manifest.backup_id)
     fetch_backup(chosen, tmp_path / "r.db")
     assert hashlib.sha256((tmp_path / "r.db").read_bytes()).hexdigest() == manifest.db_sha256
+
+
+def test_a_store_written_before_on_a_versioned_bucket_is_not_taken_for_tampering(
+    kotomi_db: Path, s3_bucket: str, aws_env: object, tmp_path: Path
+) -> None:
+    """Earlier versions of this tool rewrote a repacked manifest in place and uploaded an
+    archive again on a re-run: on a versioned bucket those are extra versions that are not
+    tampering. A rewrite of any other kind still is."""
+    from kotomi_backup_dagster.engine.backup import run_backup
+    from tests.conftest import s3_client
+    from tests.engine.stores.conftest import backups_at, settings
+
+    client = s3_client(aws_env.url)  # type: ignore[attr-defined]
+    client.put_bucket_versioning(Bucket=s3_bucket, VersioningConfiguration={"Status": "Enabled"})
+    url = f"s3://{s3_bucket}/old"
+    paged = run_backup(settings(kotomi_db, url, backup_format="paged")).manifest
+    # A backup as an earlier version wrote it: no `versions` in its manifest.
+    [full] = backups_at(kotomi_db, url, tmp_path, [datetime.now(UTC) - timedelta(hours=1)])
+    assert not full.versions
+    store = open_store(url)
+    # The old repack: the same backup, rewritten in place with `repacked_at`.
+    repacked = json.loads(paged.to_json())
+    repacked["paged"]["repacked_at"] = "20261201T000000000000Z"
+    key = f"old/{manifest_key(NAME, paged.backup_id)}"
+    client.put_object(Bucket=s3_bucket, Key=key, Body=json.dumps(repacked).encode())
+    # The old re-run: the same archive bytes again.
+    archive = store.get_bytes(full.archive.key)
+    client.put_object(Bucket=s3_bucket, Key=f"old/{full.archive.key}", Body=archive)
+    survey = survey_store(store, NAME, POLICY, KeeperSettings())
+    assert survey.tampered(paged.backup_id) is None and survey.tampered(full.backup_id) is None
+    listed = {m.backup_id: m for m in survey.backups}
+    assert (listed[paged.backup_id].paged or {}).get("repacked_at")  # the current one is used
+    # Anything else written over manifest.json is tampering, and the first version is read.
+    forged = dict(json.loads(full.to_json()), db_sha256="0" * 64)
+    key = f"old/{manifest_key(NAME, full.backup_id)}"
+    client.put_object(Bucket=s3_bucket, Key=key, Body=json.dumps(forged).encode())
+    survey = survey_store(store, NAME, POLICY, KeeperSettings())
+    assert "rewritten: manifest.json" in (survey.tampered(full.backup_id) or "")
+    assert {m.backup_id: m for m in survey.backups}[full.backup_id].db_sha256 == full.db_sha256
