@@ -146,3 +146,25 @@ def test_without_a_locking_bucket_nothing_is_locked_and_asking_for_it_is_refused
     assert result.locks is None
     with pytest.raises(ConfigError, match="has no object lock"):
         prune_store(store, NAME, POLICY, keeper=KeeperSettings(lock="compliance"))
+
+
+def test_gcs_retention_is_set_read_and_listed_as_the_keeper_uses_it(
+    fake_gcs_env: object,
+) -> None:
+    """fake-gcs-server stores object retention (it does not enforce it): the keeper's GCS
+    requests set a lock, read it back, and find it in the listing (no request per object)."""
+    from kotomi_backup_dagster.engine.stores import LockingStore, open_store
+    from tests.conftest import gcs_client, unique_bucket
+
+    bucket = unique_bucket()
+    gcs_client().create_bucket(bucket)
+    store = open_store(f"gs://{bucket}/p")
+    assert isinstance(store, LockingStore)
+    stored = store.put_bytes("kotomi/x/manifest.json", b"{}")
+    assert store.lock_of("kotomi/x/manifest.json", stored.version) is None
+    until = (datetime.now(UTC) + timedelta(days=9)).replace(microsecond=0)
+    store.extend_lock("kotomi/x/manifest.json", stored.version, until, "compliance")
+    lock = store.lock_of("kotomi/x/manifest.json", stored.version)
+    assert lock is not None and (lock.mode, lock.until) == ("compliance", until)
+    [state] = store.inventory("kotomi").values()
+    assert state.lock_known and state.lock == lock and state.version == stored.version
