@@ -191,3 +191,28 @@ def test_a_refused_upload_is_a_configuration_error_on_s3_and_gcs(
     assert message.startswith(f"upload to {url} failed: "), message
     assert message.count(url) == 1, message  # was "upload to X failed: destination X: ..."
     assert len(proxy.faults()) == 1, "a refusal is not retried"
+
+
+@pytest.mark.parametrize("remote", ["gs"], indirect=True)
+def test_a_refused_delete_names_the_missing_right_and_changes_nothing(
+    kotomi_db: Path, remote: tuple[str, FaultProxy], tmp_path: Path
+) -> None:
+    """Issue 26's denied deletes, on GCS (S3's, inside a successful DeleteObjects answer, are
+    tests/engine/keeper/test_policies.py): exit 2, the permission named, nothing removed."""
+    from datetime import UTC, datetime, timedelta
+
+    from kotomi_backup_dagster.engine.layout import list_backups
+    from kotomi_backup_dagster.engine.prune import prune_store
+    from kotomi_backup_dagster.engine.retention import RetentionPolicy
+    from kotomi_backup_dagster.engine.stores import open_store
+    from tests.engine.stores.conftest import backups_at
+
+    url, proxy = remote
+    now = datetime.now(UTC)
+    backups_at(kotomi_db, url, tmp_path, [now - timedelta(days=d) for d in (0, 1, 2)])
+    proxy.rules.append(Rule(lambda r: r.method == "DELETE", "status:403:Forbidden"))
+    store = open_store(url)
+    with pytest.raises(ConfigError) as refused:
+        prune_store(store, "kotomi", RetentionPolicy(keep_last=1))
+    assert "storage.objects.delete" in str(refused.value) and "\n" not in str(refused.value)
+    assert len(list_backups(store, "kotomi").backups) == 3
