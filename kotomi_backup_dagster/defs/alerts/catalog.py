@@ -29,6 +29,7 @@ from dagster import (
 from ...engine.destinations import at_each_destination
 from ...engine.errors import first_line
 from ...engine.health import DestinationState, inspect_destination, unlistable_destination, utcnow
+from ...engine.readable import readable_size
 from ...retention import BackupRef, RetentionPolicy, plan_backups
 from ..backup.assets import SETTINGS_KEY, group_of
 from ..backup.resources import KotomiBackupResource
@@ -147,7 +148,8 @@ def catalog_view(
             lock = " (encrypted)" if manifest.encrypted else ""
             rows.append(
                 f"| {state.url} | `{manifest.backup_id}` | {manifest.created_at} | {age:.1f} "
-                f"| {manifest.db_size:,} | {manifest.stored_bytes:,}{lock} | {tier} "
+                f"| {readable_size(manifest.db_size)} | {readable_size(manifest.stored_bytes)}"
+                f"{lock} | {tier} "
                 f"| {drill_text} |"
             )
             ids.add(manifest.backup_id)

@@ -28,6 +28,7 @@ from ...engine.manifest import Manifest
 from ..backup.assets import SETTINGS_KEY, group_of
 from ..backup.resources import KotomiBackupResource
 from ..databases import DatabaseSpec
+from ..engine_log import engine_log_in
 from ..failures import failure, one_line_failures
 from ..options import KotomiBackupOptions
 from ..replicate import replicate_asset
@@ -147,7 +148,7 @@ def _drills_materialized(
 ) -> Iterator[MaterializeResult | AssetCheckResult]:  # type: ignore[type-arg]  # Dagster's generics
     """The body of both drill assets: drill, then either the materialization and its green
     checks, or red checks and a failed step whose headline says which backup and why."""
-    with one_line_failures(f"{label} of {db.name}"):
+    with one_line_failures(f"{label} of {db.name}"), engine_log_in(context.log):
         drilled = _drill_all(context, res, db, which)
     checks = _check_results(context.asset_key, drilled.results)
     metadata = {**(summary(drilled.results) if drilled.results else {}), **_counts(drilled)}

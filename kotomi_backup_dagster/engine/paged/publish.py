@@ -16,6 +16,7 @@ otherwise remove a pack the new backup reuses).
 from __future__ import annotations
 
 import hashlib
+import logging
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -25,11 +26,15 @@ from typing import Any
 from ..errors import BackupError
 from ..layout import backup_prefix, manifest_key
 from ..manifest import Manifest
-from ..stores import BackupStore, ObjectNotFound
+from ..readable import readable_size
+from ..stores import BackupStore, ObjectNotFound, safe_url
 from .delta import PageSource
 from .hashes import HashCache, changed_pages
 from .packs import PackWriter, StagedPack, pack_key, packs_prefix
 from .pagemap import PageMap, splice_page_map
+
+# Each pack that landed, for whoever watches (defs/engine_log.py: the step's event log).
+log = logging.getLogger(__name__)
 
 # Identical new pages (free pages, empty leaves) are stored once; the table of those seen is
 # bounded so memory does not grow with the database.
@@ -222,7 +227,8 @@ def _upload(
         known = base.manifest.pack_files()
         infos.update({f: known[f] for f in page_map.packs if f in known})
     stored = 0
-    for pack in new_packs:
+    total = sum(pack.size for pack in new_packs)
+    for number, pack in enumerate(new_packs, start=1):
         landed = store.put_file(pack_key(name, pack.file), pack.path, sha256=pack.sha256)
         requests += landed.requests
         if landed.size != pack.size:
@@ -232,6 +238,15 @@ def _upload(
             )
         infos[pack.file] = pack.info()
         stored += pack.size
+        log.info(
+            "%s: pack %d of %d stored (%s of %s, %d%%)",
+            safe_url(store.url),
+            number,
+            len(new_packs),
+            readable_size(stored),
+            readable_size(total),
+            stored * 100 // total if total else 100,
+        )
     paged = {
         "base": base.manifest.backup_id if base else None,
         "recipients": fingerprint,

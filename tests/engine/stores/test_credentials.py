@@ -188,6 +188,6 @@ def test_a_refused_upload_is_a_configuration_error_on_s3_and_gcs(
     with pytest.raises(ConfigError) as caught:  # the CLI's exit 2
         run_backup(settings(kotomi_db, url))
     message = str(caught.value)
-    assert message.startswith(f"upload to {url} failed: "), message
+    assert message.startswith(f"upload of kotomi to {url} failed: "), message
     assert message.count(url) == 1, message  # was "upload to X failed: destination X: ..."
     assert len(proxy.faults()) == 1, "a refusal is not retried"
