@@ -646,11 +646,14 @@ DEPLOYMENT_VARIABLES = frozenset(
 )
 
 
-def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
-    """A line for each KOTOMI_BACKUP_* variable that is no setting. A misspelt one would be
-    ignored in silence: the age recipients without their final S leave every backup plain."""
+def unknown_variables(
+    environ: Mapping[str, str] | None = None, also_known: Iterable[str] = ()
+) -> list[str]:
+    """A line for each KOTOMI_BACKUP_* variable that is no setting (nor in `also_known`: the
+    variables a defs.yaml names). A misspelt one would be ignored in silence: the age
+    recipients without their final S leave every backup plain."""
     env = os.environ if environ is None else environ
-    known = {s.name for s in SETTINGS} | DEPLOYMENT_VARIABLES
+    known = {s.name for s in SETTINGS} | DEPLOYMENT_VARIABLES | set(also_known)
     lines = []
     for name in sorted(n for n in env if n.startswith("KOTOMI_BACKUP_") and n not in known):
         close = difflib.get_close_matches(name, known, n=1)

@@ -163,6 +163,19 @@ def test_dg_check_defs_passes_and_refuses_a_bad_setting_with_its_line() -> None:
     )
 
 
+@pytest.mark.slow
+def test_dg_check_defs_warns_of_a_misspelt_variable_as_the_cli_does() -> None:
+    # Without its final S the recipients are no setting: every backup would go out plain.
+    loaded = dg("check", "defs", env={"KOTOMI_BACKUP_AGE_RECIPIENT": "age1qqqq"})
+    assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+    warned = [line for line in (loaded.stdout + loaded.stderr).splitlines() if "WARNING" in line]
+    assert len(warned) == 1, loaded.stdout + loaded.stderr
+    assert warned[0].endswith(
+        "KOTOMI_BACKUP_AGE_RECIPIENT is not a setting and is ignored: did you mean "
+        "KOTOMI_BACKUP_AGE_RECIPIENTS?"
+    ), warned
+
+
 def test_a_copied_database_is_defined_exactly_as_if_it_were_built_by_the_decorators() -> None:
     """Databases after the first are copies of its stages (replicate.py, for load time): the
     snapshot Dagster serves for them equals the one of the same database built first."""
