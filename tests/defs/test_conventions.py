@@ -89,11 +89,11 @@ def test_every_run_holds_its_databases_pool_and_gets_its_database_tag_at_launch(
         assert one.run_op_concurrency is not None
         assert one.run_op_concurrency.all_pools == {"kotomi_backup_blog"}
         assert database_tag_for(one) == {DATABASE_TAG: "blog"}
-        # "Materialize all": both pools (a run holds them all), no single tag.
+        # "Materialize all": both pools (a run holds them all), no single database's tag.
         both = instance.create_run_for_job(everything)
         assert both.run_op_concurrency is not None
         assert both.run_op_concurrency.all_pools == {"kotomi_backup_blog", "kotomi_backup_kotomi"}
-        assert database_tag_for(both) == {}
+        assert database_tag_for(both) == {"kotomi_backup/databases": "blog, kotomi"}
         # A job launched whole from the Launchpad: its steps' pools name the database.
         monkeypatch.setenv("KOTOMI_BACKUP_DATABASES", "docs-site=/data/docs.db")
         whole = instance.create_run_for_job(definitions_from_env().resolve_job_def("kotomi_prune"))

@@ -97,7 +97,7 @@ def test_a_drill_of_a_damaged_archive_fails_the_asset_with_the_cause(
         cls, line = headline(result)
         assert cls == "Failure"
         assert line.startswith(
-            f"drill of backup {manifest.backup_id} at file://{dagster_env} failed: "
+            f"drill of kotomi backup {manifest.backup_id} at file://{dagster_env} failed: "
         ), line
     assert list_backups(LocalStore(dagster_env), "kotomi").backups == [manifest]
 

@@ -191,7 +191,9 @@ def test_monthly_test_drills_every_one_of_30_backups_and_reports_the_bad_one(
     # ... and the step's headline is the cause, with the figures in its metadata.
     data = failure.step_failure_data.user_failure_data
     assert data is not None and data.description is not None
-    assert data.description.startswith(f"restore test of backup {bad} at file://{dest} failed: ")
+    assert data.description.startswith(
+        f"restore test of kotomi backup {bad} at file://{dest} failed: "
+    )
     assert "\n" not in data.description
     meta = {k: v.value for k, v in data.metadata.items()}
     assert (meta["drilled"], meta["passed"], meta["failed"]) == (30, 29, 1)

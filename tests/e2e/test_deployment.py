@@ -164,7 +164,8 @@ def test_the_user_journey(deployment: Deployment, tmp_path: Path) -> None:
         drill_error["message"]
         .splitlines()[0]
         .startswith(
-            f"dagster._core.definitions.events.Failure: drill of backup {newest.backup_id} at "
+            "dagster._core.definitions.events.Failure: "
+            f"drill of kotomi backup {newest.backup_id} at "
         )
     ), drill_error
     drilled = d.asset(DRILL)

@@ -61,7 +61,7 @@ class Drilled:
             first = r.problems[0] if r.problems else "failed"
             more = len(failed) - 1 + len(self.not_run)
             more_text = f" (and {more} more)" if more else ""
-            return f"{which} of backup {m.backup_id} at {url} failed{more_text}: {first}"
+            return f"{which} of {name} backup {m.backup_id} at {url} failed{more_text}: {first}"
         if self.not_run:
             others = len(self.not_run) - 1
             more_text = f" (and {others} more)" if others else ""
