@@ -540,7 +540,8 @@ STALE_HOURS = Setting[float | None](
     value="hours",
     help="health alert: the newest backup is older than this; 0 turns it off",
     default=None,
-    shown_default="1.5x the backup interval, at least the interval + 2 h (36 h daily)",
+    shown_default="1.5x the backup interval, at least the interval + 2 h, in whole hours "
+    "(3 h for the 15-minute backup, 36 h daily)",
     parse=_number(0, None, "give a number of hours, e.g. 30 (0 turns the check off)"),
     dagster_only=True,
 )

@@ -11,6 +11,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,9 @@ from .fsutil import scratch_folder
 from .kotomi import KOTOMI_READ_QUERIES, read_query_params
 from .layout import DrillRecord, list_backups, write_drill
 from .manifest import Manifest, rfc3339
+from .prune import backup_refs, plan_listed
 from .restore import Chosen, fetch_backup
+from .retention import RetentionPolicy
 from .stores import BackupStore
 from .verify import Profile, open_readonly, verify_database
 
@@ -137,9 +140,12 @@ def drill_store(
     identities: Sequence[Any] = (),
     scratch_dir: Path | None = None,
     profile: Profile = "kotomi",
+    among: Sequence[Manifest] | None = None,
 ) -> list[tuple[Manifest, DrillRecord]]:
-    """Drill the chosen backups of one store; raises when there is none to drill."""
-    chosen = select_backups(list_backups(store, name).backups, which)
+    """Drill the chosen backups of one store (chosen `among` some of them, else among all
+    it lists); raises when there is none to drill."""
+    listed = list_backups(store, name).backups if among is None else among
+    chosen = select_backups(listed, which)
     if not chosen:
         # No URL in the message: callers say where (engine/destinations.py)
         raise BackupError(f"no backup {which!r} of {name!r} to drill there: back it up first")
@@ -152,3 +158,40 @@ def drill_store(
         )
         for manifest in chosen
     ]
+
+
+@dataclass(frozen=True)
+class RetainedDrills:
+    drilled: list[tuple[Manifest, DrillRecord]]
+    not_retained: list[Manifest]  # in no retention tier: the next prune removes them
+
+
+def drill_retained(
+    store: BackupStore,
+    name: str,
+    which: str,
+    policy: RetentionPolicy,
+    *,
+    identities: Sequence[Any] = (),
+    scratch_dir: Path | None = None,
+    profile: Profile = "kotomi",
+) -> RetainedDrills:
+    """The restore test: drill `which` (`all`, `oldest:N`) among the backups the retention
+    policy keeps, the ones `list` shows in a tier (kept for inspection included); a backup
+    in none is about to go, so it is left out and named."""
+    listing = list_backups(store, name)
+    try:
+        plan = plan_listed(listing.backups, backup_refs(store, name, listing), policy)
+    except ValueError as exc:
+        raise ConfigError(f"the retention policy cannot plan these backups: {exc}") from exc
+    kept = [p.manifest for p in plan if p.keep]
+    drilled = drill_store(
+        store,
+        name,
+        which,
+        identities=identities,
+        scratch_dir=scratch_dir,
+        profile=profile,
+        among=kept,
+    )
+    return RetainedDrills(drilled, [p.manifest for p in plan if not p.keep])

@@ -103,13 +103,27 @@ def plan_store(
     """The plan for every complete backup on the store, and its interrupted uploads."""
     listing = listing or list_backups(store, name)
     refs = backup_refs(store, name, listing)
-    by_id = {m.backup_id: m for m in listing.backups}
     try:
-        decisions = plan_backups(refs, policy, now=now) if refs else []
+        plan = plan_listed(listing.backups, refs, policy, now=now)
     except ValueError as exc:
         raise ConfigError(f"refusing to prune {safe_url(store.url)}: {exc}") from exc
+    return plan, listing.incomplete
+
+
+def plan_listed(
+    backups: Sequence[Manifest],
+    refs: Sequence[BackupRef],
+    policy: RetentionPolicy,
+    now: datetime | None = None,
+) -> list[PlannedBackup]:
+    """What prune decides for listed backups and their refs (`backup_refs`), without asking
+    the store: the tiers with the safety rails, and the newest full backup of a store that
+    mixes formats. `list`, the catalog and the restore test show exactly this. Raises
+    ValueError for a policy that cannot plan them."""
+    by_id = {m.backup_id: m for m in backups}
+    decisions = plan_backups(refs, policy, now=now) if refs else []
     plan = [PlannedBackup(by_id[d.backup_id], d) for d in decisions if d.backup_id]
-    return _keep_newest_full(plan), listing.incomplete
+    return _keep_newest_full(plan)
 
 
 def _keep_newest_full(plan: list[PlannedBackup]) -> list[PlannedBackup]:

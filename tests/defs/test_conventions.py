@@ -54,8 +54,8 @@ def test_freshness_policies_follow_the_cadence_and_the_health_thresholds(
     graph = definitions_from_env().resolve_asset_graph()
     upload = graph.get(AssetKey(["kotomi", "upload"])).freshness_policy
     drill = graph.get(AssetKey(["kotomi", "restore_drill"])).freshness_policy
-    # A backup every 15 minutes by default: overdue after the interval + 2 h.
-    assert upload is not None and upload.fail_window.to_timedelta() == timedelta(hours=2.25)
+    # A backup every 15 minutes by default: overdue after the interval + 2 h, in whole hours.
+    assert upload is not None and upload.fail_window.to_timedelta() == timedelta(hours=3)
     assert drill is not None and drill.fail_window.to_timedelta() == timedelta(days=8)
     monkeypatch.setenv("KOTOMI_BACKUP_FREQUENT_CRON", "off")  # the daily backup alone
     graph = definitions_from_env().resolve_asset_graph()

@@ -49,7 +49,7 @@ def test_list_shows_the_reachable_destination_and_names_the_other(reachable: Pat
     assert [len(d["backups"]) for d in report] == [2, 0]
     assert "error" not in report[0] and report[1]["url"] == UNREACHABLE
     [line] = listed.stderr.strip().splitlines()
-    assert line.startswith(f"kotomi-backup: cannot list {UNREACHABLE}: "), line
+    assert line.startswith(f"kotomi-backup: error: cannot list {UNREACHABLE}: "), line
 
 
 def test_prune_prunes_the_reachable_destination(reachable: Path) -> None:

@@ -8,6 +8,7 @@ failed upload re-runs only the upload, on the failed run's own backup.
 """
 
 import dataclasses
+from datetime import timedelta
 from typing import Any
 
 from dagster import (
@@ -28,7 +29,7 @@ from dagster import (
 
 from ...engine import backup as engine
 from ...engine.config import FORMAT_NAMES
-from ...engine.readable import readable_size
+from ...engine.readable import readable_duration, readable_size
 from ..databases import DatabaseSpec
 from ..engine_log import engine_log_in, progress_lines
 from ..failures import failure, one_line_failures, retries_left
@@ -74,10 +75,16 @@ def describe_archive(spec: DatabaseSpec) -> str:
     )
 
 
-def describe_upload(spec: DatabaseSpec) -> str:
+def describe_upload(spec: DatabaseSpec, stale_after: timedelta | None = None) -> str:
+    overdue = (
+        f" Overdue after {readable_duration(stale_after)} without a new backup (its freshness "
+        "policy and the health sensor's limit, KOTOMI_BACKUP_STALE_HOURS)."
+        if stale_after
+        else ""
+    )
     return (
         f"{spec.name}'s archive on every destination, manifest last: the backup exists. Run "
-        "alone, it uploads the newest archived backup not yet on every destination."
+        f"alone, it uploads the newest archived backup not yet on every destination.{overdue}"
     )
 
 
@@ -116,7 +123,8 @@ def build_all_backup_assets(
     first, *others = options.databases
     assets, checks = build_backup_assets(first, options)
     all_assets, all_checks = list(assets), list(checks)
-    describe = [describe_snapshot, describe_archive, describe_upload]
+    stale = options.health_thresholds().stale_after
+    describe = [describe_snapshot, describe_archive, lambda s: describe_upload(s, stale)]
     for spec in others:
         all_assets += [
             replicate_asset(a, first, spec, d, group_of(spec))
@@ -277,7 +285,7 @@ def build_backup_assets(
         kinds=options.destination_kinds,
         retry_policy=upload_policy,
         freshness_policy=upload_freshness(options),
-        description=describe_upload(spec),
+        description=describe_upload(spec, options.health_thresholds().stale_after),
         group_name=group,
         required_resource_keys=keys,
         pool=pool,

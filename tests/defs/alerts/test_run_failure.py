@@ -341,7 +341,9 @@ def test_materialize_all_over_two_databases_says_what_became_of_each(
         [failure] = result.get_step_failure_events()
         user_failure = failure.step_failure_data.user_failure_data
         assert failure.step_key == "blog__snapshot"
-        assert user_failure is not None and user_failure.description.startswith("snapshot of blog: ")
+        assert user_failure is not None and user_failure.description.startswith(
+            "snapshot of blog: "
+        )
         [upload] = result.asset_materializations_for_node("kotomi__upload")
         backup_id = upload.metadata["backup_id"].value
         run_failure_alert(instance, result.run_id, defs)
