@@ -150,7 +150,7 @@ def test_credentials_refused_in_the_middle_of_a_backup_exit_2(
     auth_s3.require_auth()
     listed = run_cli("list", "--to", url, env=env)
     assert listed.returncode == 2, listed.stderr  # was 1
-    assert "kotomi-backup: cannot list" in listed.stderr
+    assert "kotomi-backup: error: cannot list" in listed.stderr
 
 
 def test_a_bad_session_token_names_every_cause_of_a_bare_400(
