@@ -69,8 +69,14 @@ def misconfigured(results: Sequence[AtDestination[T]]) -> bool:
 # What a destination's error says about its cause, and what to check first: a clause that
 # follows "the backup is not stored there: " in a failed upload's line, and starts an
 # alert's advice. The phrases are the stores' own (stores/s3.py, gcs.py, local.py); first
-# match wins.
+# match wins: a failed connection first (GCS's "checking permissions failed after 6 attempts
+# (could not connect ...)" is no question of permissions).
+_UNREACHABLE = (
+    "check that the destination is reachable from this machine (the network, the "
+    "endpoint in {endpoint}, the provider's status page)"
+)
 _CAUSES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("could not connect", "connection closed", "connection failed", "timed out"), _UNREACHABLE),
     (
         ("disk full",),
         "free space on that disk, or point the destination or staging elsewhere",
@@ -95,19 +101,7 @@ _CAUSES: tuple[tuple[tuple[str, ...], str], ...] = (
         "check the credentials (access key, secret key, session token or service account) "
         "and what they may do there (the bucket's policy, or a folder's owner and mode)",
     ),
-    (
-        (
-            "could not connect",
-            "connection closed",
-            "connection failed",
-            "timed out",
-            "gave up:",
-            "failed after",
-            "http 5",
-        ),
-        "check that the destination is reachable from this machine (the network, the "
-        "endpoint in {endpoint}, the provider's status page)",
-    ),
+    (("gave up:", "failed after", "http 5"), _UNREACHABLE),
 )
 # Where each kind of destination's endpoint is set (the variables its client reads).
 _ENDPOINT_SETTINGS = {"s3": "AWS_ENDPOINT_URL", "gs": "STORAGE_EMULATOR_HOST"}
