@@ -35,10 +35,11 @@ $(DEMO)/dagster_home/dagster.yaml: dagster_home/dagster.yaml
 	mkdir -p $(DEMO)/dagster_home
 	cp dagster_home/dagster.yaml $@
 
-# Make a demo Kotomi database, run the backup job once on local disk, show the result.
+# Make a demo Kotomi database, run the backup job once on local disk, show the result. The run
+# is made as the UI's Launch makes it (defs/launch.py), so `make dev` shows it on the job's page.
 demo: $(STAMP) $(DEMO)/dagster_home/dagster.yaml
 	$(BIN)/kotomi-backup demo --dir $(DEMO) --db-only
-	$(DEMO_ENV) $(DG) launch --job kotomi_backup
+	$(DEMO_ENV) $(BIN)/python -m kotomi_backup_dagster.defs.launch kotomi_backup
 	$(DEMO_ENV) $(BIN)/kotomi-backup list
 	@echo
 	@echo "Backups are in $(DEMO)/backups/kotomi/<backup_id>/ (manifest.json + kotomi.db.zst)."

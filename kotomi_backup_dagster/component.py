@@ -8,7 +8,7 @@ variable name, `{env: NAME}`, and read when a run needs them. Every value is che
 the project loads (`dg check defs`), with one line saying what is wrong.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -29,6 +29,7 @@ from .defs.options import (
     Cadence,
     KotomiBackupOptions,
     interval_of,
+    warn_unknown_variables,
 )
 from .defs.retention.resources import RetentionPolicyResource
 from .engine import config
@@ -244,7 +245,26 @@ class KotomiBackupComponent(dg.Component, dg.Model, dg.Resolvable):
         return _with_thresholds(options, self.alerts)
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        return build_definitions(self.options())
+        defs = build_definitions(self.options())
+        # A defs.yaml key that is no attribute never gets here (Dagster refuses it, naming it);
+        # a misspelt variable would be read by nobody, so it is said at load.
+        warn_unknown_variables(also_known=self.variables())
+        return defs
+
+    def variables(self) -> set[str]:
+        """The variables this defs.yaml names (`{env: NAME}`): read, so known."""
+        return set(_env_names(self))
+
+
+def _env_names(value: Any) -> Iterator[str]:
+    if isinstance(value, Env):
+        yield value.env
+    elif isinstance(value, dg.Model):
+        for name in type(value).model_fields:
+            yield from _env_names(getattr(value, name))
+    elif isinstance(value, list):
+        for item in value:
+            yield from _env_names(item)
 
 
 def _slack(text: str) -> timedelta:

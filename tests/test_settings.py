@@ -31,6 +31,7 @@ ENVIRONMENT_READERS = {
     "engine/stores/__init__.py": "GOOGLE_CLOUD_PROJECT",
     "engine/stores/gcs.py": "Google's tracing switch",
     "defs/envvars.py": "variables outside the table (AWS_*, a defs.yaml's {env: NAME})",
+    "cli/output.py": "COLUMNS, the width the tables fit",
 }
 SETTING_NAME = re.compile(r"\bKOTOMI_[A-Z0-9_]*[A-Z0-9]")
 # env.get, os.getenv, environ.pop/setdefault, EnvVar and EnvVar.int: what reads a variable.

@@ -4,19 +4,18 @@ and --debug flags, and the settings they make with the environment."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 from ..engine import config
 from ..engine.settings import BackupSettings
-from .output import EXIT_USAGE
+from .output import EXIT_USAGE, error_line
 
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        # argparse's own usage errors, kept to one line like ours.
-        sys.stderr.write(f"kotomi-backup: {message} (see kotomi-backup --help)\n")
+        # argparse's own usage errors, one line with the prefix of ours.
+        error_line(f"{message} (see kotomi-backup --help)")
         raise SystemExit(EXIT_USAGE)
 
 

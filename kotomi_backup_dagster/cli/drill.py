@@ -10,7 +10,7 @@ from typing import Any
 from rich.table import Table
 
 from .arguments import add_common, settings_from
-from .output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, emit_json, err, out
+from .output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, emit_json, error_line, out
 
 # What a Ctrl-C leaves, said when one stops this command.
 INTERRUPTED = "no drill was recorded for the backup being drilled"
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         records += [{"url": at.url, **asdict(record)} for _, record in at.value or []]
     if args.json:
         emit_json({"name": settings.name, "drills": records, "errors": unreachable})
-    else:
+    elif records:  # nothing drilled: only the error lines below (no empty table before them)
         table = Table(title=f"restore drills of {settings.name}", title_justify="left")
         for col in ("destination", "backup id", "result", "RTO (s)", "problems"):
             table.add_column(col)
@@ -69,9 +69,9 @@ def run(args: argparse.Namespace) -> int:
         out.print(table)
     failed = [r for r in records if not r["ok"]]
     if failed:
-        err.print(f"kotomi-backup: error: {len(failed)} of {len(records)} drills failed")
+        error_line(f"{len(failed)} of {len(records)} drills failed")
     for line in unreachable:
-        err.print(f"kotomi-backup: error: drill not run at {line}")
+        error_line(f"drill not run at {line}")
     if misconfigured(outcomes):
         return EXIT_USAGE
     return EXIT_FAILED if failed or unreachable else EXIT_OK

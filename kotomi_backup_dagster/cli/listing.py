@@ -1,18 +1,25 @@
 """`kotomi-backup list`: the complete backups at each destination, with the retention
 tiers each one fills, how long each stays locked, and any whose objects are damaged or were
-tampered with (engine/survey.py)."""
+tampered with (engine/survey.py). The table fits the console's width (COLUMNS, else the
+terminal's): ids and sizes never wrap, dates and tiers do."""
 
 from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
 
+from rich.box import SIMPLE_HEAD
 from rich.table import Table
 
+from ..engine.manifest import Manifest
 from ..engine.readable import readable_size
 from .arguments import add_common, settings_from
-from .output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, emit_json, err, out
+from .output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, emit_json, error_line, out
 
 
 def add_to(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -41,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         url = at.url
         if at.value is None:
             report.append({"url": url, "error": str(at.error), "backups": []})
-            err.print(f"kotomi-backup: cannot list {at.error_line()}")
+            error_line(f"cannot list {at.error_line()}")
             continue
         survey: Survey = at.value
         listing = survey.listing
@@ -72,38 +79,41 @@ def run(args: argparse.Namespace) -> int:
                 "incomplete": listing.incomplete,
                 "unreadable": listing.unreadable,
                 "problems": listing.problems,  # unreadable id -> why
+                "hidden": sorted(survey.hidden),  # manifests behind a delete marker
                 "lock_mode": survey.guard.mode,  # compliance, governance, or null: no locks
             }
         )
         if args.json:
             continue
-        table = Table(title=f"{settings.name} at {url}", title_justify="left")
-        columns = ["backup id", "created (UTC)", "database", "stored", "encryption", "verify"]
-        if survey.guard.mode is not None:
-            columns.append("locked until")
-        for col in (*columns, "tiers"):
-            table.add_column(col)
+        table = Table(
+            title=f"{settings.name} at {url}",
+            title_justify="left",
+            box=SIMPLE_HEAD,
+            show_edge=False,
+            padding=(0, 1, 0, 0),
+        )
+        locking = survey.guard.mode is not None
+        columns = [
+            c
+            for c in COLUMNS
+            if (out.width >= WIDE or not c.wide_only) and (locking or not c.locks_only)
+        ]
+        for column in columns:
+            table.add_column(
+                column.header,
+                no_wrap=column.no_wrap,
+                justify=column.justify,
+                min_width=column.min_width,
+            )
         for m in listing.backups:
-            marks = [
-                w
-                for w, found in (("DAMAGED", damaged), ("TAMPERED", tampered))
-                if m.backup_id in found
-            ]
-            row = [
-                " ".join([m.backup_id, *marks]),
-                m.created_at,
-                readable_size(m.db_size),
-                f"{readable_size(m.stored_bytes)} paged"
-                if m.is_paged
-                else readable_size(m.archive.size),
-                m.archive.encryption,
-                f"{m.verify.mode} {m.verify.result}",
-            ]
-            if survey.guard.mode is not None:
-                until = locks[m.backup_id]
-                row.append(f"{until:%Y-%m-%d %H:%M}" if until else "NOT LOCKED")
-            row.append(", ".join(survey.tiers(m.backup_id)) or "-")
-            table.add_row(*row)
+            row = Row(
+                m,
+                survey.tiers(m.backup_id),
+                damaged.get(m.backup_id),
+                tampered.get(m.backup_id),
+                locks[m.backup_id],
+            )
+            table.add_row(*(column.cell(row) for column in columns))
         out.print(table)
         if not listing.backups:
             out.print("  no backups")
@@ -117,6 +127,9 @@ def run(args: argparse.Namespace) -> int:
                 f"  {len(listing.unreadable)} with an unreadable manifest (skipped): "
                 + listing.describe_unreadable(listing.unreadable)
             )
+        for m in listing.backups:
+            if m.verify.result != "ok":
+                out.print(f"  {m.backup_id}: its manifest records verify {m.verify.result}")
         for backup_id, problem in damaged.items():
             out.print(
                 f"  DAMAGED {backup_id}: {problem}; it fills no retention slot "
@@ -128,6 +141,11 @@ def run(args: argparse.Namespace) -> int:
                 "but someone with write access changed the bucket: find out who (access logs) "
                 "before trusting it; it fills no retention slot"
             )
+        for backup_id in sorted(survey.hidden):
+            out.print(
+                f"  HIDDEN {backup_id}: its manifest is behind a delete marker; "
+                f"`kotomi-backup restore {backup_id} ...` still reads it (docs/immutability.md)"
+            )
     if args.json:
         emit_json({"name": settings.name, "destinations": report})
     if misconfigured(results):
@@ -135,7 +153,67 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed(results) else EXIT_OK
 
 
-def _when(moment: Any) -> str | None:
+@dataclass(frozen=True)
+class Row:
+    """One backup as the table shows it."""
+
+    manifest: Manifest
+    tiers: list[str]  # prune's reasons to keep it; empty: the next prune removes it
+    damaged: str | None  # why its objects cannot be trusted
+    tampered: str | None = None  # what someone did to its objects (keeper/tamper.py)
+    locked_until: datetime | None = None  # the earliest lock expiry of its objects
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    cell: Callable[[Row], str]
+    no_wrap: bool = False  # ids and sizes stay on one line; the rest wraps to fit COLUMNS
+    justify: Literal["left", "right"] = "left"
+    min_width: int | None = None  # what a wrapping column keeps when the table must shrink
+    wide_only: bool = False  # left out below WIDE columns (it says what another one says)
+    locks_only: bool = False  # shown where the store locks objects
+
+
+def _stored(m: Manifest) -> str:
+    return f"{readable_size(m.stored_bytes)} paged" if m.is_paged else readable_size(m.archive.size)
+
+
+def _short_tiers(reasons: Sequence[str]) -> str:
+    """`daily 2026-12-08, oldest yearly 2026` -> `daily, oldest yearly`: the bucket is the
+    backup's own date, in the column beside (--json keeps the whole reasons)."""
+    short = [
+        re.sub(r"^((?:oldest )?(?:hourly|daily|weekly|monthly|yearly)) \S+$", r"\1", r)
+        for r in reasons
+    ]
+    return ", ".join(short) or "-"
+
+
+WIDE = 100
+# The table, one entry per column: a new column is one more entry. It fits 100 columns with
+# one more of about 16 (tiers and dates wrap). No "verify" column: a listed backup passed
+# its check (a note says otherwise; --json has the mode).
+COLUMNS: tuple[Column, ...] = (
+    Column("backup id", lambda r: r.manifest.backup_id + _marks(r), True),
+    # The backup id is its UTC creation time: below WIDE columns, the id alone says it.
+    Column("created (UTC)", lambda r: r.manifest.created_at.replace("T", " ")[:16], wide_only=True),
+    Column("database", lambda r: readable_size(r.manifest.db_size), True, "right"),
+    Column("stored", lambda r: _stored(r.manifest), True, "right"),
+    Column("encrypted", lambda r: "age" if r.manifest.encrypted else "no", True),
+    Column("locked until", lambda r: _locked(r.locked_until), min_width=10, locks_only=True),
+    Column("tiers", lambda r: _short_tiers(r.tiers), min_width=14),
+)
+
+
+def _marks(row: Row) -> str:
+    return (" DAMAGED" if row.damaged else "") + (" TAMPERED" if row.tampered else "")
+
+
+def _locked(until: datetime | None) -> str:
+    return f"{until:%Y-%m-%d %H:%M}" if until is not None else "NOT LOCKED"
+
+
+def _when(moment: datetime | None) -> str | None:
     from ..engine.manifest import rfc3339
 
     return rfc3339(moment) if moment is not None else None

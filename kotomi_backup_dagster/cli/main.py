@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
 import sys
 import traceback
 from collections.abc import Sequence
@@ -16,7 +17,16 @@ from ..engine.errors import BackupError, ConfigError, DiskFull, first_line, is_n
 from ..engine.redaction import redact
 from . import backup, demo, drill, listing, prune, recover, restore, verify
 from .arguments import Parser
-from .output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
+from .output import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    EngineLines,
+    error_line,
+    warning_line,
+)
+
+ENGINE_LOGGER = "kotomi_backup_dagster"  # the engine's loggers (stores/retry.py, backup.py)
 
 COMMANDS = (backup, listing, restore, drill, recover, prune, verify, demo)  # --help's order
 
@@ -42,16 +52,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     through `redact`: no secret leaves the process, whatever went wrong."""
     stdout, stderr = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _Redacting(stdout), _Redacting(stderr)
+    engine_log, lines = logging.getLogger(ENGINE_LOGGER), EngineLines()
+    engine_log.addHandler(lines)
     try:
         return _run(argv)
     finally:
+        engine_log.removeHandler(lines)
         sys.stdout, sys.stderr = stdout, stderr
 
 
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     for line in config.unknown_variables():
-        sys.stderr.write(f"kotomi-backup: warning: {line}\n")
+        warning_line(line)
     try:
         code: int = args.func(args)
         return code
@@ -108,5 +121,5 @@ def _fail(args: argparse.Namespace, exc: BaseException, code: int, unexpected: b
     first = first_line(str(exc), limit=sys.maxsize) or type(exc).__name__
     if unexpected:
         first = f"unexpected {type(exc).__name__}: {first} (run with --debug for details)"
-    sys.stderr.write(f"kotomi-backup: error: {first}\n")
+    error_line(first)
     return code

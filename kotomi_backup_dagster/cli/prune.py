@@ -10,7 +10,7 @@ from rich.table import Table
 from ..engine.manifest import rfc3339
 from ..engine.readable import readable_size
 from .arguments import add_common, settings_from
-from .output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, emit_json, err, out
+from .output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, emit_json, error_line, out
 
 # What a Ctrl-C leaves, said when one stops this command.
 INTERRUPTED = "every backup still listed is whole (removal deletes the manifest first)"
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
             for pack in packs.retained:
                 out.print(f"  pack {pack} stays until its lock ends")
     for failure in failures:
-        err.print(f"kotomi-backup: error: prune failed at {failure}")
+        error_line(f"prune failed at {failure}")
     if misconfigured(outcomes):
         return EXIT_USAGE
     return EXIT_FAILED if failures else EXIT_OK

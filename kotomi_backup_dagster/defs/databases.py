@@ -15,6 +15,7 @@ from typing import Any
 from ..engine import config
 
 DATABASE_TAG = "kotomi_backup/database"
+DATABASES_TAG = "kotomi_backup/databases"  # a run over several: their names, for people
 POOL_PREFIX = "kotomi_backup_"  # + the database's name: its Dagster pool
 
 

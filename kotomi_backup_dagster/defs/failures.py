@@ -22,8 +22,16 @@ from ..engine.redaction import redact
 def failure(
     message: str, *, retry: bool = False, metadata: dict[str, Any] | None = None
 ) -> Failure:
-    """A `Failure` whose headline is `message`'s first line, without any secret."""
-    return Failure(description=redact(first_line(message)), allow_retries=retry, metadata=metadata)
+    """A `Failure` whose headline is `message`'s first line, without any secret (whole up to
+    a long limit: a failed upload's line ends with what to check)."""
+    return Failure(
+        description=redact(first_line(message, limit=HEADLINE_LIMIT)),
+        allow_retries=retry,
+        metadata=metadata,
+    )
+
+
+HEADLINE_LIMIT = 1000
 
 
 class RedactedCause(Exception):

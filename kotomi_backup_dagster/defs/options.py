@@ -9,11 +9,11 @@ one line (`dg check defs`, `dagster definitions validate`), not the first run.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from dagster import Backoff, Jitter, RetryPolicy
+from dagster import Backoff, Jitter, RetryPolicy, get_dagster_logger
 from dagster._utils.schedules import cron_string_iterator
 
 from ..engine import config
@@ -29,6 +29,9 @@ from .backup.resources import KotomiBackupResource, backup_resource_from_env
 from .databases import DatabaseSpec, databases_from_env
 from .envvars import resolved
 from .retention.resources import RetentionPolicyResource, retention_resource_from_env
+
+# Dagster's own logger tree: the code server and `dg check defs` print its lines.
+LOAD_LOG = get_dagster_logger("kotomi_backup")
 
 HOURLY = "0 * * * *"
 DAILY_AT_3 = "0 3 * * *"
@@ -216,7 +219,26 @@ def options_from_env(environ: Mapping[str, str] | None = None) -> KotomiBackupOp
         except Exception:
             raise setting.refuse(cron, expected) from None
     thresholds = Thresholds.from_env(environ, backup_interval=options.backup_interval())
-    return replace(options, thresholds=thresholds).check()
+    checked = replace(options, thresholds=thresholds).check()
+    warn_unknown_variables(environ)
+    return checked
+
+
+def warn_unknown_variables(
+    environ: Mapping[str, str] | None = None, also_known: Iterable[str] = ()
+) -> list[str]:
+    """The CLI's warning for each KOTOMI_BACKUP_* variable that is no setting, as a log line
+    where the code location loads (the code server's log, `dg check defs`, `dg dev`): the
+    location loads, the misspelt setting is not read."""
+    lines = config.unknown_variables(environ, also_known)
+    for line in lines:
+        if line not in _WARNED:  # once per process: Dagster may build the definitions twice
+            _WARNED.add(line)
+            LOAD_LOG.warning(line)
+    return lines
+
+
+_WARNED: set[str] = set()
 
 
 def interval_of(options: KotomiBackupOptions) -> timedelta:

@@ -15,6 +15,8 @@ staging files; nothing is uploaded unless the check passed.
 from __future__ import annotations
 
 import functools
+import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -22,10 +24,12 @@ from datetime import UTC, datetime
 from typing import Concatenate, ParamSpec, TypeVar
 
 from .archive import Progress, parse_recipients
+from .destinations import what_to_check
 from .errors import BackupError, ConfigError, without_repeated_prefix
 from .formats import BackupFormat, Publish, format_named, staged_format
 from .fsutil import no_space_is_disk_full
 from .manifest import Manifest, new_backup_id, rfc3339
+from .readable import readable_size
 from .settings import BackupSettings
 from .snapshot import Snapshot, check_source, take_snapshot
 from .staging import (
@@ -37,6 +41,7 @@ from .staging import (
     StagingArea,
 )
 from .stores import BackupStore, deadline, open_store, safe_url
+from .stores.retry import NOT_STORED, UPLOAD_AGAIN
 from .verify import VerifyReport, verify_database
 
 __all__ = [
@@ -51,6 +56,7 @@ __all__ = [
     "stage_snapshot",
     "stage_upload",
     "stage_verify",
+    "upload_failure",
     "verify_and_archive",
 ]
 
@@ -78,6 +84,9 @@ class BackupResult:
     outcomes: list[UploadOutcome]
     archive_seconds: float
 
+
+# Each destination's upload, for whoever watches (defs/engine_log.py: the step's event log).
+log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -107,7 +116,14 @@ def preflight(settings: BackupSettings, *, contact_stores: bool = True) -> list[
     parse_recipients(settings.age_recipients)
     if contact_stores:
         for store in stores:
-            store.preflight()
+            try:
+                store.preflight()
+            except BackupError as exc:
+                # A transient failure's line says what failed; add what to check first.
+                check = what_to_check(str(exc), store.url) if type(exc) is BackupError else None
+                if check is None:
+                    raise
+                raise BackupError(f"{exc}; {check}, then run the backup again") from exc
     return stores
 
 
@@ -292,7 +308,10 @@ def _publish_to(
     started = time.monotonic()
     url = safe_url(store.url)
     if fmt.published(store, draft):
+        log.info("%s: backup %s is there already", url, draft.backup_id)
         return UploadOutcome(url=url, ok=True, requests=1, already_there=True)
+    what = "the pages it lacks" if draft.is_paged else readable_size(draft.archive.size)
+    log.info("%s: uploading backup %s (%s)", url, draft.backup_id, what)
     try:
         done = publish(store)
     except BackupError as exc:
@@ -303,14 +322,55 @@ def _publish_to(
             permanent=isinstance(exc, ConfigError),
             seconds=time.monotonic() - started,
         )
+    seconds = time.monotonic() - started
+    log.info(
+        "%s: backup %s stored, %s in %d requests, %.1f s",
+        url,
+        draft.backup_id,
+        readable_size(done.bytes),
+        done.requests,
+        seconds,
+    )
     return UploadOutcome(
         url=url,
         ok=True,
         bytes=done.bytes,
-        seconds=time.monotonic() - started,
+        seconds=seconds,
         requests=done.requests,
         manifest=done.manifest,
     )
+
+
+# A store's failed write ends with its generic next step (stores/retry.py: upload_hint, and
+# the paged publisher's own lines); `upload_failure` says what fits its caller instead.
+_GENERIC_NEXT_STEP = re.compile(rf"[;,:]\s*(?:{NOT_STORED}[,:]\s*)?{UPLOAD_AGAIN}\s*$")
+
+
+def upload_failure(
+    name: str,
+    failed: Sequence[UploadOutcome],
+    *,
+    then: str,
+    after: str = "",
+    check: bool = True,
+) -> str:
+    """One line for an upload that did not reach every destination, worded alike by the CLI
+    and Dagster: each destination once, with its cause; that the backup is not stored there
+    (`after`: " yet", " after 3 attempts"); what to check, from the causes (unless `check` is
+    off); then `then`, what the caller does next ("run the backup again")."""
+    causes = "; ".join(
+        f"upload of {name} to {o.url} failed: {_GENERIC_NEXT_STEP.sub('', o.error or 'failed')}"
+        for o in failed
+    )
+    transient = [o for o in failed if not o.permanent] if check else []
+    found = list(dict.fromkeys(c for o in transient if (c := what_to_check(o.error or "", o.url))))
+    if found:
+        next_step = f"{'; '.join(found)}, then {then}"
+    elif check and any(o.permanent for o in failed):
+        next_step = f"once that is fixed, {then}"  # the store's own line says what to fix
+    else:
+        next_step = then
+    return without_repeated_prefix(f"{causes}; {NOT_STORED}{after}: {next_step}")
 
 
 def run_backup(settings: BackupSettings, progress: Progress | None = None) -> BackupResult:
@@ -340,9 +400,8 @@ def _run_backup(settings: BackupSettings, progress: Progress | None) -> BackupRe
         staged.remove()
     failed = [o for o in outcomes if not o.ok]
     if failed:
-        message = without_repeated_prefix(
-            "; ".join(f"upload to {o.url} failed: {o.error}" for o in failed)
-        )
+        # The staging folder goes with this process: the whole backup runs again.
+        message = upload_failure(settings.name, failed, then="run the backup again")
         # Credentials, a missing bucket, a denied write: no retry helps, whenever it is met.
         raise (ConfigError if any(o.permanent for o in failed) else BackupError)(message)
     written = [o.manifest for o in outcomes if o.manifest is not None]

@@ -423,7 +423,7 @@ RUN_HISTORY_DAYS = Setting[int](
 RESTORE_TEST_SAMPLE = Setting[int](
     name="KOTOMI_BACKUP_RESTORE_TEST_SAMPLE",
     value="0 or more",
-    help="the monthly restore test drills only the N oldest backups; 0 drills every one",
+    help="the monthly restore test drills only the N oldest retained backups; 0 drills every one",
     default=0,
     parse=_whole(0, None, "give a whole number of backups, 0 or more (0 drills every one)"),
     whole=True,
@@ -580,7 +580,8 @@ STALE_HOURS = Setting[float | None](
     value="hours",
     help="health alert: the newest backup is older than this; 0 turns it off",
     default=None,
-    shown_default="1.5x the backup interval, at least the interval + 2 h (36 h daily)",
+    shown_default="1.5x the backup interval, at least the interval + 2 h, in whole hours "
+    "(3 h for the 15-minute backup, 36 h daily)",
     parse=_number(0, None, "give a number of hours, e.g. 30 (0 turns the check off)"),
     dagster_only=True,
 )
@@ -690,11 +691,14 @@ DEPLOYMENT_VARIABLES = frozenset(
 )
 
 
-def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
-    """A line for each KOTOMI_BACKUP_* variable that is no setting. A misspelt one would be
-    ignored in silence: the age recipients without their final S leave every backup plain."""
+def unknown_variables(
+    environ: Mapping[str, str] | None = None, also_known: Iterable[str] = ()
+) -> list[str]:
+    """A line for each KOTOMI_BACKUP_* variable that is no setting (nor in `also_known`: the
+    variables a defs.yaml names). A misspelt one would be ignored in silence: the age
+    recipients without their final S leave every backup plain."""
     env = os.environ if environ is None else environ
-    known = {s.name for s in SETTINGS} | DEPLOYMENT_VARIABLES
+    known = {s.name for s in SETTINGS} | DEPLOYMENT_VARIABLES | set(also_known)
     lines = []
     for name in sorted(n for n in env if n.startswith("KOTOMI_BACKUP_") and n not in known):
         close = difflib.get_close_matches(name, known, n=1)

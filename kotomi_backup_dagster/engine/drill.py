@@ -15,6 +15,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,9 @@ from .keeper.tamper import inspect_protection
 from .kotomi import KOTOMI_READ_QUERIES, read_query_params
 from .layout import DrillRecord, list_backups, write_drill
 from .manifest import Manifest, rfc3339
+from .prune import backup_refs, plan_listed
 from .restore import Chosen, fetch_backup
+from .retention import RetentionPolicy
 from .stores import BackupStore
 from .verify import Profile, open_readonly, verify_database
 
@@ -145,11 +148,13 @@ def drill_store(
     identities: Sequence[Any] = (),
     scratch_dir: Path | None = None,
     profile: Profile = "kotomi",
+    among: Sequence[Manifest] | None = None,
 ) -> list[tuple[Manifest, DrillRecord]]:
-    """Drill the chosen backups of one store; raises when there is none to drill."""
+    """Drill the chosen backups of one store (chosen `among` some of them, else among all
+    it lists); raises when there is none to drill."""
     inventory = store.inventory(name)
     listing = list_backups(store, name, inventory)
-    chosen = select_backups(listing.backups, which)
+    chosen = select_backups(listing.backups if among is None else among, which)
     if not chosen:
         # No URL in the message: callers say where (engine/destinations.py)
         raise BackupError(f"no backup {which!r} of {name!r} to drill there: back it up first")
@@ -174,3 +179,40 @@ def drill_store(
         )
         for manifest in chosen
     ]
+
+
+@dataclass(frozen=True)
+class RetainedDrills:
+    drilled: list[tuple[Manifest, DrillRecord]]
+    not_retained: list[Manifest]  # in no retention tier: the next prune removes them
+
+
+def drill_retained(
+    store: BackupStore,
+    name: str,
+    which: str,
+    policy: RetentionPolicy,
+    *,
+    identities: Sequence[Any] = (),
+    scratch_dir: Path | None = None,
+    profile: Profile = "kotomi",
+) -> RetainedDrills:
+    """The restore test: drill `which` (`all`, `oldest:N`) among the backups the retention
+    policy keeps, the ones `list` shows in a tier (kept for inspection included); a backup
+    in none is about to go, so it is left out and named."""
+    listing = list_backups(store, name)
+    try:
+        plan = plan_listed(listing.backups, backup_refs(store, name, listing), policy)
+    except ValueError as exc:
+        raise ConfigError(f"the retention policy cannot plan these backups: {exc}") from exc
+    kept = [p.manifest for p in plan if p.keep]
+    drilled = drill_store(
+        store,
+        name,
+        which,
+        identities=identities,
+        scratch_dir=scratch_dir,
+        profile=profile,
+        among=kept,
+    )
+    return RetainedDrills(drilled, [p.manifest for p in plan if not p.keep])

@@ -68,8 +68,11 @@ def default_burst_limit(interval: timedelta) -> int:
 
 
 def default_stale_after(interval: timedelta) -> timedelta:
-    """1.5 x the backup interval, and at least the interval + 2 h (daily: 36 h)."""
-    return max(interval * 1.5, interval + timedelta(hours=2))
+    """1.5 x the backup interval, and at least the interval + 2 h (daily: 36 h), rounded up
+    to a whole hour: the 15-minute cadence's 2 h 15 min is 3 h, a figure Dagster's UI shows
+    as it is (it rounds a freshness window to whole hours: "2 hours")."""
+    limit = max(interval * 1.5, interval + timedelta(hours=2))
+    return timedelta(hours=math.ceil(limit / timedelta(hours=1)))
 
 
 DAILY_STALE_AFTER = default_stale_after(timedelta(days=1))  # 36 h

@@ -51,6 +51,7 @@ from urllib.parse import urlsplit
 from .. import __version__
 from . import config
 from .config import DEFAULT_SMTP_PORTS
+from .destinations import what_to_check
 from .errors import ConfigError, first_line
 from .redaction import redact
 
@@ -59,57 +60,11 @@ SmtpSecurity = Literal["starttls", "ssl", "none"]
 DISCORD_LIMIT = 2000
 
 
-# What a destination's error says about its cause, and what to check first. The phrases are
-# the stores' own (stores/s3.py, gcs.py, local.py); first match wins.
-_DESTINATION_CAUSES: tuple[tuple[tuple[str, ...], str], ...] = (
-    (
-        ("disk full",),
-        "Free space on that disk, or point the destination or staging elsewhere",
-    ),
-    (
-        ("bucket does not exist", "another region", "bucket name", "no bucket", "bad destination"),
-        "Check the destination URL (bucket and prefix) and AWS_REGION",
-    ),
-    (
-        (
-            "access denied",
-            "access refused",
-            "credentials",
-            "access key",
-            "secret key",
-            "session token",
-            "permission",
-            "not writable",
-            "kms key",
-            "refused the request",
-        ),
-        "Check the credentials (access key, secret key, session token or service account) "
-        "and what they may do there (the bucket's policy, or a folder's owner and mode)",
-    ),
-    (
-        (
-            "could not connect",
-            "connection closed",
-            "connection failed",
-            "timed out",
-            "gave up:",
-            "failed after",
-            "http 5",
-        ),
-        "Check that the destination is reachable from this machine: the network, the "
-        "endpoint (AWS_ENDPOINT_URL, STORAGE_EMULATOR_HOST) and the provider's status page",
-    ),
-)
-
-
 def destination_advice(error: str) -> str | None:
-    """The first thing to check for a destination's error, by its cause (an unreachable
-    endpoint is a network question, not one of permissions); None when it says no cause."""
-    text = error.lower()
-    for phrases, advice in _DESTINATION_CAUSES:
-        if any(phrase in text for phrase in phrases):
-            return advice
-    return None
+    """The first thing to check for a destination's error, as a sentence of an alert (the
+    causes: `destinations.what_to_check`); None when it says no cause."""
+    check = what_to_check(error)
+    return check[0].upper() + check[1:] if check else None
 
 
 def url_label(url: str) -> str:

@@ -31,6 +31,7 @@ from .keeper.guard import FLOOR, KeeperSettings, StoreGuard, guard_store
 from .keeper.horizons import Need, backup_need
 from .keeper.locks import LockMemory, LockReport, extend_locks, plan_locks
 from .layout import (
+    DrillRecord,
     Listing,
     backup_prefix,
     latest_drill,
@@ -43,7 +44,6 @@ from .objects import damaged_backups
 from .paged.packgc import PackReport, prune_packs
 from .retention import BackupRef, RetentionDecision, RetentionPolicy, plan_backups
 from .stores import BackupStore, LockingStore, ObjectLocked, ObjectNotFound, safe_url
-from .survey import refs_of
 
 ORPHAN_AGE = timedelta(days=1)
 REASON_NEWEST_FULL = "newest full archive"
@@ -101,6 +101,29 @@ class PruneResult:
         return {p.manifest.backup_id: p.problem for p in self.plan if p.problem}
 
 
+def refs_of(
+    listing: Listing,
+    drills: dict[str, DrillRecord],
+    damaged: dict[str, str],
+    guard: StoreGuard | None,
+) -> list[BackupRef]:
+    """The listed backups as the retention rails see them (prune plans with the same)."""
+    refs = []
+    for manifest in listing.backups:
+        drill = drills.get(manifest.backup_id)
+        time, _ = guard.time_of(manifest) if guard else (manifest.created, None)
+        problems = [damaged.get(manifest.backup_id), guard.problem_of(manifest) if guard else None]
+        refs.append(
+            BackupRef(
+                manifest.backup_id,
+                time,
+                drill_failed=bool(drill and not drill.ok),
+                problem="; ".join(p for p in problems if p) or None,
+            )
+        )
+    return refs
+
+
 def backup_refs(
     store: BackupStore, name: str, listing: Listing, guard: StoreGuard | None = None
 ) -> list[BackupRef]:
@@ -127,16 +150,42 @@ def plan_store(
     """The plan for every complete backup on the store, and its interrupted uploads."""
     listing = listing or list_backups(store, name)
     refs = backup_refs(store, name, listing, guard)
-    by_id = {m.backup_id: m for m in listing.backups}
     try:
-        decisions = plan_backups(refs, policy, now=now) if refs else []
+        plan = plan_with_rails(listing.backups, refs, policy, now, guard)
     except ValueError as exc:
         raise ConfigError(f"refusing to prune {safe_url(store.url)}: {exc}") from exc
-    plan = [PlannedBackup(by_id[d.backup_id], d) for d in decisions if d.backup_id]
-    plan = _keep_newest_full(plan)
+    return plan, listing.incomplete
+
+
+def plan_with_rails(
+    backups: Sequence[Manifest],
+    refs: Sequence[BackupRef],
+    policy: RetentionPolicy,
+    now: datetime | None,
+    guard: StoreGuard | None,
+) -> list[PlannedBackup]:
+    """`plan_listed`, and where the writer is not trusted, nothing that arrived within a day
+    removed (`SETTLE`): what prune does, and what list, health and the catalog show."""
+    plan = plan_listed(backups, refs, policy, now=now)
     if guard is not None and guard.trusted_times:
         plan = _keep_settling(plan, now or datetime.now(UTC))
-    return plan, listing.incomplete
+    return plan
+
+
+def plan_listed(
+    backups: Sequence[Manifest],
+    refs: Sequence[BackupRef],
+    policy: RetentionPolicy,
+    now: datetime | None = None,
+) -> list[PlannedBackup]:
+    """What prune decides for listed backups and their refs (`backup_refs`), without asking
+    the store: the tiers with the safety rails, and the newest full backup of a store that
+    mixes formats. `list`, the catalog and the restore test show exactly this. Raises
+    ValueError for a policy that cannot plan them."""
+    by_id = {m.backup_id: m for m in backups}
+    decisions = plan_backups(refs, policy, now=now) if refs else []
+    plan = [PlannedBackup(by_id[d.backup_id], d) for d in decisions if d.backup_id]
+    return _keep_newest_full(plan)
 
 
 def needs_of(plan: list[PlannedBackup], policy: RetentionPolicy, now: datetime) -> dict[str, Need]:

@@ -1,4 +1,4 @@
-"""Sizes and durations as people read them in messages and tables ("1.2 GiB", "3.5 h")."""
+"""Sizes and durations as people read them in messages and tables ("1.2 GiB", "2 h 15 min")."""
 
 from __future__ import annotations
 
@@ -15,12 +15,18 @@ def readable_size(size: float) -> str:
 
 
 def readable_duration(delta: timedelta) -> str:
+    """`45 s`, `20 min`, `3 h`, `2 h 15 min`, `36 h`, `8 days`, `10.5 days`: exact to the
+    minute below three days (`2.2 h` read as 2 h 12 min where 2 h 15 min was meant)."""
     seconds = delta.total_seconds()
-    hours = seconds / 3600
-    if abs(seconds) < 60:
-        return f"{seconds:.0f} s"
-    if abs(hours) < 1:
-        return f"{seconds / 60:.0f} min"
-    if abs(hours) < 72:
-        return f"{hours:.1f} h"
-    return f"{hours / 24:.1f} days"
+    sign = "-" if seconds < 0 else ""
+    seconds = abs(seconds)
+    if seconds < 60:
+        return f"{sign}{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{sign}{minutes} min"
+    if minutes < 72 * 60:
+        hours, rest = divmod(minutes, 60)
+        return f"{sign}{hours} h" + (f" {rest} min" if rest else "")
+    days = seconds / 86400
+    return f"{sign}{days:.0f} days" if days == round(days) else f"{sign}{days:.1f} days"

@@ -17,7 +17,8 @@ from .keeper.tamper import inspect_protection
 from .layout import DrillRecord, Listing, latest_drill, list_backups
 from .manifest import Manifest
 from .objects import damaged_backups
-from .retention import BackupRef, RetentionDecision, RetentionPolicy, plan_backups
+from .prune import PlannedBackup, plan_with_rails, refs_of
+from .retention import RetentionPolicy
 from .stores import BackupStore
 
 # A kept backup the keeper should have locked for its tier by now: older than this, a lock
@@ -31,7 +32,7 @@ class Survey:
     guard: StoreGuard
     drills: dict[str, DrillRecord] = field(default_factory=dict)  # id -> newest drill
     damaged: dict[str, str] = field(default_factory=dict)  # id -> objects missing or changed
-    decisions: dict[str, RetentionDecision] = field(default_factory=dict)
+    decisions: dict[str, PlannedBackup] = field(default_factory=dict)  # prune's plan, by id
     policy_error: str | None = None
 
     @property
@@ -67,29 +68,6 @@ class Survey:
         return protection.horizon if protection is not None and protection.locked else None
 
 
-def refs_of(
-    listing: Listing,
-    drills: dict[str, DrillRecord],
-    damaged: dict[str, str],
-    guard: StoreGuard | None,
-) -> list[BackupRef]:
-    """The listed backups as the retention rails see them (prune plans with the same)."""
-    refs = []
-    for manifest in listing.backups:
-        drill = drills.get(manifest.backup_id)
-        time, _ = guard.time_of(manifest) if guard else (manifest.created, None)
-        problems = [damaged.get(manifest.backup_id), guard.problem_of(manifest) if guard else None]
-        refs.append(
-            BackupRef(
-                manifest.backup_id,
-                time,
-                drill_failed=bool(drill and not drill.ok),
-                problem="; ".join(p for p in problems if p) or None,
-            )
-        )
-    return refs
-
-
 def survey_store(
     store: BackupStore,
     name: str,
@@ -114,10 +92,10 @@ def survey_store(
         return survey
     refs = refs_of(listing, drills, damaged, guard)
     try:
-        decisions = plan_backups(refs, policy, now=now)
+        plan = plan_with_rails(listing.backups, refs, policy, now, guard)
     except ValueError as exc:
         return Survey(listing, guard, drills, damaged, policy_error=str(exc))
-    by_id = {d.backup_id: d for d in decisions if d.backup_id}
+    by_id = {p.manifest.backup_id: p for p in plan}
     survey = Survey(listing, guard, drills, damaged, by_id)
     if guard.mode is not None:
         _check_locks(store, survey, policy, now)
@@ -139,7 +117,7 @@ def _check_locks(
         if stored > moment - KEEPER_GRACE:
             continue  # the keeper may not have seen it yet
         needs[manifest.backup_id] = backup_need(
-            decision.reasons, decision.time, policy, moment, FLOOR
+            decision.reasons, decision.decision.time, policy, moment, FLOOR
         ).until
     # The backups' own objects only: packs are many and shared (the keeper's prune reads
     # every one of their locks).

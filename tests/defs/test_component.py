@@ -147,6 +147,38 @@ def test_a_bad_component_value_fails_at_load_with_one_line(
     assert expected in str(caught.value) and "\n" not in str(caught.value)
 
 
+@pytest.mark.slow
+def test_a_misspelt_variable_warns_at_load_and_a_misspelt_key_is_refused_naming_it(
+    tmp_path: Path, kotomi_db: Path
+) -> None:
+    defs_dir = make_project(tmp_path)
+    (defs_dir / "kotomi_backup").mkdir()
+    defs_yaml = defs_dir / "kotomi_backup" / "defs.yaml"
+    attributes: dict[str, Any] = {
+        "databases": [{"name": "kotomi", "path": {"env": "KOTOMI_BACKUP_MAIN_DB"}}],
+        "destinations": [str(tmp_path / "backups")],
+        "age_recipients": {"env": "KOTOMI_BACKUP_AGE_RECIPIENTS"},
+    }
+    defs_yaml.write_text(yaml.safe_dump({"type": COMPONENT, "attributes": attributes}))
+    env = {
+        "PYTHONPATH": str(tmp_path / "src"),
+        "KOTOMI_BACKUP_MAIN_DB": str(kotomi_db),  # named by the defs.yaml: known
+        "KOTOMI_BACKUP_AGE_RECIPIENT": "age1qqqq",  # meant for the one it names: unread
+    }
+    loaded = dg("check", "defs", cwd=tmp_path, env=env)
+    assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+    warned = [line for line in (loaded.stdout + loaded.stderr).splitlines() if "WARNING" in line]
+    assert len(warned) == 1, loaded.stdout + loaded.stderr
+    assert "KOTOMI_BACKUP_AGE_RECIPIENT is not a setting" in warned[0], warned
+    assert "did you mean KOTOMI_BACKUP_AGE_RECIPIENTS?" in warned[0], warned
+
+    attributes["age_recipient"] = "age1qqqq"  # a key that is no attribute: refused, named
+    defs_yaml.write_text(yaml.safe_dump({"type": COMPONENT, "attributes": attributes}))
+    refused = dg("check", "defs", cwd=tmp_path, env=env)
+    assert refused.returncode != 0
+    assert "'age_recipient' was unexpected" in refused.stdout + refused.stderr
+
+
 def test_the_factory_builds_the_same_code_location_from_python(tmp_path: Path) -> None:
     defs = build_kotomi_backup_defs(
         {"kotomi": "/data/kotomi.db", "blog": "/data/blog.db"}, destinations=[str(tmp_path)]

@@ -54,8 +54,8 @@ def test_freshness_policies_follow_the_cadence_and_the_health_thresholds(
     graph = definitions_from_env().resolve_asset_graph()
     upload = graph.get(AssetKey(["kotomi", "upload"])).freshness_policy
     drill = graph.get(AssetKey(["kotomi", "restore_drill"])).freshness_policy
-    # A backup every 15 minutes by default: overdue after the interval + 2 h.
-    assert upload is not None and upload.fail_window.to_timedelta() == timedelta(hours=2.25)
+    # A backup every 15 minutes by default: overdue after the interval + 2 h, in whole hours.
+    assert upload is not None and upload.fail_window.to_timedelta() == timedelta(hours=3)
     assert drill is not None and drill.fail_window.to_timedelta() == timedelta(days=8)
     monkeypatch.setenv("KOTOMI_BACKUP_FREQUENT_CRON", "off")  # the daily backup alone
     graph = definitions_from_env().resolve_asset_graph()
@@ -89,11 +89,11 @@ def test_every_run_holds_its_databases_pool_and_gets_its_database_tag_at_launch(
         assert one.run_op_concurrency is not None
         assert one.run_op_concurrency.all_pools == {"kotomi_backup_blog"}
         assert database_tag_for(one) == {DATABASE_TAG: "blog"}
-        # "Materialize all": both pools (a run holds them all), no single tag.
+        # "Materialize all": both pools (a run holds them all), no single database's tag.
         both = instance.create_run_for_job(everything)
         assert both.run_op_concurrency is not None
         assert both.run_op_concurrency.all_pools == {"kotomi_backup_blog", "kotomi_backup_kotomi"}
-        assert database_tag_for(both) == {}
+        assert database_tag_for(both) == {"kotomi_backup/databases": "blog, kotomi"}
         # A job launched whole from the Launchpad: its steps' pools name the database.
         monkeypatch.setenv("KOTOMI_BACKUP_DATABASES", "docs-site=/data/docs.db")
         whole = instance.create_run_for_job(definitions_from_env().resolve_job_def("kotomi_prune"))
@@ -161,6 +161,19 @@ def test_dg_check_defs_passes_and_refuses_a_bad_setting_with_its_line() -> None:
         "ConfigError: KOTOMI_BACKUP_KEEP_DAILY 'abc': give a whole number"
         in bad.stdout + bad.stderr
     )
+
+
+@pytest.mark.slow
+def test_dg_check_defs_warns_of_a_misspelt_variable_as_the_cli_does() -> None:
+    # Without its final S the recipients are no setting: every backup would go out plain.
+    loaded = dg("check", "defs", env={"KOTOMI_BACKUP_AGE_RECIPIENT": "age1qqqq"})
+    assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+    warned = [line for line in (loaded.stdout + loaded.stderr).splitlines() if "WARNING" in line]
+    assert len(warned) == 1, loaded.stdout + loaded.stderr
+    assert warned[0].endswith(
+        "KOTOMI_BACKUP_AGE_RECIPIENT is not a setting and is ignored: did you mean "
+        "KOTOMI_BACKUP_AGE_RECIPIENTS?"
+    ), warned
 
 
 def test_a_copied_database_is_defined_exactly_as_if_it_were_built_by_the_decorators() -> None:

@@ -3,6 +3,8 @@ never Dagster's retry or op wrapper; a drill that fails marks its asset failed."
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,10 @@ from kotomi_backup_dagster.engine.backup import run_backup
 from kotomi_backup_dagster.engine.layout import list_backups
 from kotomi_backup_dagster.engine.settings import BackupSettings
 from kotomi_backup_dagster.engine.stores import LocalStore
-from tests.conftest import run_job
+from tests.conftest import Proxies, run_cli, run_job
+from tests.defs.alerts.conftest import unreachable_s3
+from tests.engine.stores.conftest import is_upload
+from tests.servers import Endpoint, Rule
 
 
 def headline(result: Any) -> tuple[str, str]:
@@ -40,7 +45,7 @@ def test_an_upload_out_of_retries_fails_with_its_cause_not_the_retry_wrapper(
     assert kinds.count("STEP_UP_FOR_RETRY") == 1 and kinds.count("STEP_FAILURE") == 1
     cls, line = headline(result)
     assert cls == "Failure"
-    assert line.startswith(f"upload to file://{dagster_env} failed: "), line
+    assert line.startswith(f"upload of kotomi to file://{dagster_env} failed: "), line
     assert "max_retries" not in line
 
 
@@ -92,6 +97,83 @@ def test_a_drill_of_a_damaged_archive_fails_the_asset_with_the_cause(
         cls, line = headline(result)
         assert cls == "Failure"
         assert line.startswith(
-            f"drill of backup {manifest.backup_id} at file://{dagster_env} failed: "
+            f"drill of kotomi backup {manifest.backup_id} at file://{dagster_env} failed: "
         ), line
     assert list_backups(LocalStore(dagster_env), "kotomi").backups == [manifest]
+
+
+def _cause(line: str) -> str:
+    """A failed upload's line up to what comes next, with the backup's id left out."""
+    return re.sub(r"\d{8}T\d{6}Z-[0-9a-f]{6}", "<id>", line.split("; the backup is not stored")[0])
+
+
+def test_a_failed_upload_reads_the_same_in_dagster_and_the_cli_naming_the_destination_once(
+    kotomi_db: Path,
+    s3_bucket: str,
+    aws_env: Endpoint,
+    proxy_for: Proxies,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    proxy = proxy_for(aws_env)
+    proxy.rules.append(Rule(is_upload, "drop"))  # the bucket answers, every upload breaks
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    url = f"s3://{s3_bucket}/offsite"
+    env = {
+        "KOTOMI_DB_PATH": str(kotomi_db),
+        "KOTOMI_BACKUP_URL": url,
+        "KOTOMI_BACKUP_STAGING_DIR": str(tmp_path / "staging"),
+        "KOTOMI_BACKUP_RETRIES": "1",
+        "KOTOMI_BACKUP_UPLOAD_RETRIES": "0",
+    }
+    proc = run_cli("backup", env=env)
+    assert proc.returncode == 1, proc.stderr
+    cli_line = proc.stderr.strip().splitlines()[-1].removeprefix("kotomi-backup: error: ")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = run_job("kotomi_backup")
+    assert not result.success
+    _, dagster_line = headline(result)
+
+    for line in (cli_line, dagster_line):
+        assert line.startswith(f"upload of kotomi to {url} failed: uploading "), line
+        assert line.count(url) == 1, line  # was "upload to X failed: X: uploading ..."
+        assert "run the upload again" not in line, line
+    assert _cause(cli_line) == _cause(dagster_line)
+    assert cli_line.endswith(", then run the backup again"), cli_line
+    again = "re-execute the run from failure (only the upload runs again)"
+    assert dagster_line.endswith(f", then {again}"), dagster_line  # not "run the upload again"
+
+
+def test_an_unreachable_endpoint_is_named_and_dagster_says_what_to_check_once_retries_are_spent(
+    kotomi_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = unreachable_s3(monkeypatch, tmp_path)
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    monkeypatch.setenv("KOTOMI_DB_PATH", str(kotomi_db))
+    monkeypatch.setenv("KOTOMI_BACKUP_STAGING_DIR", str(tmp_path / "staging"))
+    monkeypatch.setenv("KOTOMI_BACKUP_RETRIES", "0")
+    monkeypatch.setenv("KOTOMI_BACKUP_UPLOAD_RETRIES", "2")
+    monkeypatch.setenv("KOTOMI_BACKUP_UPLOAD_RETRY_DELAY", "0")
+    result = run_job("kotomi_backup")
+    assert not result.success
+    retried = [  # Dagster's RetryRequested, caused by the step's Failure
+        e.event_specific_data.error.cause.message
+        for e in result.all_events
+        if e.event_type_value == "STEP_UP_FOR_RETRY"
+    ]
+    assert len(retried) == 2
+    assert "the upload step runs again (attempt 2 of 3)" in retried[0], retried[0]
+    assert "the upload step runs again (attempt 3 of 3)" in retried[1], retried[1]
+    _, line = headline(result)
+    assert f"could not connect to the endpoint {endpoint}" in line, line
+    assert "not stored there after 3 attempts of the upload step" in line, line
+    assert "check that the destination is reachable" in line and "AWS_ENDPOINT_URL" in line, line
+    assert "run the upload again" not in line, line
+
+    proc = run_cli("backup", env={"KOTOMI_DB_PATH": str(kotomi_db), "KOTOMI_BACKUP_URL": url})
+    assert proc.returncode == 1, proc.stderr
+    cli_line = proc.stderr.strip().splitlines()[-1]
+    assert f"could not connect to the endpoint {endpoint}" in cli_line, cli_line
+    assert "check that the destination is reachable" in cli_line, cli_line
+    assert cli_line.endswith("then run the backup again"), cli_line

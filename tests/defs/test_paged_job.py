@@ -117,7 +117,7 @@ def test_reexecution_after_a_failed_paged_upload_reruns_only_the_upload(
         [failure] = failed.get_step_failure_events()
         user_failure = failure.step_failure_data.user_failure_data
         described = str(user_failure.description if user_failure else "")
-        assert "\n" not in described and f"upload to file://{env} failed" in described
+        assert "\n" not in described and f"upload of kotomi to file://{env} failed" in described
         assert list_backups(LocalStore(env), "kotomi").backups == [one]
         snap = failed.asset_materializations_for_node("kotomi__snapshot")[0].metadata
         staging = Path(str(snap["staging"].value))

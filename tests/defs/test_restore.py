@@ -2,6 +2,7 @@
 the monthly test."""
 
 import hashlib
+import json
 import os
 import shutil
 import stat
@@ -177,9 +178,55 @@ def test_weekly_drill_checks_the_latest_backup_and_records_it(dest: Path, kotomi
     assert [d.ok for d in list_drills(LocalStore(dest), "kotomi", newest.backup_id)] == [True]
 
 
-def test_monthly_test_drills_every_one_of_30_backups_and_reports_the_bad_one(
+def test_each_drill_check_says_what_it_compared_and_on_which_backup(
     dest: Path, kotomi_db: Path
 ) -> None:
+    [backup_id] = make_backups(kotomi_db, dest, 1)
+    result = (
+        defs()
+        .resolve_job_def("kotomi_restore_drill")
+        .execute_in_process(instance=DagsterInstance.ephemeral())
+    )
+    described = {e.check_name: e.description for e in result.get_asset_check_evaluations()}
+    on = f" on 1 backup: {backup_id} at file://{dest}"  # was "passed on 1"
+    assert described == {
+        "checksums": f"the archive's and the restored database's sha256 equal the manifest's{on}",
+        "integrity": f"integrity_check of the restored database returned exactly ok{on}",
+        "row_counts": f"every table's row count equals the manifest's{on}",
+        "kotomi_queries": f"Kotomi's read queries ran on the restored database{on}",
+    }
+
+
+def test_monthly_test_drills_the_backups_list_puts_in_a_tier_and_names_the_others(
+    dest: Path, kotomi_db: Path
+) -> None:
+    make_backups(kotomi_db, dest, 3)  # one day: newest and oldest fill tiers, the middle none
+    listed = json.loads(run_cli("list", "--json", env={"KOTOMI_BACKUP_URL": str(dest)}).stdout)
+    backups = listed["destinations"][0]["backups"]
+    in_a_tier = {b["backup_id"] for b in backups if b["tiers"]}
+    [in_none] = [b["backup_id"] for b in backups if not b["tiers"]]
+    instance = DagsterInstance.ephemeral()
+    result = defs().resolve_job_def("kotomi_restore_test").execute_in_process(instance=instance)
+    assert result.success
+    drilled = {
+        record.backup_id
+        for backup_id in in_a_tier | {in_none}
+        for record in list_drills(LocalStore(dest), "kotomi", backup_id)
+    }
+    assert drilled == in_a_tier  # was all three
+    [mat] = result.asset_materializations_for_node("kotomi__restore_test")
+    assert mat.metadata["drilled"].value == 2
+    assert mat.metadata["not_retained_not_drilled"].value == 1
+    report = str(mat.metadata["report"].value)
+    assert f"| {in_none} |" in report and "in no retention tier" in report
+    logged = [e.user_message for e in instance.all_logs(result.run_id) if in_none in e.user_message]
+    assert any("in no retention tier not drilled" in line for line in logged), logged
+
+
+def test_monthly_test_drills_every_one_of_30_backups_and_reports_the_bad_one(
+    dest: Path, kotomi_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KOTOMI_BACKUP_KEEP_LAST", "30")  # every one retained
     ids = make_backups(kotomi_db, dest, 30)
     bad = ids[7]
     archive = dest / "kotomi" / bad / "kotomi.db.zst"
@@ -198,7 +245,9 @@ def test_monthly_test_drills_every_one_of_30_backups_and_reports_the_bad_one(
     # ... and the step's headline is the cause, with the figures in its metadata.
     data = failure.step_failure_data.user_failure_data
     assert data is not None and data.description is not None
-    assert data.description.startswith(f"restore test of backup {bad} at file://{dest} failed: ")
+    assert data.description.startswith(
+        f"restore test of kotomi backup {bad} at file://{dest} failed: "
+    )
     assert "\n" not in data.description
     meta = {k: v.value for k, v in data.metadata.items()}
     assert (meta["drilled"], meta["passed"], meta["failed"]) == (30, 29, 1)

@@ -130,7 +130,7 @@ def test_the_user_journey(deployment: Deployment, tmp_path: Path) -> None:
     error = d.step_failures(failed["runId"])["kotomi__upload"]
     headline = error["message"].splitlines()[0]
     assert error["className"] == "Failure"
-    assert f"upload to file://{d.backups} failed: " in headline, headline
+    assert f"upload of kotomi to file://{d.backups} failed: " in headline, headline
     assert "max_retries" not in headline
     alert = _wait_for(
         lambda: [p for p in d.receiver.posts if failed["runId"] in json.dumps(p)], 120
@@ -164,7 +164,8 @@ def test_the_user_journey(deployment: Deployment, tmp_path: Path) -> None:
         drill_error["message"]
         .splitlines()[0]
         .startswith(
-            f"dagster._core.definitions.events.Failure: drill of backup {newest.backup_id} at "
+            "dagster._core.definitions.events.Failure: "
+            f"drill of kotomi backup {newest.backup_id} at "
         )
     ), drill_error
     drilled = d.asset(DRILL)

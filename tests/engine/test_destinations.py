@@ -49,7 +49,7 @@ def test_list_shows_the_reachable_destination_and_names_the_other(reachable: Pat
     assert [len(d["backups"]) for d in report] == [2, 0]
     assert "error" not in report[0] and report[1]["url"] == UNREACHABLE
     [line] = listed.stderr.strip().splitlines()
-    assert line.startswith(f"kotomi-backup: cannot list {UNREACHABLE}: "), line
+    assert line.startswith(f"kotomi-backup: error: cannot list {UNREACHABLE}: "), line
 
 
 def test_prune_prunes_the_reachable_destination(reachable: Path) -> None:
@@ -103,3 +103,36 @@ def test_dagster_drill_drills_the_reachable_destination_and_fails_naming_the_oth
     assert error is not None
     headline = str(error.message).splitlines()[0]
     assert f"drill of kotomi not run at {UNREACHABLE}: " in headline, headline
+
+
+@pytest.mark.parametrize(
+    ("error", "url", "first_words"),
+    [
+        (  # GCS's preflight names "permissions" in what it was doing: still a network question
+            "gs://b/p: checking permissions failed after 1 attempts (could not connect to the "
+            "endpoint http://127.0.0.1:9)",
+            "gs://b/p",
+            "check that the destination is reachable from this machine (the network, the "
+            "endpoint in STORAGE_EMULATOR_HOST,",
+        ),
+        (
+            "s3://b/p: uploading p/x failed after 6 attempts (connection closed)",
+            "s3://b/p",
+            "check that the destination is reachable from this machine (the network, the "
+            "endpoint in AWS_ENDPOINT_URL,",
+        ),
+        (
+            "destination s3://b/p: access denied; check the credentials and the bucket policy "
+            "(AccessDenied, while uploading p/x)",
+            "s3://b/p",
+            "check the credentials",
+        ),
+    ],
+)
+def test_what_to_check_follows_the_cause_not_the_words_of_the_request(
+    error: str, url: str, first_words: str
+) -> None:
+    from kotomi_backup_dagster.engine.destinations import what_to_check
+
+    check = what_to_check(error, url)
+    assert check is not None and check.startswith(first_words), check

@@ -150,7 +150,7 @@ def test_stale_newest_backup_and_no_backup_at_all() -> None:
     report = evaluate("kotomi", [dest(manifest(40)), dest(url=URL2)], TH, NOW)
     stale = [f for f in report.findings if f.kind == STALE]
     assert [f.scope for f in stale] == [URL, URL2]
-    assert "40.0 h old (limit 36.0 h)" in stale[0].problem
+    assert "40 h old (limit 36 h)" in stale[0].problem
     assert stale[1].problem == f"no complete backup of kotomi at {URL2}"
     assert "kotomi-backup backup --name kotomi" in stale[0].next_step
     assert evaluate("kotomi", [dest(manifest(35.9))], TH, NOW).findings == ()
@@ -180,7 +180,7 @@ def test_drill_failed_and_overdue() -> None:
     assert "integrity_check: row 12 missing from index" in fail.problem
     assert "more" not in fail.problem  # first line only
     overdue = next(f for f in report.findings if f.kind == DRILL_OVERDUE)
-    assert "10.0 days" in overdue.problem
+    assert "10 days" in overdue.problem
 
 
 def test_a_new_setup_is_not_overdue_before_its_first_drill_is_due() -> None:

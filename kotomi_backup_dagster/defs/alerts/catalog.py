@@ -30,7 +30,9 @@ from ...engine.destinations import at_each_destination
 from ...engine.errors import first_line
 from ...engine.health import DestinationState, inspect_destination, unlistable_destination, utcnow
 from ...engine.keeper.guard import KeeperSettings
-from ...retention import BackupRef, RetentionPolicy, plan_backups
+from ...engine.prune import plan_listed
+from ...engine.readable import readable_size
+from ...retention import BackupRef, RetentionPolicy
 from ..backup.assets import SETTINGS_KEY, group_of
 from ..backup.resources import KotomiBackupResource
 from ..databases import DatabaseSpec
@@ -101,10 +103,10 @@ def _tiers(
         for m in state.backups
     ]
     try:
-        decisions = plan_backups(refs, policy, now=now)
+        plan = plan_listed(state.backups, refs, policy, now=now)
     except ValueError as exc:
         return ["?"] * len(state.backups), first_line(str(exc))
-    by_id = {d.backup_id: d for d in decisions}
+    by_id = {p.manifest.backup_id: p for p in plan}
     return [
         ", ".join(by_id[m.backup_id].reasons)
         if by_id[m.backup_id].keep
@@ -171,8 +173,8 @@ def catalog_view(
             lock = " (encrypted)" if manifest.encrypted else ""
             rows.append(
                 f"| {state.url} | `{manifest.backup_id}` | {manifest.created_at} | {age:.1f} "
-                f"| {manifest.db_size:,} | {manifest.stored_bytes:,}{lock} | {tier} "
-                f"| {locked} | {drill_text} |"
+                f"| {readable_size(manifest.db_size)} | {readable_size(manifest.stored_bytes)}"
+                f"{lock} | {tier} | {locked} | {drill_text} |"
             )
             ids.add(manifest.backup_id)
             copies += 1

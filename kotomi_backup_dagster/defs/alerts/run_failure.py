@@ -12,11 +12,14 @@ from dagster import (
     AssetCheckSeverity,
     DagsterEvent,
     DagsterEventType,
+    DagsterInstance,
+    DagsterRun,
     DefaultSensorStatus,
     RunFailureSensorContext,
     SensorDefinition,
     run_failure_sensor,
 )
+from dagster._core.execution.stats import StepEventStatus
 from dagster_shared.error import SerializableErrorInfo
 
 from ...engine.errors import first_line, without_repeated_prefix
@@ -135,6 +138,52 @@ def database_of(
     return "(all databases)" if len(names) != 1 else next(iter(names.values()))
 
 
+def database_outcomes(
+    instance: DagsterInstance,
+    run: DagsterRun,
+    names: Mapping[str, str],
+    step_failures: Sequence[DagsterEvent],
+) -> dict[str, str]:
+    """{database: what became of it} for each database whose steps the run had: `failed at
+    <stage>: <its line>`, `backed up (<backup id>)`, `succeeded`, or the stages not run. One
+    failure fails the whole run: this says what happened to each of its databases."""
+    planned = list(run.step_keys_to_execute or [])
+    if not planned and run.execution_plan_snapshot_id:
+        plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+        planned = list(plan.step_keys_to_execute)
+    stats = {s.step_key: s for s in instance.get_run_step_stats(run.run_id)}
+    errors = {e.step_key: step_error_line(e) for e in reversed(step_failures) if e.step_key}
+    by_database: dict[str, list[str]] = {}
+    for step_key in planned:
+        key = step_key.split("__", 1)[0]
+        if key in names and "__" in step_key:
+            by_database.setdefault(names[key], []).append(step_key)
+    outcomes: dict[str, str] = {}
+    for name, steps in by_database.items():
+        failed_step = next((k for k in steps if k in errors), None)
+        if failed_step is not None:
+            outcomes[name] = f"failed at {stage_of(failed_step)}: {errors[failed_step]}"
+            continue
+        done = [k for k in steps if (st := stats.get(k)) and st.status == StepEventStatus.SUCCESS]
+        if len(done) < len(steps):
+            missing = ", ".join(stage_of(k) for k in steps if k not in done)
+            outcomes[name] = f"not finished ({missing} not run)"
+            continue
+        backup_ids = [
+            str(entry.asset_materialization.metadata["backup_id"].value)
+            for k in steps
+            if stage_of(k) == "upload"
+            for entry in stats[k].materialization_events
+            if entry.asset_materialization and "backup_id" in entry.asset_materialization.metadata
+        ]
+        outcomes[name] = f"backed up ({backup_ids[-1]})" if backup_ids else "succeeded"
+    return outcomes
+
+
+def outcome_line(outcomes: Mapping[str, str]) -> str:
+    return "; ".join(f"{name}: {outcome}" for name, outcome in sorted(outcomes.items()))
+
+
 def run_failure_alert(
     context: RunFailureSensorContext, notifier: AlertNotifier, names: Mapping[str, str]
 ) -> Alert:
@@ -192,8 +241,14 @@ def run_failure_alert(
     if retried:
         details["retries"] = retried[0]  # "Exceeded max_retries of 2"
     error_line = next((e for e in errors if e), "no error message")
+    database = database_of(run.tags, run.job_name, step_keys, names)
+    outcomes = database_outcomes(context.instance, run, names, step_failures)
+    if len(outcomes) > 1:  # "Materialize all": one run, several databases
+        database = ", ".join(sorted(outcomes))
+        details["outcome"] = outcome_line(outcomes)
+        error_line = "; ".join(dict.fromkeys(e for e in errors if e)) or error_line
     return Alert(
-        database=database_of(run.tags, run.job_name, step_keys, names),
+        database=database,
         what=", ".join(labels),
         error=error_line,
         next_step=advice_for([*stages, *check_names], run.job_name, error_line),
@@ -217,6 +272,10 @@ def build_run_failure_sensor(specs: Sequence[DatabaseSpec]) -> SensorDefinition:
     )
     def run_failure_alerts(context: RunFailureSensorContext, alert_notifier: AlertNotifier) -> None:
         alert = run_failure_alert(context, alert_notifier, names)
+        if "outcome" in alert.details:  # the run's page says it too, after its failure
+            context.instance.report_engine_event(
+                f"outcome per database: {alert.details['outcome']}", context.dagster_run
+            )
         delivery = alert_notifier.send(alert, context.log)
         if delivery.failed and not delivery.sent:
             context.log.error(f"the alert for run {context.dagster_run.run_id} reached no channel")

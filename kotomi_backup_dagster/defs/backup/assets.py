@@ -8,6 +8,7 @@ failed upload re-runs only the upload, on the failed run's own backup.
 """
 
 import dataclasses
+from datetime import timedelta
 from typing import Any
 
 from dagster import (
@@ -21,13 +22,16 @@ from dagster import (
     FreshnessPolicy,
     MaterializeResult,
     MetadataValue,
+    RetryPolicy,
     asset,
     asset_check,
 )
 
 from ...engine import backup as engine
 from ...engine.config import FORMAT_NAMES
+from ...engine.readable import readable_duration, readable_size
 from ..databases import DatabaseSpec
+from ..engine_log import engine_log_in, progress_lines
 from ..failures import failure, one_line_failures, retries_left
 from ..options import KotomiBackupOptions
 from ..replicate import replicate_asset, replicate_check
@@ -71,10 +75,44 @@ def describe_archive(spec: DatabaseSpec) -> str:
     )
 
 
-def describe_upload(spec: DatabaseSpec) -> str:
+def describe_upload(spec: DatabaseSpec, stale_after: timedelta | None = None) -> str:
+    overdue = (
+        f" Overdue after {readable_duration(stale_after)} without a new backup (its freshness "
+        "policy and the health sensor's limit, KOTOMI_BACKUP_STALE_HOURS)."
+        if stale_after
+        else ""
+    )
     return (
         f"{spec.name}'s archive on every destination, manifest last: the backup exists. Run "
-        "alone, it uploads the newest archived backup not yet on every destination."
+        f"alone, it uploads the newest archived backup not yet on every destination.{overdue}"
+    )
+
+
+def upload_failure_line(
+    name: str,
+    failed: list[engine.UploadOutcome],
+    retry_number: int,
+    policy: RetryPolicy,
+    retrying: bool,
+) -> str:
+    """The CLI's line (engine.upload_failure), with Dagster's next step: the step's own retry,
+    or, once they are spent, what to check and "re-execute from failure" (never "run the
+    upload again" after Dagster ran it already)."""
+    attempts = policy.max_retries + 1
+    if retrying:
+        return engine.upload_failure(
+            name,
+            failed,
+            after=" yet",
+            then=f"the upload step runs again (attempt {retry_number + 2} of {attempts})",
+            check=False,
+        )
+    tried = f" after {retry_number + 1} attempts of the upload step" if retry_number else ""
+    return engine.upload_failure(
+        name,
+        failed,
+        after=tried,
+        then="re-execute the run from failure (only the upload runs again)",
     )
 
 
@@ -85,7 +123,8 @@ def build_all_backup_assets(
     first, *others = options.databases
     assets, checks = build_backup_assets(first, options)
     all_assets, all_checks = list(assets), list(checks)
-    describe = [describe_snapshot, describe_archive, describe_upload]
+    stale = options.health_thresholds().stale_after
+    describe = [describe_snapshot, describe_archive, lambda s: describe_upload(s, stale)]
     for spec in others:
         all_assets += [
             replicate_asset(a, first, spec, d, group_of(spec))
@@ -125,11 +164,11 @@ def build_backup_assets(
     )
     def snapshot(context: AssetExecutionContext) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation
         db, _, settings = settings_of(context, context.asset_key)
-        with one_line_failures(f"snapshot of {db.name}"):
+        with one_line_failures(f"snapshot of {db.name}"), engine_log_in(context.log):
             stores = engine.preflight(settings, contact_stores=False)
             staged, snap = engine.stage_snapshot(settings, stores=stores)
         context.log.info(
-            f"snapshot {staged.backup_id} ({snap.method}): {snap.size} bytes in "
+            f"snapshot {staged.backup_id} ({snap.method}): {readable_size(snap.size)} in "
             f"{snap.seconds:.2f} s"
         )
         if snap.dropped_staging:
@@ -211,8 +250,20 @@ def build_backup_assets(
         staged = staged_backup_for(
             context.instance, context.run, snapshot_key, settings, "archive", context.log
         )
-        with one_line_failures(f"archive of {db.name}"):
-            manifest, seconds = engine.stage_archive(staged, settings)
+        snapshot_file = staged.snapshot_path
+        size = snapshot_file.stat().st_size if snapshot_file.exists() else None
+        progress = progress_lines(context.log, f"archive of {db.name}", size)
+        with one_line_failures(f"archive of {db.name}"), engine_log_in(context.log):
+            manifest, seconds = engine.stage_archive(staged, settings, progress)
+        if manifest.is_paged:
+            made = "pages hashed (packs are made per destination at upload)"
+        else:
+            made = f"{readable_size(manifest.archive.size)} ({manifest.archive.compression}"
+            made += f", encryption {manifest.archive.encryption})"
+        context.log.info(
+            f"archive {manifest.backup_id}: {readable_size(manifest.db_size)} -> {made} in "
+            f"{seconds:.2f} s"
+        )
         metadata: dict[str, Any] = {
             "backup_id": manifest.backup_id,
             "format": manifest.kind,
@@ -234,7 +285,7 @@ def build_backup_assets(
         kinds=options.destination_kinds,
         retry_policy=upload_policy,
         freshness_policy=upload_freshness(options),
-        description=describe_upload(spec),
+        description=describe_upload(spec, options.health_thresholds().stale_after),
         group_name=group,
         required_resource_keys=keys,
         pool=pool,
@@ -247,15 +298,15 @@ def build_backup_assets(
             context.instance, context.run, archive_key, settings, "upload", context.log
         )
         retry = retries_left(context.retry_number, upload_policy.max_retries)
-        with one_line_failures(f"upload of {db.name}", retry=retry):
+        with one_line_failures(f"upload of {db.name}", retry=retry), engine_log_in(context.log):
             manifest = engine.load_staged_manifest(staged)
             outcomes = engine.stage_upload(staged, res.stores(), settings=settings)
-        rows = ["| destination | result | bytes | seconds |", "|---|---|---:|---:|"]
+        rows = ["| destination | result | stored | seconds |", "|---|---|---:|---:|"]
         for o in outcomes:
             result = (
                 "already there" if o.already_there else ("ok" if o.ok else f"FAILED: {o.error}")
             )
-            rows.append(f"| {o.url} | {result} | {o.bytes} | {o.seconds:.2f} |")
+            rows.append(f"| {o.url} | {result} | {readable_size(o.bytes)} | {o.seconds:.2f} |")
         metadata: dict[str, Any] = {
             "backup_id": manifest.backup_id,
             "destinations": MetadataValue.md("\n".join(rows)),
@@ -276,10 +327,11 @@ def build_backup_assets(
         if failed:
             # Retrying cannot fix a configuration problem (no such bucket, access denied);
             # on the last attempt the Failure itself is the headline, not "Exceeded max_retries".
+            retrying = retry and not all(o.permanent for o in failed)
             raise failure(
-                "; ".join(f"upload to {o.url} failed: {o.error}" for o in failed),
+                upload_failure_line(db.name, failed, context.retry_number, upload_policy, retrying),
                 metadata=metadata,
-                retry=retry and not all(o.permanent for o in failed),
+                retry=retrying,
             )
         context.log.info(f"backup {manifest.backup_id} stored at {len(outcomes)} destination(s)")
         return MaterializeResult(metadata=metadata)

@@ -4,7 +4,7 @@ of the oldest). Each check is an asset check; a backup that does not restore sho
 and fails the asset itself (its step's headline says which backup and why)."""
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,15 +22,21 @@ from dagster import (
 )
 
 from ...engine.destinations import at_each_destination, failed
-from ...engine.drill import CHECKS, drill_store
+from ...engine.drill import CHECKS, RetainedDrills, drill_retained, drill_store
+from ...engine.errors import ConfigError
 from ...engine.layout import DrillRecord
 from ...engine.manifest import Manifest
+from ...engine.retention import RetentionPolicy
+from ...engine.stores import BackupStore
 from ..backup.assets import SETTINGS_KEY, group_of
 from ..backup.resources import KotomiBackupResource
 from ..databases import DatabaseSpec
+from ..engine_log import engine_log_in
 from ..failures import failure, one_line_failures
 from ..options import KotomiBackupOptions
 from ..replicate import replicate_asset
+from ..retention.assets import RETENTION_KEY
+from ..retention.resources import RetentionPolicyResource
 from ..scheduling import overdue_after
 
 CHECK_DESCRIPTIONS = {
@@ -38,6 +44,13 @@ CHECK_DESCRIPTIONS = {
     "integrity": "PRAGMA integrity_check of the restored file returns exactly ok.",
     "row_counts": "Every table's row count equals the manifest's.",
     "kotomi_queries": "The read queries Kotomi serves run on the restored file.",
+}
+# What a passed check compared, for its result's description ("... on 2 backups: <ids>").
+CHECK_PASSED = {
+    "checksums": "the archive's and the restored database's sha256 equal the manifest's",
+    "integrity": "integrity_check of the restored database returned exactly ok",
+    "row_counts": "every table's row count equals the manifest's",
+    "kotomi_queries": "Kotomi's read queries ran on the restored database",
 }
 
 
@@ -50,6 +63,8 @@ class Drilled:
 
     results: DrillResults
     not_run: list[str]  # "<url>: why" of each destination that could not be drilled
+    # (safe url, backup) in no retention tier, left out of a restore test: prune removes them
+    not_retained: list[tuple[str, Manifest]] = field(default_factory=list)
 
     def verdict(self, which: str, name: str) -> str | None:
         """One line when any backup did not restore (said first: it is the worse news) or
@@ -60,7 +75,7 @@ class Drilled:
             first = r.problems[0] if r.problems else "failed"
             more = len(failed) - 1 + len(self.not_run)
             more_text = f" (and {more} more)" if more else ""
-            return f"{which} of backup {m.backup_id} at {url} failed{more_text}: {first}"
+            return f"{which} of {name} backup {m.backup_id} at {url} failed{more_text}: {first}"
         if self.not_run:
             others = len(self.not_run) - 1
             more_text = f" (and {others} more)" if others else ""
@@ -69,32 +84,48 @@ class Drilled:
 
 
 def _drill_all(
-    context: AssetExecutionContext, res: KotomiBackupResource, spec: DatabaseSpec, which: str
+    context: AssetExecutionContext,
+    res: KotomiBackupResource,
+    spec: DatabaseSpec,
+    which: str,
+    policy: RetentionPolicy | None = None,
 ) -> Drilled:
-    """Drill `which` backups at each destination; one that cannot be drilled (unreachable,
-    no backup yet) is reported and does not stop the others."""
+    """Drill `which` backups at each destination (with `policy`: among those it keeps, as
+    `list` shows them); one that cannot be drilled (unreachable, no backup yet) is reported
+    and does not stop the others."""
     settings = res.settings(spec)
-    outcomes = at_each_destination(
-        res.stores(),
-        lambda store: drill_store(
-            store,
-            settings.name,
-            which,
-            identities=settings.identities(),
-            scratch_dir=settings.staging_dir,
-            profile=settings.profile,
-        ),
-    )
+
+    def drill(store: BackupStore) -> RetainedDrills:
+        options: dict[str, Any] = {
+            "identities": settings.identities(),
+            "scratch_dir": settings.staging_dir,
+            "profile": settings.profile,
+        }
+        if policy is None:
+            return RetainedDrills(drill_store(store, settings.name, which, **options), [])
+        return drill_retained(store, settings.name, which, policy, **options)
+
+    outcomes = at_each_destination(res.stores(), drill)
     results: DrillResults = []
+    not_retained: list[tuple[str, Manifest]] = []
     for at in outcomes:
-        for manifest, record in at.value or []:
+        if at.value is None:
+            continue
+        for manifest, record in at.value.drilled:
             verdict = "ok" if record.ok else "FAILED: " + "; ".join(record.problems)
             context.log.info(f"drill {manifest.backup_id} at {at.url}: {verdict}")
             results.append((at.url, manifest, record))
+        if at.value.not_retained:
+            ids = ", ".join(m.backup_id for m in at.value.not_retained)
+            context.log.info(
+                f"{at.url}: {len(at.value.not_retained)} backup(s) in no retention tier not "
+                f"drilled (the next prune removes them; `list` shows no tier): {ids}"
+            )
+            not_retained += [(at.url, m) for m in at.value.not_retained]
     not_run = [at.error_line() for at in failed(outcomes)]
     for line in not_run:
         context.log.error(f"drill not run at {line}")
-    return Drilled(results, not_run)
+    return Drilled(results, not_run, not_retained)
 
 
 def _check_results(key: AssetKey, results: DrillResults) -> list[AssetCheckResult]:
@@ -114,14 +145,27 @@ def _check_results(key: AssetKey, results: DrillResults) -> list[AssetCheckResul
                 check_name=check,
                 passed=not failed,
                 severity=AssetCheckSeverity.ERROR,
-                description=f"failed on {where}: {first}" if failed else f"passed on {len(ran)}",
+                description=f"failed on {where}: {first}" if failed else _passed(check, ran),
                 metadata={"failed": len(failed), "checked": len(ran), "drilled": len(results)},
             )
         )
     return out
 
 
-def _report(results: DrillResults, not_run: Sequence[str] = ()) -> str:
+def _passed(check: str, ran: list[tuple[str, DrillRecord]]) -> str:
+    """What the check compared and on which backups: `<comparison> on 2 backups: <id> at
+    <url>, ...` (was "passed on 2")."""
+    where = ", ".join(f"{r.backup_id} at {url}" for url, r in ran[:5])
+    more = f" and {len(ran) - 5} more" if len(ran) > 5 else ""
+    backups = "1 backup" if len(ran) == 1 else f"{len(ran)} backups"
+    return f"{CHECK_PASSED[check]} on {backups}: {where}{more}"
+
+
+def _report(
+    results: DrillResults,
+    not_run: Sequence[str] = (),
+    not_retained: Sequence[tuple[str, Manifest]] = (),
+) -> str:
     lines = [
         "| destination | backup | created | result | RTO (s) | problems |",
         "|---|---|---|---|---:|---|",
@@ -134,6 +178,11 @@ def _report(results: DrillResults, not_run: Sequence[str] = ()) -> str:
     for line in not_run:
         url, _, why = line.partition(": ")
         lines.append(f"| {url} | - | - | **NOT DRILLED** | - | {why[:200]} |")
+    for url, m in not_retained:
+        lines.append(
+            f"| {url} | {m.backup_id} | {m.created_at} | not drilled | - | in no retention "
+            "tier: the next prune removes it |"
+        )
     return "\n".join(lines)
 
 
@@ -144,11 +193,12 @@ def _drills_materialized(
     label: str,
     which: str,
     summary: Callable[[DrillResults], dict[str, Any]],
+    policy: RetentionPolicy | None = None,
 ) -> Iterator[MaterializeResult | AssetCheckResult]:  # type: ignore[type-arg]  # Dagster's generics
     """The body of both drill assets: drill, then either the materialization and its green
     checks, or red checks and a failed step whose headline says which backup and why."""
-    with one_line_failures(f"{label} of {db.name}"):
-        drilled = _drill_all(context, res, db, which)
+    with one_line_failures(f"{label} of {db.name}"), engine_log_in(context.log):
+        drilled = _drill_all(context, res, db, which, policy)
     checks = _check_results(context.asset_key, drilled.results)
     metadata = {**(summary(drilled.results) if drilled.results else {}), **_counts(drilled)}
     verdict = drilled.verdict(label, db.name)
@@ -164,7 +214,8 @@ def _counts(drilled: Drilled) -> dict[str, Any]:
         "passed": sum(r.ok for _, _, r in drilled.results),
         "failed": sum(not r.ok for _, _, r in drilled.results),
         "destinations_not_drilled": len(drilled.not_run),
-        "report": MetadataValue.md(_report(drilled.results, drilled.not_run)),
+        "not_retained_not_drilled": len(drilled.not_retained),
+        "report": MetadataValue.md(_report(drilled.results, drilled.not_run, drilled.not_retained)),
     }
 
 
@@ -210,8 +261,9 @@ def describe_drill(spec: DatabaseSpec) -> str:
 
 def describe_test(spec: DatabaseSpec, sample: int = 0) -> str:
     return (
-        f"Monthly: drill every retained backup of {spec.name} in every destination"
-        + (f" (the {sample} oldest of each)" if sample else "")
+        f"Monthly: drill every retained backup of {spec.name} in every destination (those "
+        "`list` shows in a retention tier; the next prune removes the others)"
+        + (f", the {sample} oldest of each" if sample else "")
         + ". Fails when any of them does not restore."
     )
 
@@ -264,7 +316,7 @@ def build_restore_assets(
         check_specs=_drill_checks(test_key),
         description=describe_test(spec, sample),
         group_name=group,
-        required_resource_keys=keys,
+        required_resource_keys={resource_key, RETENTION_KEY},  # the tiers `list` shows
         deps=deps,
         pool=pool,
         owners=owners,
@@ -273,7 +325,15 @@ def build_restore_assets(
     def restore_test(context: AssetExecutionContext):  # type: ignore[no-untyped-def]  # a generator Dagster reads
         db = by_name[context.asset_key.path[0]]
         res: KotomiBackupResource = getattr(context.resources, resource_key)
+        retention: RetentionPolicyResource = getattr(context.resources, RETENTION_KEY)
         which = f"oldest:{sample}" if sample > 0 else "all"
-        yield from _drills_materialized(context, res, db, "restore test", which, _test_summary)
+        with one_line_failures(f"restore test of {db.name}"):
+            try:
+                policy = retention.policy()
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        yield from _drills_materialized(
+            context, res, db, "restore test", which, _test_summary, policy
+        )
 
     return [restore_drill, restore_test]

@@ -17,6 +17,7 @@ from ...engine.prune import PruneResult, prune_store
 from ..backup.assets import SETTINGS_KEY, group_of
 from ..backup.resources import KotomiBackupResource
 from ..databases import DatabaseSpec
+from ..engine_log import engine_log_in
 from ..failures import failure, one_line_failures
 from ..options import KotomiBackupOptions
 from ..replicate import replicate_asset
@@ -77,18 +78,19 @@ def build_prune_asset(
                 raise ConfigError(str(exc)) from None
             settings = res.settings(db)
             stores = res.stores()
-        outcomes = at_each_destination(  # one destination failing does not stop the others
-            stores,
-            lambda store: prune_store(
-                store,
-                db.name,
-                policy,
-                identities=settings.identities(),
-                recipients_text=settings.age_recipients,
-                keeper=options.keeper,
-                lock_memory=settings.lock_memory(store.url),
-            ),
-        )
+        with engine_log_in(context.log):  # store retries in the event log
+            outcomes = at_each_destination(  # one destination failing does not stop the others
+                stores,
+                lambda store: prune_store(
+                    store,
+                    db.name,
+                    policy,
+                    identities=settings.identities(),
+                    recipients_text=settings.age_recipients,
+                    keeper=options.keeper,
+                    lock_memory=settings.lock_memory(store.url),
+                ),
+            )
         failures = [at.error_line() for at in failed(outcomes)]
         for line in failures:
             context.log.error(f"prune failed at {line}")

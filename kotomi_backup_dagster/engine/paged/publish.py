@@ -20,6 +20,7 @@ version of each object it needs, reused packs with the version their first backu
 from __future__ import annotations
 
 import hashlib
+import logging
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -30,11 +31,15 @@ from typing import Any
 from ..errors import BackupError
 from ..layout import backup_prefix, manifest_key, read_manifest
 from ..manifest import Manifest
-from ..stores import BackupStore, ObjectExists, ObjectNotFound
+from ..readable import readable_size
+from ..stores import BackupStore, ObjectExists, ObjectNotFound, safe_url
 from .delta import PageSource
 from .hashes import HashCache, changed_pages
 from .packs import PackWriter, StagedPack, pack_key, packs_prefix
 from .pagemap import PageMap, splice_page_map
+
+# Each pack that landed, for whoever watches (defs/engine_log.py: the step's event log).
+log = logging.getLogger(__name__)
 
 # Identical new pages (free pages, empty leaves) are stored once; the table of those seen is
 # bounded so memory does not grow with the database.
@@ -244,7 +249,8 @@ def _upload(
         for f in infos:
             versions[pack_key(name, f)] = base.manifest.version_of(pack_key(name, f))
     stored = 0
-    for pack in new_packs:
+    total = sum(pack.size for pack in new_packs)
+    for number, pack in enumerate(new_packs, start=1):
         landed = store.put_file(pack_key(name, pack.file), pack.path, sha256=pack.sha256)
         versions[pack_key(name, pack.file)] = landed.version
         requests += landed.requests
@@ -255,6 +261,15 @@ def _upload(
             )
         infos[pack.file] = pack.info()
         stored += pack.size
+        log.info(
+            "%s: pack %d of %d stored (%s of %s, %d%%)",
+            safe_url(store.url),
+            number,
+            len(new_packs),
+            readable_size(stored),
+            readable_size(total),
+            stored * 100 // total if total else 100,
+        )
     paged = {
         "base": base.manifest.backup_id if base else None,
         "recipients": fingerprint,

@@ -49,6 +49,7 @@ from .retry import (
     ResumingReader,
     RetryPolicy,
     call_translated,
+    could_not_connect,
     deadline_error,
     describe,
     log,
@@ -830,7 +831,7 @@ def _transport_reason(exc: BaseException) -> str:
     if isinstance(exc, (requests.Timeout, TimeoutError)):
         return "timed out"
     if _caused_by(exc, (urllib3.exceptions.NewConnectionError, ConnectionRefusedError)):
-        return "could not connect to the endpoint"
+        return could_not_connect(exc)
     if isinstance(exc, (requests.ConnectionError, ConnectionError)):
         return "connection closed"
     return type(exc).__name__

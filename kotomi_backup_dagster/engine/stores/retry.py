@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 from .. import config
 from ..errors import BackupError
@@ -83,12 +84,15 @@ def retry_call(
                 raise
             pause = policy.delay(retry, rand)
             check_deadline(exc, pause)
+            # One line per retry, with the wait before it: the Dagster layer shows these in
+            # the step's event log (defs/engine_log.py), the CLI on stderr.
             log.warning(
-                "%s: transient error (%s); retry %d/%d in %.2f s",
+                "%s: attempt %d of %d failed (transient error: %s); attempt %d in %.1f s",
                 what,
-                describe(exc),
                 retry,
-                policy.attempts - 1,
+                policy.attempts,
+                describe(exc),
+                retry + 1,
                 pause,
             )
             sleep(pause)
@@ -171,8 +175,11 @@ class ResumingReader(io.RawIOBase):
                 except DeadlinePassed as late:
                     raise self._translate(late) from exc
                 log.warning(
-                    "%s: transient error while reading (%s); resuming at byte %d in %.2f s",
+                    "%s: attempt %d of %d failed (transient error while reading: %s); "
+                    "resuming at byte %d in %.1f s",
                     self._what,
+                    retry,
+                    self._policy.attempts,
                     describe(exc),
                     self._pos,
                     pause,
@@ -217,11 +224,59 @@ def call_translated(
         raise translate(exc) from exc
 
 
+# What the end of a failed write of a backup's objects says. Callers that know what comes
+# next (engine/backup.py: the CLI's "run the backup again", Dagster's retries) put their own
+# next step in its place.
+NOT_STORED = "the backup is not stored there"
+UPLOAD_AGAIN = "run the upload again"
+
+
 def upload_hint(what: str) -> str:
-    """What a failed write means for the backup."""
-    if what.startswith(("uploading", "writing", "starting", "completing")):
-        return "; the backup is not stored there: run the upload again"
+    """What a failed write means for the backup (nothing for a drill's record)."""
+    if what.startswith(("uploading", "writing", "starting", "completing")) and (
+        "/drills/" not in what
+    ):
+        return f"; {NOT_STORED}: {UPLOAD_AGAIN}"
     return ""
+
+
+def could_not_connect(exc: BaseException) -> str:
+    """The reason for a refused or failed connection, naming the endpoint tried (its scheme,
+    host and port only: a request's path and query may hold an upload session's token)."""
+    endpoint = _endpoint_of(exc)
+    return (
+        f"could not connect to the endpoint {endpoint}"
+        if endpoint
+        else ("could not connect to the endpoint")
+    )
+
+
+def _endpoint_of(exc: BaseException) -> str | None:
+    """scheme://host[:port] of the request `exc` (or an error it wraps) was about: botocore
+    keeps it in `kwargs["endpoint_url"]`, requests in `request.url`."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        kwargs = getattr(current, "kwargs", None)
+        request = getattr(current, "request", None)
+        for url in (
+            kwargs.get("endpoint_url") if isinstance(kwargs, dict) else None,
+            getattr(request, "url", None),
+        ):
+            if isinstance(url, str) and "://" in url:
+                parts = urlsplit(url)
+                if parts.hostname:
+                    port = f":{parts.port}" if parts.port else ""
+                    return f"{parts.scheme}://{parts.hostname}{port}"
+        todo.extend(a for a in current.args if isinstance(a, BaseException))
+        for linked in (current.__cause__, current.__context__):
+            if isinstance(linked, BaseException):
+                todo.append(linked)
+    return None
 
 
 def deadline_error(url: str, what: str, exc: DeadlinePassed, reason: str | None) -> BackupError:

@@ -49,6 +49,7 @@ from .retry import (
     ResumingReader,
     RetryPolicy,
     call_translated,
+    could_not_connect,
     deadline_error,
     log,
     upload_hint,
@@ -924,7 +925,7 @@ def _transport_reason(exc: BaseException) -> str:
     if isinstance(exc, (bexc.ReadTimeoutError, bexc.ConnectTimeoutError, TimeoutError)):
         return "timed out"
     if isinstance(exc, bexc.EndpointConnectionError):
-        return "could not connect to the endpoint"
+        return could_not_connect(exc)
     if isinstance(exc, (bexc.ConnectionClosedError, ConnectionError, bexc.HTTPClientError)):
         return "connection closed"
     return type(exc).__name__

@@ -127,7 +127,7 @@ def test_stale_backup_alerts_once_across_three_ticks_and_recovers_once(
         assert stale["what"] == "stale backup"
         assert stale["destination"] == f"file://{env}"
         # The default cadence backs up every 15 minutes: stale after 2 h 15 min.
-        assert f"newest backup {old.backup_id} is 48.0 h old (limit 2.2 h)" in stale["error"]
+        assert f"newest backup {old.backup_id} is 48 h old (limit 3 h)" in stale["error"]
         assert "kotomi-backup backup" in stale["next_step"]
         assert smtp_server.messages[0]["Subject"] == "[kotomi-backup] FAILED kotomi: stale backup"
 

@@ -322,3 +322,41 @@ def test_our_errors_lose_their_class_name_and_unexpected_ones_keep_it() -> None:
     denied = "destination s3://b/p: access denied; check the credentials (AccessDenied)"
     assert "credentials" in advice_for(["upload"], "kotomi_backup", denied)
     assert "only the upload runs again" in advice_for(["upload"], "kotomi_backup", denied)
+
+
+def test_materialize_all_over_two_databases_says_what_became_of_each(
+    monkeypatch: pytest.MonkeyPatch, kotomi_db: Path, tmp_path: Path, webhook: WebhookReceiver
+) -> None:
+    """One run over both databases fails when one does: each failed step names its database,
+    and the alert and the run's own log say what became of every database in it."""
+    backup_env(monkeypatch, kotomi_db, tmp_path)
+    missing = tmp_path / "gone" / "blog.db"
+    monkeypatch.setenv("KOTOMI_BACKUP_DATABASES", f"blog={missing},kotomi={kotomi_db}")
+    alert_env(monkeypatch, webhook_url=webhook.url(), smtp_port=None)
+    defs = definitions_from_env()
+    everything = defs.resolve_implicit_global_asset_job_def()  # the UI's "Materialize all"
+    with instance_for_test() as instance:
+        result = everything.execute_in_process(instance=instance, raise_on_error=False)
+        assert not result.success
+        [failure] = result.get_step_failure_events()
+        user_failure = failure.step_failure_data.user_failure_data
+        assert failure.step_key == "blog__snapshot"
+        assert user_failure is not None and user_failure.description.startswith(
+            "snapshot of blog: "
+        )
+        [upload] = result.asset_materializations_for_node("kotomi__upload")
+        backup_id = upload.metadata["backup_id"].value
+        run_failure_alert(instance, result.run_id, defs)
+        logged = [
+            e.message
+            for e in instance.all_logs(result.run_id, of_type=DagsterEventType.ENGINE_EVENT)
+            if e.message.startswith("outcome per database: ")
+        ]
+    (post,) = webhook.posts
+    alert = post.body["alert"]
+    assert alert["database"] == "blog, kotomi"  # was "(all databases)"
+    outcome = alert["details"]["outcome"]
+    assert outcome.startswith("blog: failed at snapshot: snapshot of blog: "), outcome
+    assert outcome.endswith(f"; kotomi: backed up ({backup_id})"), outcome
+    assert alert["error"].startswith("snapshot of blog: ")
+    assert logged == [f"outcome per database: {outcome}"]

@@ -275,7 +275,7 @@ def test_a_destination_that_lags_behind_still_builds_on_its_own_newest(
     packs.write_text("a file where the packs folder should be")  # the second store breaks
     for seed in range(5, 9):  # more backups than the page-hash cache keeps by count
         kotomi_requests(kotomi_db, 10, seed=seed)
-        with pytest.raises(BackupError, match=r"upload to file://.*/two failed"):
+        with pytest.raises(BackupError, match=r"upload of kotomi to file://.*/two failed"):
             run_backup(conf)
     packs.unlink()
     (tmp_path / "packs-aside").rename(packs)

@@ -150,7 +150,7 @@ def test_credentials_refused_in_the_middle_of_a_backup_exit_2(
     auth_s3.require_auth()
     listed = run_cli("list", "--to", url, env=env)
     assert listed.returncode == 2, listed.stderr  # was 1
-    assert "kotomi-backup: cannot list" in listed.stderr
+    assert "kotomi-backup: error: cannot list" in listed.stderr
 
 
 def test_a_bad_session_token_names_every_cause_of_a_bare_400(
@@ -188,7 +188,7 @@ def test_a_refused_upload_is_a_configuration_error_on_s3_and_gcs(
     with pytest.raises(ConfigError) as caught:  # the CLI's exit 2
         run_backup(settings(kotomi_db, url))
     message = str(caught.value)
-    assert message.startswith(f"upload to {url} failed: "), message
+    assert message.startswith(f"upload of kotomi to {url} failed: "), message
     assert message.count(url) == 1, message  # was "upload to X failed: destination X: ..."
     assert len(proxy.faults()) == 1, "a refusal is not retried"
 

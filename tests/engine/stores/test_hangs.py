@@ -45,7 +45,7 @@ def test_a_backup_whose_uploads_stall_gives_up_at_its_deadline_with_one_line(
     assert proc.returncode == 1, proc.stderr
     line = one_line_error(proc)
     assert DEADLINE_LINE.format(8) in line, line
-    assert "last error: timed out" in line and "run the upload again" in line
+    assert "last error: timed out" in line and line.endswith("then run the backup again")
     stalled = proxy.faults("stall")
     assert 1 <= len(stalled) <= 2, "retried past the deadline"  # the last try may be cut short
 
