@@ -71,11 +71,13 @@ def free_port() -> int:
 
 def start_moto() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with (CACHE / "locks-moto.log").open("wb") as log_file:  # why, if it ever dies
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            start_new_session=True,  # its own process group: no signal meant for us reaches it
+        )
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -174,6 +176,8 @@ def simulate(days: float, mb: int) -> dict[str, Any]:
                 counts["packs"] = len(store.list_children("kotomi/packs"))
             if step % 96 == 95:
                 log(f"day {day + 1}: {backups} backups; both {dict(per_day['both'][day])}")
+                partial = {m: {d: dict(c) for d, c in v.items()} for m, v in per_day.items()}
+                (CACHE / "locks.json").write_text(json.dumps(partial, indent=2))
         conn.close()
     finally:
         proc.terminate()

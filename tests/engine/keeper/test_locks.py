@@ -168,3 +168,31 @@ def test_gcs_retention_is_set_read_and_listed_as_the_keeper_uses_it(
     assert lock is not None and (lock.mode, lock.until) == ("compliance", until)
     [state] = store.inventory("kotomi").values()
     assert state.lock_known and state.lock == lock and state.version == stored.version
+
+
+def test_a_lock_shortened_behind_the_keepers_back_is_reported(
+    aws_env: object, kotomi_db: Path
+) -> None:
+    """moto lets a COMPLIANCE lock be shortened (S3 does not: LocalStack refuses it, see
+    test_attacks.py); where a store lets it happen, the survey reports the backup."""
+    from kotomi_backup_dagster.engine.survey import survey_store
+    from tests.engine.keeper.conftest import KEEPER, POLICY, make_locked_bucket
+
+    locked = make_locked_bucket(aws_env, kotomi_db)  # type: ignore[arg-type]
+    manifest = locked.backup()
+    result = locked.prune(days_later=3)
+    assert result.locks is not None and result.locks.extended
+    key = manifest.archive.key
+    version = manifest.version_of(key)
+    soon = (datetime.now(UTC) + timedelta(days=2, hours=12)).replace(microsecond=0)
+    locked.client().put_object_retention(
+        Bucket=locked.bucket,
+        Key=locked.key(key),
+        VersionId=version,
+        Retention={"Mode": "COMPLIANCE", "RetainUntilDate": soon},
+    )
+    later = datetime.now(UTC) + timedelta(days=3)
+    survey = survey_store(locked.store(), NAME, POLICY, KEEPER, now=later)
+    found = survey.tampered(manifest.backup_id) or ""
+    assert "unlocked early" in found and "kotomi.db.zst is locked until" in found, found
+    assert survey.locked_until(manifest.backup_id) == soon
