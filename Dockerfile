@@ -47,9 +47,10 @@ COPY deploy/dagster.yaml deploy/workspace.yaml /opt/dagster/home/
 COPY deploy/docker-runs/dagster.yaml deploy/workspace.yaml /opt/dagster/home-docker-runs/
 COPY deploy/healthcheck.py /opt/dagster/healthcheck.py
 # Owned by uid 1000 here, so that a new volume mounted on them is too.
-RUN mkdir -p /staging /backups /data /opt/dagster/storage \
+# /opt/dagster/keeper: the keeper service's own instance (docker-compose.yml, profile keeper).
+RUN mkdir -p /staging /backups /data /opt/dagster/storage /opt/dagster/keeper \
     && chown -R 1000:1000 /opt/dagster/home /opt/dagster/home-docker-runs /opt/dagster/storage \
-       /staging /backups
+       /opt/dagster/keeper /staging /backups
 USER 1000:1000
 WORKDIR /opt/dagster/home
 # The webserver answers /server_info, the code server Dagster's gRPC health check (each probe

@@ -164,6 +164,20 @@ def test_restore_job_into_kotomis_volume(stack: Stack, tmp_path: Path) -> None:
     wait_for(lambda: len(stack.kotomi.comments()) > written, 60, "a comment after the restore")
 
 
+def test_the_keeper_service_prunes_the_writers_backups_and_takes_none(stack: Stack) -> None:
+    """docker-compose.yml's second role (docs/immutability.md), from the same image: the
+    keeper reaches the writer's destination, prunes it, and refuses the writer's work."""
+    keeper = ("run", "--rm", "-T", "keeper")
+    refused = stack.compose(*keeper, "kotomi-backup", "backup", "--db", "/none.db", check=False)
+    assert "writer's work" in refused, refused
+    before = {b["backup_id"] for b in backups(stack)}
+    out = stack.compose(*keeper, "kotomi-backup", "prune", "--json")
+    [dest] = json.loads(out[out.index("{") :])["destinations"]
+    kept = {b["backup_id"] for b in dest["backups"] if b["keep"]}
+    assert kept and kept <= before
+    assert {b["backup_id"] for b in backups(stack)} == before - set(dest["removed"])
+
+
 def test_every_container_is_on_the_host_network(stack: Stack, engine: Engine) -> None:
     ids = engine.docker("ps", "-aq").split()
     assert len(ids) >= 5  # postgres, user_code, daemon, webserver, Kotomi
