@@ -187,6 +187,7 @@ def simulate(days: float, mb: int) -> dict[str, Any]:
 
 def report(results: dict[str, Any], days: float, mb: int) -> str:
     lines = [
+        "<!-- locks:start -->",
         "## What object locks cost (`bench/locks.py`)",
         "",
         f"A {mb} MB Kotomi database, {days:g} simulated days at the default cadence (a paged "
@@ -221,9 +222,22 @@ def report(results: dict[str, Any], days: float, mb: int) -> str:
         )
     lines.append("")
     lines.append(
+        "Reading the figures: an extension happens when a kept object's lock falls short of "
+        "its need, so each day's new kept backups (the day's newest, its full archive, the "
+        "packs they name) cost a few each, and a pack once per slack (10 days); the lock "
+        'memory makes an hourly keeper read each lock about once a day. "kept backups" of '
+        "the daily keeper include the last day's 15-minute backups, which it does not remove "
+        "while they settle (docs/immutability.md); they rest on the bucket's default "
+        'retention. "All prune requests" are everything the prunes sent (listings, '
+        "manifests, drill records, page maps, pack checks, repacks, locks): they grow with "
+        "the packs a paged series keeps, with or without locks."
+    )
+    lines.append("")
+    lines.append(
         "Command: `.venv/bin/python bench/locks.py` (`--days`, `--size`; `--quick` is the CI smoke "
         "run). Raw counts: `bench/.cache/locks.json`."
     )
+    lines.append("<!-- locks:end -->")
     return "\n".join(lines) + "\n"
 
 
