@@ -42,6 +42,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
@@ -532,3 +533,55 @@ def _http_get(url: str) -> bytes:
     with opener.open(url, timeout=2) as answer:
         body: bytes = answer.read()
         return body
+
+
+@contextlib.contextmanager
+def moto_process() -> Iterator[Endpoint]:
+    """A moto server in a process of its own, for the tests that turn IAM checks on (auth
+    mode is global to a moto process): `require_auth` starts them, `admin_client` sets up."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = Endpoint(port)
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"{endpoint.url}/moto-api/", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def require_auth(endpoint: Endpoint, after: int = 0) -> None:
+    """From now, every request but the next `after` is checked against moto's IAM."""
+    request = urllib.request.Request(
+        f"{endpoint.url}/moto-api/reset-auth",
+        data=str(after).encode(),
+        headers={"Content-Type": "text/plain"},  # moto reads the raw body
+        method="POST",
+    )
+    urllib.request.urlopen(request, timeout=10).read()
+
+
+def admin_client(endpoint: Endpoint, service: str) -> Any:
+    """A client for setting up (before `require_auth`), botocore retries off."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        service,
+        endpoint_url=endpoint.url,
+        aws_access_key_id="AKIAROOTSETUP",
+        aws_secret_access_key="setup",
+        region_name="us-east-1",
+        config=Config(retries={"total_max_attempts": 1}),
+    )

@@ -44,7 +44,7 @@ def damaged_backups(store: BackupStore, manifests: Sequence[Manifest]) -> dict[s
         changed: list[str] = []
         for key, (size, sha256) in expected_objects(manifest).items():
             found = stored.get(key)
-            label = _label(manifest, key)
+            label = short_key(manifest, key)
             if found is None:
                 missing.append(label)
             elif found.size != size:
@@ -53,22 +53,23 @@ def damaged_backups(store: BackupStore, manifests: Sequence[Manifest]) -> dict[s
                 changed.append(f"{label} has another sha256 than the manifest's")
         reasons = []
         if missing:
-            reasons.append(f"objects missing: {_some(missing)}")
+            reasons.append(f"objects missing: {some(missing)}")
         if changed:
-            reasons.append(f"objects changed: {_some(changed)}")
+            reasons.append(f"objects changed: {some(changed)}")
         if reasons:
             damaged[manifest.backup_id] = "; ".join(reasons)
     return damaged
 
 
-def _label(manifest: Manifest, key: str) -> str:
+def short_key(manifest: Manifest, key: str) -> str:
     """A key as short as it stays clear: within the backup's folder, or `packs/<file>`."""
     return key.removeprefix(f"{manifest.name}/{manifest.backup_id}/").removeprefix(
         f"{manifest.name}/"
     )
 
 
-def _some(items: list[str]) -> str:
+def some(items: list[str]) -> str:
+    """The first few items, the rest counted."""
     shown = ", ".join(items[:SHOWN])
     more = len(items) - SHOWN
     return f"{shown} and {more} more" if more > 0 else shown

@@ -25,14 +25,13 @@ from datetime import datetime, timedelta
 
 from ..layout import manifest_key
 from ..manifest import Manifest
-from ..objects import expected_objects
+from ..objects import expected_objects, short_key, some
 from ..readable import readable_duration
 from ..stores import BackupStore, LockingStore, ObjectLock, ObjectState
 
 # A manifest's `created_at` may run ahead of the store's clock by this much (clock skew, the
 # time between the snapshot and its upload runs the other way).
 CLOCK_SKEW = timedelta(minutes=15)
-SHOWN = 3
 
 
 @dataclass
@@ -94,14 +93,14 @@ def inspect_protection(
             recorded = manifest.version_of(key)
             if key == keys[0] and rewritten_manifests is not None:
                 if manifest.backup_id in rewritten_manifests:
-                    rewritten.append(_label(manifest, key))
+                    rewritten.append(short_key(manifest, key))
             elif state.contents > 1 or (recorded and state.version and recorded != state.version):
                 # Versions of other bytes, or a current version other than the one recorded
                 # (create-only writes make no second version of their own). The same bytes
                 # again, an upload re-run by an earlier version of this tool, is no rewrite.
-                rewritten.append(_label(manifest, key))
+                rewritten.append(short_key(manifest, key))
             if state.hidden:
-                hidden.append(_label(manifest, key))
+                hidden.append(short_key(manifest, key))
             if needs is None or not isinstance(store, LockingStore):
                 all_locked = False
                 continue
@@ -113,21 +112,21 @@ def inspect_protection(
             lock = locks[(key, version)]
             if lock is None:
                 all_locked = False
-                short.append(f"{_label(manifest, key)} is not locked")
+                short.append(f"{short_key(manifest, key)} is not locked")
                 continue
             horizon = lock.until if horizon is None else min(horizon, lock.until)
             need = needs.get(manifest.backup_id)
             if need is not None and lock.until < need - CLOCK_SKEW:
                 short.append(
-                    f"{_label(manifest, key)} is locked until {lock.until:%Y-%m-%dT%H:%MZ}, "
+                    f"{short_key(manifest, key)} is locked until {lock.until:%Y-%m-%dT%H:%MZ}, "
                     f"its tier needs {need:%Y-%m-%dT%H:%MZ}"
                 )
         if rewritten:
-            protection.problems.append(f"rewritten: {_some(rewritten)}")
+            protection.problems.append(f"rewritten: {some(rewritten)}")
         if hidden:
-            protection.problems.append(f"hidden behind a delete marker: {_some(hidden)}")
+            protection.problems.append(f"hidden behind a delete marker: {some(hidden)}")
         if short:
-            protection.problems.append(f"unlocked early: {_some(short)}")
+            protection.problems.append(f"unlocked early: {some(short)}")
         protection.horizon = horizon
         protection.locked = all_locked and horizon is not None
         found[manifest.backup_id] = protection
@@ -150,15 +149,3 @@ def planning_time(manifest: Manifest, protection: Protection | None) -> tuple[da
             f"dated {ahead} after it reached the store (created_at {manifest.created_at})",
         )
     return stored, None
-
-
-def _label(manifest: Manifest, key: str) -> str:
-    return key.removeprefix(f"{manifest.name}/{manifest.backup_id}/").removeprefix(
-        f"{manifest.name}/"
-    )
-
-
-def _some(items: list[str]) -> str:
-    shown = ", ".join(items[:SHOWN])
-    more = len(items) - SHOWN
-    return f"{shown} and {more} more" if more > 0 else shown

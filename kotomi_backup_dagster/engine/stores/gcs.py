@@ -479,8 +479,8 @@ class GCSStore:
 
         return self._call(f"reading {full}", fetch, action=GET)
 
-    def open_read(self, key: str, version: str = "") -> BinaryIO:
-        full = self._key(key)
+    def _reloaded(self, full: str, version: str, what: str) -> Any:
+        """That version's blob with its metadata (one GET); ObjectNotFound when absent."""
         blob = self._blob(full, version)
 
         def reload() -> None:
@@ -491,7 +491,12 @@ class GCSStore:
                     raise ObjectNotFound(full) from exc
                 raise
 
-        self._call(f"reading {full}", reload, action=GET)
+        self._call(f"{what} {full}", reload, action=GET)
+        return blob
+
+    def open_read(self, key: str, version: str = "") -> BinaryIO:
+        full = self._key(key)
+        blob = self._reloaded(full, version, "reading")
         size = int(blob.size or 0)
         # Every range comes from the generation measured here, even if it is overwritten.
         pinned = self._bucket.blob(full, generation=blob.generation)
@@ -686,19 +691,7 @@ class GCSStore:
         )
 
     def lock_of(self, key: str, version: str = "") -> ObjectLock | None:
-        full = self._key(key)
-        blob = self._blob(full, version)
-
-        def reload() -> None:
-            try:
-                blob.reload(retry=None, timeout=self._timeout())
-            except Exception as exc:
-                if _status(exc) == 404:
-                    raise ObjectNotFound(full) from exc
-                raise
-
-        self._call(f"checking the lock of {full}", reload, action=GET)
-        return _blob_lock(blob)
+        return _blob_lock(self._reloaded(self._key(key), version, "checking the lock of"))
 
     def extend_lock(self, key: str, version: str, until: datetime, mode: str) -> ObjectLock:
         """One PATCH of the object's retention; GCS itself refuses to shorten a Locked one

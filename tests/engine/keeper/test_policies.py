@@ -8,11 +8,6 @@ right says which one, in one line, with exit 2, and changes nothing.
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +16,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import kotomi_requests, one_line_error, run_cli
+from tests.servers import admin_client, moto_process, require_auth
 
 REPO = Path(__file__).resolve().parents[3]
 ONLY_THE_NEWEST = {
@@ -106,42 +102,12 @@ def policy(name: str) -> str:
     return json.dumps(document)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
-    """moto in auth mode (a process of its own: auth mode is global to it), a bucket with
-    Object Lock on (a day of COMPLIANCE by default), and a user per documented policy."""
-    import boto3
-    from botocore.config import Config
-
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.1)
-        root = {
-            "endpoint_url": url,
-            "aws_access_key_id": "AKIAROOTSETUP",
-            "aws_secret_access_key": "setup",
-            "region_name": "us-east-1",
-            "config": Config(retries={"total_max_attempts": 1}),
-        }
-        s3 = boto3.client("s3", **root)
+    """moto in auth mode (a process of its own), a bucket with Object Lock on (a day of
+    COMPLIANCE by default), and a user per documented policy."""
+    with moto_process() as endpoint:
+        s3 = admin_client(endpoint, "s3")
         s3.create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
         s3.put_object_lock_configuration(
             Bucket=BUCKET,
@@ -151,24 +117,15 @@ def server() -> Iterator[Server]:
                 "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 1}},
             },
         )
-        iam = boto3.client("iam", **root)
+        iam = admin_client(endpoint, "iam")
         keys = {}
         for user, document in (("writer", "s3-writer.json"), ("keeper", "s3-keeper.json")):
             iam.create_user(UserName=user)
             iam.put_user_policy(UserName=user, PolicyName="p", PolicyDocument=policy(document))
             key = iam.create_access_key(UserName=user)["AccessKey"]
             keys[user] = (key["AccessKeyId"], key["SecretAccessKey"])
-        request = urllib.request.Request(
-            f"{url}/moto-api/reset-auth",
-            data=b"0",
-            headers={"Content-Type": "text/plain"},
-            method="POST",
-        )
-        urllib.request.urlopen(request, timeout=10).read()  # from now on, IAM decides
-        yield Server(url, keys)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        require_auth(endpoint)  # from now on, IAM decides
+        yield Server(endpoint.url, keys)
 
 
 def listed(server: Server, tmp_path: Path, who: str = "writer") -> list[str]:

@@ -10,11 +10,6 @@ real HTTP answers.
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,63 +20,31 @@ from kotomi_backup_dagster.engine.backup import run_backup
 from kotomi_backup_dagster.engine.errors import ConfigError
 from tests.conftest import one_line_error, run_cli
 from tests.engine.stores.conftest import is_upload, settings
-from tests.servers import FaultProxy, Rule
+from tests.servers import Endpoint, FaultProxy, Rule, admin_client, moto_process, require_auth
 
 BUCKET = "kotomi-auth"
 
 
 @dataclass(frozen=True)
 class AuthS3:
-    url: str
+    endpoint: Endpoint
     writer: tuple[str, str]  # may do anything on the bucket
     no_put: tuple[str, str]  # may list and read, every write refused
 
+    @property
+    def url(self) -> str:
+        return self.endpoint.url
+
     def require_auth(self, after: int = 0) -> None:
         """From now, every request but the next `after` is authenticated against IAM."""
-        request = urllib.request.Request(
-            f"{self.url}/moto-api/reset-auth",
-            data=str(after).encode(),
-            headers={"Content-Type": "text/plain"},  # moto reads the raw body
-            method="POST",
-        )
-        urllib.request.urlopen(request, timeout=10).read()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        require_auth(self.endpoint, after)
 
 
 @pytest.fixture(scope="module")
 def auth_s3() -> Iterator[AuthS3]:
-    import boto3
-    from botocore.config import Config
-
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.1)
-        root = {
-            "endpoint_url": url,
-            "aws_access_key_id": "AKIAROOTSETUP",
-            "aws_secret_access_key": "setup",
-            "region_name": "us-east-1",
-            "config": Config(retries={"total_max_attempts": 1}),
-        }
-        boto3.client("s3", **root).create_bucket(Bucket=BUCKET)
-        iam = boto3.client("iam", **root)
+    with moto_process() as endpoint:
+        admin_client(endpoint, "s3").create_bucket(Bucket=BUCKET)
+        iam = admin_client(endpoint, "iam")
         keys = {}
         for user, statements in {
             "writer": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
@@ -95,10 +58,7 @@ def auth_s3() -> Iterator[AuthS3]:
             iam.put_user_policy(UserName=user, PolicyName="p", PolicyDocument=json.dumps(policy))
             key = iam.create_access_key(UserName=user)["AccessKey"]
             keys[user] = (key["AccessKeyId"], key["SecretAccessKey"])
-        yield AuthS3(url=url, writer=keys["writer"], no_put=keys["no-put"])
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        yield AuthS3(endpoint=endpoint, writer=keys["writer"], no_put=keys["no-put"])
 
 
 def aws(server: AuthS3, key: tuple[str, str], tmp_path: Path, **extra: str) -> dict[str, str]:
