@@ -26,6 +26,7 @@ from .errors import BackupError, ConfigError, without_repeated_prefix
 from .formats import BackupFormat, Publish, format_named, staged_format
 from .fsutil import no_space_is_disk_full
 from .manifest import Manifest, new_backup_id, rfc3339
+from .priority import read_ceiling
 from .settings import BackupSettings
 from .snapshot import Snapshot, check_source, take_snapshot
 from .staging import (
@@ -176,6 +177,7 @@ def _take(
         staged.snapshot_path,
         deadline_seconds=settings.snapshot_timeout,
         durable=durable,
+        ceiling=read_ceiling(settings.read_mbps),
     )
     info = asdict(snap)
     info["created_at"] = rfc3339(moment)

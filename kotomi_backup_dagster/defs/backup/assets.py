@@ -27,6 +27,7 @@ from dagster import (
 
 from ...engine import backup as engine
 from ...engine.config import FORMAT_NAMES
+from ...engine.priority import in_background
 from ..databases import DatabaseSpec
 from ..failures import failure, one_line_failures, retries_left
 from ..options import KotomiBackupOptions
@@ -127,7 +128,9 @@ def build_backup_assets(
         db, _, settings = settings_of(context, context.asset_key)
         with one_line_failures(f"snapshot of {db.name}"):
             stores = engine.preflight(settings, contact_stores=False)
-            staged, snap = engine.stage_snapshot(settings, stores=stores)
+            staged, snap = in_background(
+                settings.priority, engine.stage_snapshot, settings, stores=stores
+            )
         context.log.info(
             f"snapshot {staged.backup_id} ({snap.method}): {snap.size} bytes in "
             f"{snap.seconds:.2f} s"
@@ -170,7 +173,7 @@ def build_backup_assets(
             op.instance, op.run, snapshot_key, settings, "verify", context.log
         )
         with one_line_failures(f"verify of {db.name}"):
-            report = engine.stage_verify(staged, settings)
+            report = in_background(settings.priority, engine.stage_verify, staged, settings)
         metadata: dict[str, Any] = {
             "backup_id": staged.backup_id,
             "mode": report.mode,
@@ -212,7 +215,9 @@ def build_backup_assets(
             context.instance, context.run, snapshot_key, settings, "archive", context.log
         )
         with one_line_failures(f"archive of {db.name}"):
-            manifest, seconds = engine.stage_archive(staged, settings)
+            manifest, seconds = in_background(
+                settings.priority, engine.stage_archive, staged, settings
+            )
         metadata: dict[str, Any] = {
             "backup_id": manifest.backup_id,
             "format": manifest.kind,
@@ -249,7 +254,9 @@ def build_backup_assets(
         retry = retries_left(context.retry_number, upload_policy.max_retries)
         with one_line_failures(f"upload of {db.name}", retry=retry):
             manifest = engine.load_staged_manifest(staged)
-            outcomes = engine.stage_upload(staged, res.stores(), settings=settings)
+            outcomes = in_background(
+                settings.priority, engine.stage_upload, staged, res.stores(), settings=settings
+            )
         rows = ["| destination | result | bytes | seconds |", "|---|---|---:|---:|"]
         for o in outcomes:
             result = (

@@ -25,6 +25,7 @@ from ...engine.destinations import at_each_destination, failed
 from ...engine.drill import CHECKS, drill_store
 from ...engine.layout import DrillRecord
 from ...engine.manifest import Manifest
+from ...engine.priority import in_background
 from ..backup.assets import SETTINGS_KEY, group_of
 from ..backup.resources import KotomiBackupResource
 from ..databases import DatabaseSpec
@@ -74,7 +75,9 @@ def _drill_all(
     """Drill `which` backups at each destination; one that cannot be drilled (unreachable,
     no backup yet) is reported and does not stop the others."""
     settings = res.settings(spec)
-    outcomes = at_each_destination(
+    outcomes = in_background(  # a drill yields to Kotomi; the restore job does not
+        settings.priority,
+        at_each_destination,
         res.stores(),
         lambda store: drill_store(
             store,

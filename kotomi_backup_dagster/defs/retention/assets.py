@@ -13,6 +13,7 @@ from dagster import (
 
 from ...engine.destinations import at_each_destination, failed, succeeded
 from ...engine.errors import ConfigError
+from ...engine.priority import in_background
 from ...engine.prune import PruneResult, prune_store
 from ..backup.assets import SETTINGS_KEY, group_of
 from ..backup.resources import KotomiBackupResource
@@ -77,7 +78,9 @@ def build_prune_asset(
                 raise ConfigError(str(exc)) from None
             settings = res.settings(db)
             stores = res.stores()
-        outcomes = at_each_destination(  # one destination failing does not stop the others
+        outcomes = in_background(  # one destination failing does not stop the others
+            settings.priority,
+            at_each_destination,
             stores,
             lambda store: prune_store(
                 store,

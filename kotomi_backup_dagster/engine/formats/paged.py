@@ -23,6 +23,7 @@ from ..paged.delta import DELTA, DELTA_INDEX, DeltaPages, PageSource, SnapshotPa
 from ..paged.liveread import LiveReadRequest, LiveReadUnavailable, read_live
 from ..paged.publish import MissingBase, page_map_key
 from ..paged.rebuild import rebuild_database
+from ..priority import read_ceiling
 from ..settings import BackupSettings
 from ..snapshot import Snapshot
 from ..staging import (
@@ -86,6 +87,7 @@ class PagedFormat:
                     profile=settings.profile,
                     busy_timeout=min(5.0, settings.snapshot_timeout),
                     progress=progress,
+                    ceiling=read_ceiling(settings.read_mbps),
                 )
             )
         except LiveReadUnavailable as exc:
