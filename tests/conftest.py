@@ -86,12 +86,15 @@ def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
 
 IO_CLASSES = {0: "none", 1: "realtime", 2: "best-effort", 3: "idle"}
 IOPRIO_GET = {"x86_64": 252, "aarch64": 31}  # syscall numbers (tests run on these)
+POLICIES = {0: "other", 1: "fifo", 2: "rr", 3: "batch", 5: "idle"}
+LOWERED = ("idle", 19, "idle")  # SCHED_IDLE, nice 19, the idle I/O class
 
 
-def observed_priority(pid: int | None = None, tid: int | None = None) -> tuple[int, str]:
-    """(nice, I/O class) of one thread as the kernel holds them: field 19 of
-    /proc/<pid>/task/<tid>/stat and ioprio_get(IOPRIO_WHO_PROCESS, tid). Default: the calling
-    thread; `pid` alone: that process's main thread."""
+def observed_priority(pid: int | None = None, tid: int | None = None) -> tuple[str, int, str]:
+    """(scheduling policy, nice, I/O class) of one thread as the kernel holds them:
+    sched_getscheduler(tid), field 19 of /proc/<pid>/task/<tid>/stat and
+    ioprio_get(IOPRIO_WHO_PROCESS, tid) (a best-effort class with its level: "best-effort/7").
+    Default: the calling thread; `pid` alone: that process's main thread."""
     if pid is None and tid is None:
         pid, tid = os.getpid(), threading.get_native_id()
     pid = pid or os.getpid()
@@ -101,7 +104,8 @@ def observed_priority(pid: int | None = None, tid: int | None = None) -> tuple[i
     libc = ctypes.CDLL(None, use_errno=True)
     value = libc.syscall(IOPRIO_GET[platform.machine()], 1, tid)
     assert value >= 0, os.strerror(ctypes.get_errno())
-    return nice, IO_CLASSES[value >> 13]
+    io = IO_CLASSES[value >> 13] + (f"/{value & 0x1FFF}" if value >> 13 == 2 else "")
+    return POLICIES[os.sched_getscheduler(tid)], nice, io
 
 
 def threads_of(pid: int) -> dict[int, str]:
@@ -121,6 +125,11 @@ def wait_until(what: str, ready: Callable[[], bool], ended: Callable[[], object]
         assert ended() is None, f"it ended before {what}"
         assert time.monotonic() < ends, f"never {what}"
         time.sleep(0.02)
+
+
+def snapshot_waiting(staging: Path) -> bool:
+    """Whether a snapshot copy has begun under `staging` (its partial file is there)."""
+    return staging.exists() and any(staging.rglob(".*.partial"))
 
 
 @contextlib.contextmanager

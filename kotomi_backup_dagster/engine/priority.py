@@ -3,27 +3,32 @@ optional ceiling on how fast the live database is read.
 
 Backups, drills, the restore test, prune and verify run in the background: they can wait,
 Kotomi's writers cannot. A restore is the emergency and keeps normal priority. Everything
-here is per thread, because Linux keeps the nice value and the I/O priority per thread and a
-new thread starts with its creator's: lowering the thread that does the work lowers every
-thread it starts (zstd's workers, the check beside the archive, the hashers).
+here is per thread, because Linux keeps the scheduling policy, the nice value and the I/O
+priority per thread and a new thread starts with its creator's: lowering the thread that does
+the work lowers every thread it starts (zstd's workers, the check beside the archive, the
+hashers). Measured in docs/benchmarks.md ("A backup Kotomi does not feel").
 
-- **CPU: nice 19.** Within one scheduling group (a container's cgroup, a session's
-  autogroup) a nice-19 thread weighs 15 against a normal thread's 1024. SCHED_IDLE (weight 3)
-  measured no better for the writer (docs/benchmarks.md, "A backup Kotomi does not feel") and
-  starves a backup outright on a host whose other services keep the CPU busy. Neither
-  crosses groups: the kernel first shares the CPU between cgroups (Docker containers,
-  systemd services with their own weight) and autogroups (sessions), whatever the nice
-  values inside them, so the compose file gives the containers runs execute in a low CPU
-  weight (`cpu_shares`).
-- **Disk: the idle I/O class** (`ioprio_set`), served when no other request waits; BFQ and
-  mq-deadline honour it (mq-deadline dispatches a waiting one after 10 s at the latest), `none`
-  (most NVMe and virtual disks with their own queue) does not: a network volume is what
-  `KOTOMI_BACKUP_READ_MBPS` is for. Buffered writes are written back by the kernel's flusher,
-  not at the writer's I/O priority.
-- **Never raised back.** An unprivileged thread cannot lower its nice value again, so the CLI
-  lowers its main thread before a command's work (one process, one command), and the Dagster
-  layer runs a step's work in a thread of its own (`in_background`): the step's thread, and
-  whatever runs in it afterwards (a restore run in the same process), keep their priority.
+- **CPU: SCHED_IDLE** (and nice 19, which `top` shows). Kotomi runs in a session or a
+  container of its own, and the kernel shares the CPU between those groups before it looks
+  at nice values inside them: nice 19 alone changed nothing for a writer in another session.
+  A SCHED_IDLE thread, though, is preempted whenever any other thread wakes on its core, and
+  a core running only such threads counts as idle for a waking one, whatever its group: a
+  writer's wait for the CPU shrinks. Between groups the backup keeps its share, so it is not
+  starved; inside its own group (other backups, a restore run beside it) it gives way to
+  everything. The compose file also gives the containers runs execute in a low CPU weight
+  (`cpu_shares`).
+- **Disk: the idle I/O class** (`ioprio_set`), served when no other request waits (BFQ,
+  mq-deadline; `none`, the queue of most NVMe and virtual disks, ignores classes: a network
+  volume is what `KOTOMI_BACKUP_READ_MBPS` is for). Except while the live database is read
+  (`live_database_reads`): Kotomi needs the same pages, and a page whose read was issued at the
+  idle class is one Kotomi waits for as long as that read waits (up to 10 s under mq-deadline,
+  behind other I/O; measured 8.5 s). Those reads use best-effort level 7, the lowest class
+  that is never starved.
+- **Never raised back.** An unprivileged thread cannot leave SCHED_IDLE or lower its nice
+  value again, so the CLI lowers its main thread before a command's work (one process, one
+  command), and the Dagster layer runs a step's work in a thread of its own (`in_background`):
+  the step's thread, and whatever runs in it afterwards (a restore run in the same process),
+  keep their priority. (I/O priority can be changed back: `live_database_reads` does.)
 - **Threads** (`compression_threads`): zstd's workers leave a core to the database's own
   process on a small host: none on one core (compression in the calling thread), one on
   two, two from three; the cores are those this process may run on (affinity) within its
@@ -33,11 +38,12 @@ thread it starts (zstd's workers, the check beside the archive, the hashers).
 
 `KOTOMI_BACKUP_PRIORITY=normal` turns the priorities off (a host that runs nothing but
 backups); threads and the ceiling do not depend on it. Only Linux is lowered; elsewhere the
-calls do nothing and say so.
+calls do nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import ctypes
 import math
@@ -46,7 +52,7 @@ import platform
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar, get_args
@@ -60,7 +66,10 @@ BACKGROUND_THREAD = "kotomi-low"  # the OS thread name of a Dagster step's work 
 IOPRIO_WHO_PROCESS = 1  # with a thread id: that thread only
 IOPRIO_CLASS_SHIFT = 13
 IO_CLASSES = {0: "none", 1: "realtime", 2: "best-effort", 3: "idle"}
+IOPRIO_CLASS_BE = 2
 IOPRIO_CLASS_IDLE = 3
+LOWEST_BEST_EFFORT = (IOPRIO_CLASS_BE << IOPRIO_CLASS_SHIFT) | 7
+IDLE_IO = IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT
 # (ioprio_set, ioprio_get) by machine; asm-generic's numbers for the newer architectures.
 _IOPRIO_SYSCALLS = {
     "x86_64": (251, 252),
@@ -74,6 +83,7 @@ _IOPRIO_SYSCALLS = {
     "ppc64le": (273, 274),
     "s390x": (282, 283),
 }
+POLICIES = {0: "other", 1: "fifo", 2: "rr", 3: "batch", 5: "idle"}
 PR_SET_NAME = 15
 
 R = TypeVar("R")
@@ -83,21 +93,17 @@ R = TypeVar("R")
 class ThreadPriority:
     """One thread's priorities, as the kernel holds them."""
 
+    policy: str  # other, batch, idle (SCHED_IDLE), fifo, rr
     nice: int
     io_class: str  # none (the default: best-effort derived from nice), realtime, best-effort, idle
-    io_level: int
 
     @property
     def lowered(self) -> bool:
-        return self.nice >= BACKGROUND_NICE and self.io_class == "idle"
+        return self.policy == "idle" and self.io_class == "idle"
 
-    def describe(self) -> str:
-        io = (
-            self.io_class
-            if self.io_class in ("none", "idle")
-            else f"{self.io_class} {self.io_level}"
-        )
-        return f"nice {self.nice}, I/O {io}"
+
+def _linux() -> bool:
+    return sys.platform.startswith("linux")
 
 
 def _libc() -> ctypes.CDLL:
@@ -105,45 +111,40 @@ def _libc() -> ctypes.CDLL:
 
 
 def _ioprio_calls() -> tuple[int, int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    return _IOPRIO_SYSCALLS.get(platform.machine().lower())
+    return _IOPRIO_SYSCALLS.get(platform.machine().lower()) if _linux() else None
 
 
-def io_priority(tid: int = 0) -> tuple[str, int] | None:
-    """(class, level) of thread `tid` (0: the calling thread), or None where unknown."""
+def _io_priority() -> int | None:
+    """The calling thread's I/O priority value (class << 13 | level), or None where unknown."""
+    calls = _ioprio_calls()
+    value = _libc().syscall(calls[1], IOPRIO_WHO_PROCESS, 0) if calls else -1
+    return None if value < 0 else int(value)
+
+
+def _set_io_priority(value: int) -> str | None:
+    """Set the calling thread's I/O priority; the reason when it could not be."""
     calls = _ioprio_calls()
     if calls is None:
-        return None
-    value = _libc().syscall(calls[1], IOPRIO_WHO_PROCESS, tid)
-    if value < 0:
-        return None
-    return IO_CLASSES.get(value >> IOPRIO_CLASS_SHIFT, "unknown"), value & 0x1FFF
-
-
-def thread_nice(pid: int | None = None, tid: int | None = None) -> int:
-    """The nice value of one thread (default: the calling one), from /proc: `os.nice(0)` and
-    `getpriority` would name the whole process on other systems."""
-    if pid is None and tid is None:
-        stat = Path("/proc/thread-self/stat")
-    else:
-        stat = Path(f"/proc/{pid or os.getpid()}/task/{tid or pid}/stat")
-    fields = stat.read_text().rsplit(")", 1)[1].split()
-    return int(fields[16])  # field 19 of stat(5), counted after "pid (comm)"
+        return f"I/O priority: unknown on {platform.machine()}"
+    if _libc().syscall(calls[0], IOPRIO_WHO_PROCESS, 0, value) < 0:
+        return f"I/O priority: {os.strerror(ctypes.get_errno())}"
+    return None
 
 
 def of_this_thread() -> ThreadPriority:
-    io = io_priority() or ("unknown", 0)
-    try:
-        nice = thread_nice()
-    except OSError:
-        nice = os.getpriority(os.PRIO_PROCESS, 0)
-    return ThreadPriority(nice=nice, io_class=io[0], io_level=io[1])
+    """The calling thread's priorities (pid 0 names the calling thread on Linux)."""
+    stat = Path("/proc/thread-self/stat").read_text().rsplit(")", 1)[1].split()
+    io = _io_priority()
+    return ThreadPriority(
+        policy=POLICIES.get(os.sched_getscheduler(0), "unknown"),
+        nice=int(stat[16]),  # field 19 of proc_pid_stat(5), counted after "pid (comm)"
+        io_class="unknown" if io is None else IO_CLASSES.get(io >> IOPRIO_CLASS_SHIFT, "unknown"),
+    )
 
 
 @dataclass(frozen=True)
 class Lowered:
-    """What `lower_this_thread` did: the priority the thread now has, and what it could not do."""
+    """What `lower_this_thread` did: the priority the thread now has, what it could not do."""
 
     priority: ThreadPriority | None  # None: not lowered (not Linux)
     problems: tuple[str, ...] = ()
@@ -152,34 +153,49 @@ class Lowered:
         if not self.problems:
             return None
         return (
-            "could not lower the backup's priority (" + "; ".join(self.problems) + "): it runs "
-            "at normal priority, as with KOTOMI_BACKUP_PRIORITY=normal"
+            "could not lower the backup's priority fully (" + "; ".join(self.problems) + "): "
+            "what could not be lowered runs at normal priority"
         )
 
 
 def lower_this_thread() -> Lowered:
-    """Nice 19 and the idle I/O class for the calling thread and every thread it starts from
-    now on; irreversible without privileges. Never fails: what the system refuses (another
-    kernel, a seccomp profile) is said in `problems` and the work goes on as it is."""
-    if not sys.platform.startswith("linux"):
+    """SCHED_IDLE, nice 19 and the idle I/O class for the calling thread and every thread it
+    starts from now on; irreversible without privileges. Never fails: what the system refuses
+    (a seccomp profile, another kernel) is said in `problems` and the work goes on as it is."""
+    if not _linux():
         return Lowered(None)  # documented: Linux only
     problems: list[str] = []
-    tid = threading.get_native_id()
     try:
-        # On Linux the nice value is the thread's (who = a thread id): setpriority(2), BUGS.
-        os.setpriority(os.PRIO_PROCESS, tid, max(BACKGROUND_NICE, thread_nice()))
+        os.setpriority(os.PRIO_PROCESS, 0, BACKGROUND_NICE)  # who 0: this thread (Linux)
     except OSError as exc:
         problems.append(f"nice: {exc.strerror}")
-    calls = _ioprio_calls()
-    if calls is None:
-        problems.append(f"I/O priority: unknown on {platform.machine()}")
-    elif _libc().syscall(calls[0], IOPRIO_WHO_PROCESS, tid, IOPRIO_CLASS_IDLE << 13) < 0:
-        problems.append(f"I/O priority: {os.strerror(ctypes.get_errno())}")
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except OSError as exc:
+        problems.append(f"SCHED_IDLE: {exc.strerror}")
+    if problem := _set_io_priority(IDLE_IO):
+        problems.append(problem)
     return Lowered(of_this_thread(), tuple(problems))
 
 
+@contextlib.contextmanager
+def live_database_reads() -> Iterator[None]:
+    """Around reads of the live database by a thread at the idle I/O class: best-effort level
+    7 meanwhile (module docstring: Kotomi waits for the pages being read), the idle class
+    again after. Threads started inside keep best-effort 7 (the check on the same read)."""
+    before = _io_priority() if _linux() else None
+    lowered = before is not None and before >> IOPRIO_CLASS_SHIFT == IOPRIO_CLASS_IDLE
+    if lowered:
+        _set_io_priority(LOWEST_BEST_EFFORT)
+    try:
+        yield
+    finally:
+        if lowered:
+            _set_io_priority(IDLE_IO)
+
+
 def _name_this_thread(name: str) -> None:
-    if sys.platform.startswith("linux"):
+    if _linux():
         _libc().prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 

@@ -21,6 +21,7 @@ step: its read lock would hold every writer back for the whole slow copy.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import sqlite3
@@ -128,6 +129,7 @@ def take_snapshot(
         raise ConfigError(f"cannot open {db_path}: {exc}") from exc
     try:
         step = -1
+        copied = False
         if ceiling is not None and _is_wal(src):
             src.execute("BEGIN")
             src.execute("SELECT count(*) FROM sqlite_schema").fetchall()  # the read mark
@@ -146,6 +148,7 @@ def take_snapshot(
             page_count = int(dst.execute("PRAGMA page_count").fetchone()[0])
         finally:
             dst.close()
+        copied = True
     except TimeoutError as exc:
         tmp.unlink(missing_ok=True)
         raise BackupError(
@@ -163,6 +166,8 @@ def take_snapshot(
     finally:
         if src.in_transaction:
             src.execute("COMMIT")
+        if copied and journal_mode.lower() == "wal":
+            checkpoint_after_read(src)
         src.close()
     if durable:
         fsync_file(tmp)
@@ -179,6 +184,16 @@ def take_snapshot(
         busy_retries=busy_retries,
         steps=steps,
     )
+
+
+def checkpoint_after_read(conn: sqlite3.Connection) -> None:
+    """A passive checkpoint, once a backup's read transaction has ended: the WAL frames it
+    held back are copied into the database now, by the backup, instead of inside the next
+    commit of Kotomi's that reaches the autocheckpoint (the stall after every long read in
+    docs/benchmarks.md). Passive: it waits for no one and blocks no writer; one that finds the
+    checkpoint busy (Kotomi's own in progress) leaves it to it."""
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 def _is_wal(conn: sqlite3.Connection) -> bool:

@@ -22,7 +22,7 @@ from kotomi_backup_dagster.engine.priority import ReadCeiling, compression_threa
 from kotomi_backup_dagster.engine.settings import BackupSettings
 from kotomi_backup_dagster.engine.snapshot import CEILING_STEP, take_snapshot
 from kotomi_backup_dagster.engine.stores import open_store, safe_url
-from tests.conftest import LiveWriter, observed_priority
+from tests.conftest import LOWERED, LiveWriter, observed_priority
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux priorities")
 
@@ -37,9 +37,9 @@ def in_new_thread(work):  # type: ignore[no-untyped-def]
 
 
 def test_a_lowered_thread_and_the_threads_it_starts_are_nice_19_and_idle_io() -> None:
-    def work() -> tuple[tuple[int, str], tuple[int, str]]:
+    def work() -> tuple[tuple[str, int, str], tuple[str, int, str]]:
         priority.lower_this_thread()
-        seen: list[tuple[int, str]] = []
+        seen: list[tuple[str, int, str]] = []
         child = threading.Thread(target=lambda: seen.append(observed_priority()))
         child.start()
         child.join()
@@ -47,8 +47,8 @@ def test_a_lowered_thread_and_the_threads_it_starts_are_nice_19_and_idle_io() ->
 
     before = observed_priority()
     lowered, started_after = in_new_thread(work)
-    assert lowered == (19, "idle")
-    assert started_after == (19, "idle")  # zstd's workers, the check, the hashers inherit it
+    assert lowered == LOWERED
+    assert started_after == LOWERED  # zstd's workers, the check, the hashers inherit it
     assert observed_priority() == before  # per thread: the caller is as it was
 
 
@@ -57,12 +57,12 @@ def test_in_background_runs_the_work_lowered_and_hands_back_result_and_errors() 
     deadline.set(42)
     caller = observed_priority()
 
-    def work(x: int) -> tuple[int, tuple[int, str], str, int]:
+    def work(x: int) -> tuple[int, tuple[str, int, str], str, int]:
         name = Path("/proc/thread-self/comm").read_text().strip()
         return x + 1, observed_priority(), name, deadline.get()
 
     result, seen, name, carried = in_background("low", work, 1)
-    assert (result, seen, name, carried) == (2, (19, "idle"), priority.BACKGROUND_THREAD, 42)
+    assert (result, seen, name, carried) == (2, LOWERED, priority.BACKGROUND_THREAD, 42)
     assert observed_priority() == caller  # a restore run next in this thread keeps its priority
 
     def fails() -> None:
@@ -70,6 +70,25 @@ def test_in_background_runs_the_work_lowered_and_hands_back_result_and_errors() 
 
     with pytest.raises(ValueError, match="the work's own error"):
         in_background("low", fails)
+
+
+def test_reads_of_the_live_database_are_best_effort_7_and_idle_again_after() -> None:
+    """Kotomi waits for a page being read: such a read must never wait in the idle class."""
+
+    def work() -> tuple[str, str, str, str]:
+        priority.lower_this_thread()
+        with priority.live_database_reads():
+            reading = observed_priority()[2]
+            seen: list[str] = []
+            check = threading.Thread(target=lambda: seen.append(observed_priority()[2]))
+            check.start()
+            check.join()
+        return reading, seen[0], observed_priority()[2], observed_priority()[0]
+
+    assert in_new_thread(work) == ("best-effort/7", "best-effort/7", "idle", "idle")
+    normal = observed_priority()
+    with priority.live_database_reads():  # a thread not lowered is left as it is
+        assert observed_priority() == normal
 
 
 def test_priority_normal_runs_the_work_in_the_callers_thread_as_it_is() -> None:
