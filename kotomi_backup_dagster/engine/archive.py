@@ -37,8 +37,8 @@ BLOCK = 1 << 20
 # Chosen by `bench/run.py --codec` on a 1 GB Kotomi snapshot, 2 cores: level 2 takes 25 % less
 # CPU than level 3 (3.6 s against 4.8 s) for an archive 1.8 % larger (306 MB against 300 MB);
 # level 1 saves about 0.4 s more CPU but stores 6 % more (325 MB). Both sides stay standard
-# zstd frames: any level decompresses with `zstd -d`. The worker threads follow the machine,
-# leaving a core to the database (`priority.compression_threads`: 1 on 2 cores).
+# zstd frames: any level decompresses with `zstd -d`. The worker threads follow the machine
+# and the priority (`priority.compression_threads`).
 ZSTD_LEVEL = 2
 
 Progress = Callable[[int], None]

@@ -29,10 +29,10 @@ hashers). Measured in docs/benchmarks.md ("A backup Kotomi does not feel").
   command), and the Dagster layer runs a step's work in a thread of its own (`in_background`):
   the step's thread, and whatever runs in it afterwards (a restore run in the same process),
   keep their priority. (I/O priority can be changed back: `live_database_reads` does.)
-- **Threads** (`compression_threads`): zstd's workers leave a core to the database's own
-  process on a small host: none on one core (compression in the calling thread), one on
-  two, two from three; the cores are those this process may run on (affinity) within its
-  cgroup's CPU limit.
+- **Threads** (`compression_threads`): at normal priority zstd's workers leave a core to the
+  database's own process (one on two cores); at SCHED_IDLE they give way on every wakeup, so
+  they may use every core (two on two); none on one core. The cores are those this process
+  may run on (affinity) within its cgroup's CPU limit.
 - **The read ceiling** (`ReadCeiling`): a token bucket in bytes per second, taken by the
   snapshot copy (engine/snapshot.py) and the in-place page read (engine/paged/liveread.py).
 
@@ -294,11 +294,19 @@ def usable_cpus(affinity: int | None = None, limit: float | None = None) -> int:
     return max(1, cores)
 
 
-def compression_threads(cpus: int | None = None) -> int:
-    """zstd worker threads for a backup: one core left for the database's own process (0 on
-    one core: zstd compresses in the calling thread), at most MAX_COMPRESSION_THREADS."""
+def compression_threads(cpus: int | None = None, lowered: bool | None = None) -> int:
+    """zstd worker threads for a backup, at most MAX_COMPRESSION_THREADS; none on one core
+    (zstd compresses in the calling thread). At normal priority one core is left to the
+    database's own process. A SCHED_IDLE worker (`lowered`, default: the calling thread is)
+    leaves its core to any thread that wakes on it, so both cores are used: one worker fewer
+    cost 16-27 % of a full backup's time on an idle 2-core machine and, at SCHED_IDLE, a
+    second one cost the writer nothing (docs/benchmarks.md)."""
     cores = usable_cpus() if cpus is None else cpus
-    return max(0, min(MAX_COMPRESSION_THREADS, cores - 1))
+    if lowered is None:
+        lowered = _linux() and os.sched_getscheduler(0) == os.SCHED_IDLE
+    if cores <= 1:
+        return 0
+    return min(MAX_COMPRESSION_THREADS, cores if lowered else cores - 1)
 
 
 # The read ceiling ----------------------------------------------------------------------------

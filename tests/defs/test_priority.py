@@ -1,6 +1,7 @@
 """Priority in Dagster runs: a backup's and a drill's work runs in a thread of its own
-(`kotomi-low`) at SCHED_IDLE, nice 19 and the idle I/O class, the run's own thread keeps its priority, and the
-restore job runs at normal priority, even in a process that ran a backup before it.
+(`kotomi-low`) at SCHED_IDLE, nice 19 and the idle I/O class, the run's own thread keeps its
+priority, and the restore job runs at normal priority, even in a process that ran a backup
+before it.
 
 The runs execute in process, in a thread the test starts; each is caught where it waits on the
 test (a database held locked, an age identity that is a FIFO not written yet) and the kernel's

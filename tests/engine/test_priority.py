@@ -100,9 +100,24 @@ def test_priority_normal_runs_the_work_in_the_callers_thread_as_it_is() -> None:
 # Threads ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("cores", "threads"), [(1, 0), (2, 1), (3, 2), (4, 2), (64, 2)])
-def test_zstd_leaves_a_core_to_the_database(cores: int, threads: int) -> None:
-    assert compression_threads(cores) == threads
+@pytest.mark.parametrize(
+    ("cores", "normal", "lowered"), [(1, 0, 0), (2, 1, 2), (3, 2, 2), (4, 2, 2), (64, 2, 2)]
+)
+def test_zstd_leaves_a_core_to_the_database_unless_its_workers_yield_it(
+    cores: int, normal: int, lowered: bool
+) -> None:
+    assert compression_threads(cores, lowered=False) == normal
+    assert compression_threads(cores, lowered=True) == lowered
+
+
+def test_the_calling_threads_policy_decides_which() -> None:
+    assert compression_threads(2) == 1  # this thread: normal priority
+
+    def lowered() -> int:
+        priority.lower_this_thread()
+        return compression_threads(2)
+
+    assert in_new_thread(lowered) == 2
 
 
 def test_the_cores_are_this_process_affinity() -> None:
@@ -133,7 +148,7 @@ def test_a_cgroup_v2_quota_anywhere_up_the_path_limits_the_cores(tmp_path: Path)
     write_cgroup(root, "system.slice", {"cpu.max": "150000 100000\n"})
     assert priority.cgroup_cpu_limit(proc, root) == 1.5
     assert priority.usable_cpus(affinity=8, limit=1.5) == 2
-    assert compression_threads(priority.usable_cpus(affinity=8, limit=1.5)) == 1
+    assert compression_threads(priority.usable_cpus(affinity=8, limit=1.5), lowered=False) == 1
     write_cgroup(root, "system.slice", {"cpu.max": "max 100000\n"})
     assert priority.cgroup_cpu_limit(proc, root) is None
 
