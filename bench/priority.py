@@ -68,9 +68,10 @@ VARIANT_LABELS = {
     "while reading the live database), zstd threads fitted, a checkpoint after the read",
     "normal": "this change with KOTOMI_BACKUP_PRIORITY=normal: threads fitted and the "
     "checkpoint after the read, no priority",
-    "classic": "`normal` under `nice -n 19 ionice -c 3`: the usual recipe, for everything",
-    "nice": "`normal` under `nice -n 19` (the CPU half of the recipe alone)",
-    "io": "`normal` under `ionice -c 3` (the disk half of the recipe alone)",
+    "classic": "this change with KOTOMI_BACKUP_PRIORITY=normal under `nice -n 19 ionice -c 3`: "
+    "the usual recipe, for everything (zstd leaves a core)",
+    "nice": "KOTOMI_BACKUP_PRIORITY=normal under `nice -n 19` (the CPU half of the recipe)",
+    "io": "KOTOMI_BACKUP_PRIORITY=normal under `ionice -c 3` (the disk half of the recipe)",
 }
 WRAPPERS = {
     "classic": ["nice", "-n", "19", "ionice", "-c", "3"],
@@ -756,9 +757,11 @@ def main() -> None:
     command = "python bench/priority.py" + (" --quick" if args.quick else "")
     if not args.quick:
         command += f" --rounds {args.rounds} --variants {args.variants}"
-    write_section(
-        out, "priority", render(args, res, names, before, command, png if drawn else None)
-    )
+    shown = subprocess.run(
+        ["git", "rev-parse", "--short", before], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    report = render(args, res, names, shown or before, command, png if drawn else None)
+    write_section(out, "priority", report)
     log(f"wrote {out}")
 
 

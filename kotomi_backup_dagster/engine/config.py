@@ -346,9 +346,9 @@ DEADLINE = Setting[float | None](
 PRIORITY = Setting[Literal["low", "normal"]](
     name="KOTOMI_BACKUP_PRIORITY",
     value="`low` or `normal`",
-    help="`low`: backups, drills, the restore test, prune and verify run at nice 19 and the "
-    "idle I/O class, so Kotomi's requests come first (a restore always runs at normal "
-    "priority); `normal` for a host that runs nothing but backups",
+    help="`low`: backups, drills, the restore test, prune and verify run at SCHED_IDLE, nice "
+    "19 and the idle I/O class, so Kotomi's requests come first (a restore always runs at "
+    "normal priority); `normal` for a host that runs nothing but backups",
     default="low",
     parse=_choice(*PRIORITIES),
     choices=PRIORITIES,

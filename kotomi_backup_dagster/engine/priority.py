@@ -8,22 +8,24 @@ priority per thread and a new thread starts with its creator's: lowering the thr
 the work lowers every thread it starts (zstd's workers, the check beside the archive, the
 hashers). Measured in docs/benchmarks.md ("A backup Kotomi does not feel").
 
-- **CPU: SCHED_IDLE** (and nice 19, which `top` shows). Kotomi runs in a session or a
-  container of its own, and the kernel shares the CPU between those groups before it looks
-  at nice values inside them: nice 19 alone changed nothing for a writer in another session.
-  A SCHED_IDLE thread, though, is preempted whenever any other thread wakes on its core, and
-  a core running only such threads counts as idle for a waking one, whatever its group: a
-  writer's wait for the CPU shrinks. Between groups the backup keeps its share, so it is not
-  starved; inside its own group (other backups, a restore run beside it) it gives way to
-  everything. The compose file also gives the containers runs execute in a low CPU weight
-  (`cpu_shares`).
+- **CPU: SCHED_IDLE** (and nice 19, which `top` shows, and which holds where SCHED_IDLE is
+  refused). Kotomi runs in a session or a container of its own, and the kernel shares the
+  CPU between such groups before it weighs the threads inside them, so a nice value counts
+  against Kotomi only where both share a group. A SCHED_IDLE thread is preempted whenever
+  any other thread wakes on its core, whatever its group, and a core running only such
+  threads counts as idle for a waking one: that is the rule chosen. Measured beside a writer
+  in another session, both halved its p99 next to compression and were not told apart on a
+  shared 2-core machine (docs/benchmarks.md). Between groups the backup keeps its share, so
+  it is not starved; inside its own group (another backup, a restore run beside it) it gives
+  way to everything. The compose file gives the containers runs execute in a low CPU weight
+  (`cpu_shares`), which is what counts between containers.
 - **Disk: the idle I/O class** (`ioprio_set`), served when no other request waits (BFQ,
   mq-deadline; `none`, the queue of most NVMe and virtual disks, ignores classes: a network
   volume is what `KOTOMI_BACKUP_READ_MBPS` is for). Except while the live database is read
   (`live_database_reads`): Kotomi needs the same pages, and a page whose read was issued at the
   idle class is one Kotomi waits for as long as that read waits (up to 10 s under mq-deadline,
-  behind other I/O; measured 8.5 s). Those reads use best-effort level 7, the lowest class
-  that is never starved.
+  behind other I/O; measured 8.5 s). Those reads use best-effort level 7: the lowest level of
+  the class that is never starved.
 - **Never raised back.** An unprivileged thread cannot leave SCHED_IDLE or lower its nice
   value again, so the CLI lowers its main thread before a command's work (one process, one
   command), and the Dagster layer runs a step's work in a thread of its own (`in_background`):
@@ -298,9 +300,8 @@ def compression_threads(cpus: int | None = None, lowered: bool | None = None) ->
     """zstd worker threads for a backup, at most MAX_COMPRESSION_THREADS; none on one core
     (zstd compresses in the calling thread). At normal priority one core is left to the
     database's own process. A SCHED_IDLE worker (`lowered`, default: the calling thread is)
-    leaves its core to any thread that wakes on it, so both cores are used: one worker fewer
-    cost 16-27 % of a full backup's time on an idle 2-core machine and, at SCHED_IDLE, a
-    second one cost the writer nothing (docs/benchmarks.md)."""
+    leaves its core to any thread that wakes on it, so it may use both: with one worker on 2
+    cores a full backup took 1.04-1.27x the time on an idle machine (docs/benchmarks.md)."""
     cores = usable_cpus() if cpus is None else cpus
     if lowered is None:
         lowered = _linux() and os.sched_getscheduler(0) == os.SCHED_IDLE
