@@ -6,8 +6,11 @@ fake-gcs-server (docs/test-servers.md)."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import multiprocessing
 import os
+import platform
 import random
 import resource
 import shutil
@@ -15,6 +18,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -85,6 +89,94 @@ def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
     assert "Traceback" not in proc.stderr
     assert lines[0].startswith("kotomi-backup:")
     return lines[0]
+
+
+# Priorities (engine/priority.py), as the kernel holds them, and points where a command waits
+# on the test (a locked database, an age identity the test has not written yet).
+
+IO_CLASSES = {0: "none", 1: "realtime", 2: "best-effort", 3: "idle"}
+IOPRIO_GET = {"x86_64": 252, "aarch64": 31}  # syscall numbers (tests run on these)
+POLICIES = {0: "other", 1: "fifo", 2: "rr", 3: "batch", 5: "idle"}
+LOWERED = ("idle", 19, "idle")  # SCHED_IDLE, nice 19, the idle I/O class
+
+
+def observed_priority(pid: int | None = None, tid: int | None = None) -> tuple[str, int, str]:
+    """(scheduling policy, nice, I/O class) of one thread as the kernel holds them:
+    sched_getscheduler(tid), field 19 of /proc/<pid>/task/<tid>/stat and
+    ioprio_get(IOPRIO_WHO_PROCESS, tid) (a best-effort class with its level: "best-effort/7").
+    Default: the calling thread; `pid` alone: that process's main thread."""
+    if pid is None and tid is None:
+        pid, tid = os.getpid(), threading.get_native_id()
+    pid = pid or os.getpid()
+    tid = tid or pid
+    stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+    nice = int(stat.rsplit(")", 1)[1].split()[16])
+    libc = ctypes.CDLL(None, use_errno=True)
+    value = libc.syscall(IOPRIO_GET[platform.machine()], 1, tid)
+    assert value >= 0, os.strerror(ctypes.get_errno())
+    io = IO_CLASSES[value >> 13] + (f"/{value & 0x1FFF}" if value >> 13 == 2 else "")
+    return POLICIES[os.sched_getscheduler(tid)], nice, io
+
+
+def threads_of(pid: int) -> dict[int, str]:
+    """Thread id -> name, of every thread of process `pid` now."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found[int(task.name)] = (task / "comm").read_text().strip()
+    return found
+
+
+def wait_until(what: str, ready: Callable[[], bool], ended: Callable[[], object]) -> None:
+    """Poll for an event while what brings it runs (`ended()` is not None once it stopped);
+    the deadline only ends a hang."""
+    ends = time.monotonic() + 120
+    while not ready():
+        assert ended() is None, f"it ended before {what}"
+        assert time.monotonic() < ends, f"never {what}"
+        time.sleep(0.02)
+
+
+def snapshot_waiting(staging: Path) -> bool:
+    """Whether a snapshot copy has begun under `staging` (its partial file is there)."""
+    return staging.exists() and any(staging.rglob(".*.partial"))
+
+
+@contextlib.contextmanager
+def exclusively_locked(db: Path) -> Iterator[None]:
+    """A rollback-journal database held under an exclusive lock: a snapshot waits for it."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=DELETE")
+    conn.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")
+        conn.close()
+
+
+class FifoIdentity:
+    """An age identity file that is a FIFO: a command that loads it waits in open() until the
+    test writes the key."""
+
+    def __init__(self, path: Path, key: AgeKey) -> None:
+        self.path = path
+        self.key = key
+        os.mkfifo(path, 0o600)
+
+    def opened_by_reader(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # no reader yet
+                return False
+            raise
+        self._fd = fd
+        return True
+
+    def hand_over(self) -> None:
+        with os.fdopen(self._fd, "w") as fh:
+            fh.write(self.key.identity_file.read_text())
 
 
 def run_job(name: str, instance: Any = None, **execute: Any) -> Any:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from .. import __version__
-from ..engine import config
+from ..engine import config, priority
 from ..engine.errors import BackupError, ConfigError, DiskFull, first_line, is_no_space
 from ..engine.redaction import redact
 from . import backup, demo, drill, listing, prune, recover, restore, verify
@@ -29,6 +29,9 @@ from .output import (
 ENGINE_LOGGER = "kotomi_backup_dagster"  # the engine's loggers (stores/retry.py, backup.py)
 
 COMMANDS = (backup, listing, restore, drill, recover, prune, verify, demo)  # --help's order
+# Background work yields to Kotomi (engine/priority.py, KOTOMI_BACKUP_PRIORITY); a restore or a
+# salvage is the emergency and keeps normal priority, as do the quick `list` and `demo`.
+IN_BACKGROUND = frozenset({"backup", "drill", "prune", "verify"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +69,8 @@ def _run(argv: Sequence[str] | None) -> int:
     for line in config.unknown_variables():
         warning_line(line)
     try:
+        if args.command in IN_BACKGROUND:
+            _lower_priority()
         code: int = args.func(args)
         return code
     except ConfigError as exc:
@@ -86,6 +91,15 @@ def _run(argv: Sequence[str] | None) -> int:
         if isinstance(exc.__context__, KeyboardInterrupt):
             return _interrupted(args)
         return _fail(args, exc, EXIT_FAILED, unexpected=True)
+
+
+def _lower_priority() -> None:
+    """This process runs one command: its main thread is lowered before any work, and every
+    thread the work starts inherits that."""
+    if config.PRIORITY.read() == "low":
+        warning = priority.lower_this_thread().warning()
+        if warning:
+            sys.stderr.write(f"kotomi-backup: warning: {warning}\n")
 
 
 def _interrupted(args: argparse.Namespace) -> int:

@@ -30,15 +30,16 @@ import zstandard
 
 from .errors import BackupError, ConfigError
 from .fsutil import atomic_writer, no_space_is_disk_full, private_dir
+from .priority import compression_threads
 from .redaction import is_inline_identity
 
 BLOCK = 1 << 20
-# Chosen by `bench/run.py --codec` on a 1 GB Kotomi snapshot, 2 cores: level 2 with 2 threads
-# takes 25 % less CPU than level 3 (3.6 s against 4.8 s) for an archive 1.8 % larger (306 MB
-# against 300 MB); level 1 saves about 0.4 s more CPU but stores 6 % more (325 MB). Both
-# sides stay standard zstd frames: any level decompresses with `zstd -d`.
+# Chosen by `bench/run.py --codec` on a 1 GB Kotomi snapshot, 2 cores: level 2 takes 25 % less
+# CPU than level 3 (3.6 s against 4.8 s) for an archive 1.8 % larger (306 MB against 300 MB);
+# level 1 saves about 0.4 s more CPU but stores 6 % more (325 MB). Both sides stay standard
+# zstd frames: any level decompresses with `zstd -d`. The worker threads follow the machine
+# and the priority (`priority.compression_threads`).
 ZSTD_LEVEL = 2
-ZSTD_THREADS = 2
 
 Progress = Callable[[int], None]
 
@@ -331,17 +332,22 @@ def write_archive(
     *,
     recipients: Sequence[Any] = (),
     level: int = ZSTD_LEVEL,
-    threads: int = ZSTD_THREADS,
+    threads: int | None = None,
     progress: Progress | None = None,
     durable: bool = True,
 ) -> ArchiveResult:
     """Compress (and encrypt when `recipients` is not empty) `source` into `dest`, atomically.
+
+    `threads`: zstd's worker threads (0: in this thread); default: what the machine leaves
+    a backup (`priority.compression_threads`).
 
     `durable=False` skips the fsyncs: only for an archive this same process uploads and
     deletes at once (the store's copy is the durable one).
     """
     started = time.monotonic()
     db_size = source.stat().st_size
+    if threads is None:
+        threads = compression_threads()
     cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
     opener = atomic_writer if durable else _renaming_writer
     with (

@@ -29,6 +29,7 @@ from .errors import BackupError, ConfigError, without_repeated_prefix
 from .formats import BackupFormat, Publish, format_named, staged_format
 from .fsutil import no_space_is_disk_full
 from .manifest import Manifest, new_backup_id, rfc3339
+from .priority import live_database_reads, read_ceiling
 from .readable import readable_size
 from .settings import BackupSettings
 from .snapshot import Snapshot, check_source, take_snapshot
@@ -188,12 +189,14 @@ def _take(
     own, fallback = fmt.take(staged, settings, moment, stores, contact_stores, progress, durable)
     if own is not None:
         return own
-    snap = take_snapshot(
-        settings.require_db(),
-        staged.snapshot_path,
-        deadline_seconds=settings.snapshot_timeout,
-        durable=durable,
-    )
+    with live_database_reads():
+        snap = take_snapshot(
+            settings.require_db(),
+            staged.snapshot_path,
+            deadline_seconds=settings.snapshot_timeout,
+            durable=durable,
+            ceiling=read_ceiling(settings.read_mbps),
+        )
     info = asdict(snap)
     info["created_at"] = rfc3339(moment)
     info["format"] = fmt.name  # decided here, once: later stages read it

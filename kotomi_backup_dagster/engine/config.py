@@ -26,6 +26,7 @@ from typing import Any, Generic, Literal, TypeVar, get_args
 from .calendar_time import CalendarDuration, time_zone
 from .errors import ConfigError
 from .manifest import NAME_RULE, check_name
+from .priority import PRIORITIES
 from .verify import PROFILES, VERIFY_MODES
 
 T = TypeVar("T")
@@ -342,6 +343,25 @@ DEADLINE = Setting[float | None](
     shown_default="none",
     parse=_POSITIVE_SECONDS,
 )
+PRIORITY = Setting[Literal["low", "normal"]](
+    name="KOTOMI_BACKUP_PRIORITY",
+    value="`low` or `normal`",
+    help="`low`: backups, drills, the restore test, prune and verify run at SCHED_IDLE, nice "
+    "19 and the idle I/O class, so Kotomi's requests come first (a restore always runs at "
+    "normal priority); `normal` for a host that runs nothing but backups",
+    default="low",
+    parse=_choice(*PRIORITIES),
+    choices=PRIORITIES,
+)
+READ_MBPS = Setting[float | None](
+    name="KOTOMI_BACKUP_READ_MBPS",
+    value="MB/s > 0",
+    help="a ceiling on how fast a backup reads the live database (the snapshot copy, the "
+    "paged read in place), for disks that I/O priority does not reach (network volumes)",
+    default=None,
+    shown_default="none",
+    parse=_number(0, None, "give a positive number of MB per second", above_low=True),
+)
 KEEP_STAGED = Setting[int](
     name="KOTOMI_BACKUP_KEEP_STAGED",
     value="1 to 100",
@@ -625,6 +645,8 @@ SETTINGS: tuple[Setting[Any], ...] = (
     STAGING_DIR,
     SNAPSHOT_TIMEOUT,
     DEADLINE,
+    PRIORITY,
+    READ_MBPS,
     KEEP_STAGED,
     S3_SSE,
     S3_KMS_KEY_ID,

@@ -14,6 +14,7 @@ from . import config
 from .archive import AgeIdentity
 from .config import FormatName
 from .errors import ConfigError
+from .priority import Priority
 from .verify import Profile, VerifyMode
 
 DEFAULT_NAME = config.NAME.default
@@ -35,6 +36,8 @@ _CHECKED: dict[str, config.Setting[Any]] = {
     "backup_format": config.FORMAT,
     "deadline": config.DEADLINE,
     "keep_staged": config.KEEP_STAGED,
+    "priority": config.PRIORITY,
+    "read_mbps": config.READ_MBPS,
 }
 
 
@@ -56,6 +59,10 @@ class BackupSettings:
     deadline: float | None = config.DEADLINE.default
     # Failed Dagster runs' staged backups kept for re-execution, newest first, per database.
     keep_staged: int = config.KEEP_STAGED.default
+    # Low: the work of a backup, drill, prune or verify yields to Kotomi (engine/priority.py).
+    priority: Priority = config.PRIORITY.default
+    # MB/s at most read from the live database; None: no ceiling.
+    read_mbps: float | None = config.READ_MBPS.default
 
     def __post_init__(self) -> None:
         # Flags and resource fields pass the variables' checks; values are normalised as
@@ -82,6 +89,8 @@ class BackupSettings:
             backup_format=config.FORMAT.read(environ),
             deadline=config.DEADLINE.read(environ),
             keep_staged=config.KEEP_STAGED.read(environ),
+            priority=config.PRIORITY.read(environ),
+            read_mbps=config.READ_MBPS.read(environ),
         )
         given = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **given) if given else settings

@@ -10,10 +10,18 @@ Durability is a choice of the caller: a snapshot that another process picks up l
 stages) is fsynced; a transient one that the same process archives and deletes at once
 (`kotomi-backup backup`) is not, which saves 1-3 s per GB and, as it is deleted before the
 kernel writes it back, most of its disk writes (bench/README.md has the figures).
+
+Under a read ceiling (`KOTOMI_BACKUP_READ_MBPS`, engine/priority.py) a WAL database is copied
+in steps of about 1 MiB, each waiting for the ceiling, inside one read transaction held on the
+source connection: the backup API restarts only when its source starts a new read
+transaction and finds the database changed, so the steps copy exactly the snapshot of that
+transaction, as the single step does. A rollback-journal database is still copied in one
+step: its read lock would hold every writer back for the whole slow copy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import sqlite3
@@ -23,9 +31,11 @@ from pathlib import Path
 
 from .errors import BackupError, ConfigError, DiskFull
 from .fsutil import create_private, fsync_dir, fsync_file, held_fd
+from .priority import ReadCeiling
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SQLITE_DONE = 101
+CEILING_STEP = 1 << 20  # bytes copied per step under a read ceiling
 
 
 @dataclass(frozen=True)
@@ -77,13 +87,16 @@ def take_snapshot(
     deadline_seconds: float = 600.0,
     busy_timeout_ms: int = 5000,
     durable: bool = True,
+    ceiling: ReadCeiling | None = None,
 ) -> Snapshot:
     """Copy `db_path` consistently to `dest` (temp file, fsync, rename).
 
     The copy is left in rollback-journal mode so it is one self-contained file: it opens
     read-only without a -wal/-shm beside it, and Kotomi switches it back to WAL on start.
     `durable=False` skips every fsync (the rename stays): only for a copy consumed and
-    deleted by this same process, which a crash would discard anyway.
+    deleted by this same process, which a crash would discard anyway. With `ceiling`, a WAL
+    database is read no faster than it allows (module docstring); the deadline is then
+    counted beyond the time the ceiling needs.
     """
     check_source(db_path)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -94,12 +107,16 @@ def take_snapshot(
     deadline = started + deadline_seconds
     busy_retries = 0
     steps = 0
+    copied = 0  # pages, as the progress callback counts them
 
     def progress(status: int, remaining: int, total: int) -> None:
-        nonlocal busy_retries, steps
+        nonlocal busy_retries, steps, copied
         steps += 1
         if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
             busy_retries += 1
+        elif ceiling is not None and status != SQLITE_DONE:
+            ceiling.take((total - remaining - copied) * page_size)  # before the next step
+            copied = total - remaining
         # Before the first successful step `remaining` is 0, so test the status, not it.
         if status != SQLITE_DONE and time.monotonic() > deadline:
             raise TimeoutError
@@ -111,11 +128,19 @@ def take_snapshot(
     except sqlite3.Error as exc:
         raise ConfigError(f"cannot open {db_path}: {exc}") from exc
     try:
+        step = -1
+        copied = False
+        if ceiling is not None and _is_wal(src):
+            src.execute("BEGIN")
+            src.execute("SELECT count(*) FROM sqlite_schema").fetchall()  # the read mark
+            page_size = int(src.execute("PRAGMA page_size").fetchone()[0])
+            step = max(1, CEILING_STEP // page_size)
+            deadline += ceiling.seconds_for(db_path.stat().st_size)
         dst = sqlite3.connect(tmp)
         try:
             if not durable:
                 dst.execute("PRAGMA synchronous=OFF")
-            src.backup(dst, pages=-1, progress=progress, sleep=0.05)
+            src.backup(dst, pages=step, progress=progress, sleep=0.05)
             journal_mode = str(src.execute("PRAGMA journal_mode").fetchone()[0])
             # Leave the copy self-contained (see docstring).
             dst.execute("PRAGMA journal_mode=DELETE")
@@ -123,6 +148,7 @@ def take_snapshot(
             page_count = int(dst.execute("PRAGMA page_count").fetchone()[0])
         finally:
             dst.close()
+        copied = True
     except TimeoutError as exc:
         tmp.unlink(missing_ok=True)
         raise BackupError(
@@ -138,6 +164,10 @@ def take_snapshot(
         tmp.unlink(missing_ok=True)
         raise
     finally:
+        if src.in_transaction:
+            src.execute("COMMIT")
+        if copied and journal_mode.lower() == "wal":
+            checkpoint_after_read(src)
         src.close()
     if durable:
         fsync_file(tmp)
@@ -154,6 +184,20 @@ def take_snapshot(
         busy_retries=busy_retries,
         steps=steps,
     )
+
+
+def checkpoint_after_read(conn: sqlite3.Connection) -> None:
+    """A passive checkpoint, once a backup's read transaction has ended: the WAL frames it
+    held back are copied into the database now, by the backup, instead of inside the next
+    commit of Kotomi's that reaches the autocheckpoint (the stall after every long read in
+    docs/benchmarks.md). Passive: it waits for no one and blocks no writer; one that finds the
+    checkpoint busy (Kotomi's own in progress) leaves it to it."""
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
+def _is_wal(conn: sqlite3.Connection) -> bool:
+    return str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
 
 
 def _no_room(exc: sqlite3.DatabaseError, size: int) -> bool:

@@ -53,6 +53,8 @@ def test_a_run_container_gets_the_code_servers_settings_and_volumes() -> None:
         for v in code_server["volumes"]
     }
     assert set(context["container_kwargs"]["volumes"]) == mounts
+    # The CPU weight that puts Kotomi's container first, where runs execute in either shape.
+    assert context["container_kwargs"]["cpu_shares"] == code_server["cpu_shares"] < 1024
     assert context["networks"] == [compose["networks"]["default"]["name"]]
     assert overlay["DAGSTER_CURRENT_IMAGE"] == code_server["image"]
 

@@ -29,6 +29,7 @@ from dagster import (
 
 from ...engine import backup as engine
 from ...engine.config import FORMAT_NAMES
+from ...engine.priority import in_background
 from ...engine.readable import readable_duration, readable_size
 from ..databases import DatabaseSpec
 from ..engine_log import engine_log_in, progress_lines
@@ -166,7 +167,9 @@ def build_backup_assets(
         db, _, settings = settings_of(context, context.asset_key)
         with one_line_failures(f"snapshot of {db.name}"), engine_log_in(context.log):
             stores = engine.preflight(settings, contact_stores=False)
-            staged, snap = engine.stage_snapshot(settings, stores=stores)
+            staged, snap = in_background(
+                settings.priority, engine.stage_snapshot, settings, stores=stores
+            )
         context.log.info(
             f"snapshot {staged.backup_id} ({snap.method}): {readable_size(snap.size)} in "
             f"{snap.seconds:.2f} s"
@@ -209,7 +212,7 @@ def build_backup_assets(
             op.instance, op.run, snapshot_key, settings, "verify", context.log
         )
         with one_line_failures(f"verify of {db.name}"):
-            report = engine.stage_verify(staged, settings)
+            report = in_background(settings.priority, engine.stage_verify, staged, settings)
         metadata: dict[str, Any] = {
             "backup_id": staged.backup_id,
             "mode": report.mode,
@@ -254,7 +257,9 @@ def build_backup_assets(
         size = snapshot_file.stat().st_size if snapshot_file.exists() else None
         progress = progress_lines(context.log, f"archive of {db.name}", size)
         with one_line_failures(f"archive of {db.name}"), engine_log_in(context.log):
-            manifest, seconds = engine.stage_archive(staged, settings, progress)
+            manifest, seconds = in_background(
+                settings.priority, engine.stage_archive, staged, settings, progress
+            )
         if manifest.is_paged:
             made = "pages hashed (packs are made per destination at upload)"
         else:
@@ -300,7 +305,9 @@ def build_backup_assets(
         retry = retries_left(context.retry_number, upload_policy.max_retries)
         with one_line_failures(f"upload of {db.name}", retry=retry), engine_log_in(context.log):
             manifest = engine.load_staged_manifest(staged)
-            outcomes = engine.stage_upload(staged, res.stores(), settings=settings)
+            outcomes = in_background(
+                settings.priority, engine.stage_upload, staged, res.stores(), settings=settings
+            )
         rows = ["| destination | result | stored | seconds |", "|---|---|---:|---:|"]
         for o in outcomes:
             result = (

@@ -58,6 +58,12 @@ class KotomiBackupResource(ConfigurableResource):  # type: ignore[type-arg]
     keep_staged: int | None = setting_field(
         config.KEEP_STAGED, default=None, note="; unset: the variable at run time, else 3"
     )
+    priority: str | None = setting_field(
+        config.PRIORITY, default=None, note="; unset: the variable at run time, else low"
+    )
+    read_mbps: str | None = setting_field(
+        config.READ_MBPS, default=None, note="; unset: the variable at run time, else none"
+    )
     # Typed loosely so that importing this module does not import dagster_aws/dagster_gcp.
     s3: ConfigurableResource | None = Field(  # type: ignore[type-arg]
         default=None,
@@ -93,6 +99,8 @@ class KotomiBackupResource(ConfigurableResource):  # type: ignore[type-arg]
             snapshot_timeout=config.SNAPSHOT_TIMEOUT.check(timeout) if timeout else None,
             keep_staged=self.keep_staged,
             deadline=self.deadline_seconds or None,
+            priority=self.priority or None,
+            read_mbps=config.READ_MBPS.check(self.read_mbps) if self.read_mbps else None,
         )
 
     def store_options(self) -> StoreOptions:
@@ -138,6 +146,8 @@ BACKUP_FIELDS: dict[str, config.Setting[Any]] = {
     "staging_dir": config.STAGING_DIR,
     "snapshot_timeout": config.SNAPSHOT_TIMEOUT,
     "keep_staged": config.KEEP_STAGED,
+    "priority": config.PRIORITY,
+    "read_mbps": config.READ_MBPS,
     "s3_sse": config.S3_SSE,
     "s3_kms_key_id": config.S3_KMS_KEY_ID,
     "client_retries": config.RETRIES,

@@ -26,6 +26,7 @@ from ...engine.drill import CHECKS, RetainedDrills, drill_retained, drill_store
 from ...engine.errors import ConfigError
 from ...engine.layout import DrillRecord
 from ...engine.manifest import Manifest
+from ...engine.priority import in_background
 from ...engine.retention import RetentionPolicy
 from ...engine.stores import BackupStore
 from ..backup.assets import SETTINGS_KEY, group_of
@@ -105,7 +106,8 @@ def _drill_all(
             return RetainedDrills(drill_store(store, settings.name, which, **options), [])
         return drill_retained(store, settings.name, which, policy, **options)
 
-    outcomes = at_each_destination(res.stores(), drill)
+    # A drill yields to Kotomi; the restore job does not.
+    outcomes = in_background(settings.priority, at_each_destination, res.stores(), drill)
     results: DrillResults = []
     not_retained: list[tuple[str, Manifest]] = []
     for at in outcomes:

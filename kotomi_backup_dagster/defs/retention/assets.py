@@ -13,6 +13,7 @@ from dagster import (
 
 from ...engine.destinations import at_each_destination, failed, succeeded
 from ...engine.errors import ConfigError
+from ...engine.priority import in_background
 from ...engine.prune import PruneResult, prune_store
 from ..backup.assets import SETTINGS_KEY, group_of
 from ..backup.resources import KotomiBackupResource
@@ -79,7 +80,9 @@ def build_prune_asset(
             settings = res.settings(db)
             stores = res.stores()
         with engine_log_in(context.log):  # store retries in the event log
-            outcomes = at_each_destination(  # one destination failing does not stop the others
+            outcomes = in_background(  # one destination failing does not stop the others
+                settings.priority,
+                at_each_destination,
                 stores,
                 lambda store: prune_store(
                     store,

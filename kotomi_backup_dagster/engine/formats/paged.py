@@ -23,6 +23,7 @@ from ..paged.delta import DELTA, DELTA_INDEX, DeltaPages, PageSource, SnapshotPa
 from ..paged.liveread import LiveReadRequest, LiveReadUnavailable, read_live
 from ..paged.publish import MissingBase, page_map_key
 from ..paged.rebuild import rebuild_database
+from ..priority import live_database_reads, read_ceiling
 from ..settings import BackupSettings
 from ..snapshot import Snapshot
 from ..staging import (
@@ -75,19 +76,21 @@ class PagedFormat:
                 cache.forget_landed(url, frozenset({newest}))
                 return None, f"{url} no longer has backup {newest}"
         try:
-            read = read_live(
-                LiveReadRequest(
-                    db_path=settings.require_db(),
-                    workdir=staged.workdir,
-                    backup_id=staged.backup_id,
-                    cache=cache,
-                    bases=bases,
-                    hashes_out=staged.workdir / PAGE_HASHES,
-                    profile=settings.profile,
-                    busy_timeout=min(5.0, settings.snapshot_timeout),
-                    progress=progress,
+            with live_database_reads():  # Kotomi reads the same pages (engine/priority.py)
+                read = read_live(
+                    LiveReadRequest(
+                        db_path=settings.require_db(),
+                        workdir=staged.workdir,
+                        backup_id=staged.backup_id,
+                        cache=cache,
+                        bases=bases,
+                        hashes_out=staged.workdir / PAGE_HASHES,
+                        profile=settings.profile,
+                        busy_timeout=min(5.0, settings.snapshot_timeout),
+                        progress=progress,
+                        ceiling=read_ceiling(settings.read_mbps),
+                    )
                 )
-            )
         except LiveReadUnavailable as exc:
             for leftover in (PAGE_HASHES, DELTA, DELTA_INDEX):
                 (staged.workdir / leftover).unlink(missing_ok=True)

@@ -42,7 +42,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..fsutil import held_fd
-from ..snapshot import sqlite_uri
+from ..snapshot import checkpoint_after_read, sqlite_uri
 
 SHM_HEADER = struct.Struct("=IIIBBHIIIIIIII")  # WalIndexHdr, native byte order
 SHM_HEADER_SIZE = 48
@@ -167,6 +167,7 @@ def open_live_pages(
         finally:
             if conn.in_transaction:
                 conn.execute("COMMIT")
+            checkpoint_after_read(conn)  # what the read held back, not in Kotomi's next commit
     finally:
         conn.close()
 

@@ -4,17 +4,22 @@ Under one read transaction (livepages.py) this thread hashes every page and keep
 that changed from the bases (delta.py) while a second thread runs `quick_check` and counts rows
 on the same transaction. Nothing the size of the database is written: the cost is one read of
 it, the hashes and the check, which run side by side on two cores.
+
+Under a read ceiling (`KOTOMI_BACKUP_READ_MBPS`, engine/priority.py) the pages are read no
+faster than it allows, and the check runs after them, in the same transaction: SQLite's
+reads cannot be paced from here, and once the pages were read they come from the page cache.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..archive import Progress
+from ..priority import ReadCeiling
 from ..verify import Profile, VerifyReport, verify_connection
 from .delta import DeltaWriter
 from .hashes import HashCache, PageHashes, hash_blocks
@@ -44,6 +49,7 @@ class LiveReadRequest:
     profile: Profile
     busy_timeout: float
     progress: Progress | None = None
+    ceiling: ReadCeiling | None = None
 
 
 def read_live(request: LiveReadRequest) -> LiveRead:
@@ -65,21 +71,35 @@ def _read_once(request: LiveReadRequest) -> LiveRead:
         if not bases or len(usable) != len(bases):
             raise LiveReadUnavailable("a cached base is damaged or has another page size")
         delta = DeltaWriter(request.workdir, live.page_size, usable)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kotomi-verify") as pool:
-            checking = pool.submit(
-                verify_connection, live.conn, label=db_path, profile=request.profile
-            )
+        blocks = live.blocks()
+        if request.ceiling is not None:
             try:
                 db_sha256, db_size, hashes_sha256 = hash_blocks(
-                    live.blocks(), live.page_size, request.hashes_out, request.progress, delta.keep
+                    _paced(blocks, request.ceiling),
+                    live.page_size,
+                    request.hashes_out,
+                    request.progress,
+                    delta.keep,
                 )
-            except BaseException:
-                live.conn.interrupt()  # the check uses the transaction: end it first
-                wait([checking])
-                raise
             finally:
                 delta.close()
-            report = checking.result()
+            report = verify_connection(live.conn, label=db_path, profile=request.profile)
+        else:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kotomi-verify") as pool:
+                checking = pool.submit(
+                    verify_connection, live.conn, label=db_path, profile=request.profile
+                )
+                try:
+                    db_sha256, db_size, hashes_sha256 = hash_blocks(
+                        blocks, live.page_size, request.hashes_out, request.progress, delta.keep
+                    )
+                except BaseException:
+                    live.conn.interrupt()  # the check uses the transaction: end it first
+                    wait([checking])
+                    raise
+                finally:
+                    delta.close()
+                report = checking.result()
         live.confirm()
         if report.page_count != live.page_count:
             raise LiveReadUnavailable("the check saw another page count than was read")
@@ -99,3 +119,10 @@ def _read_once(request: LiveReadRequest) -> LiveRead:
             pages_from_wal=live.overlaid_pages,
             seconds=time.monotonic() - started,
         )
+
+
+def _paced(blocks: Iterable[bytes], ceiling: ReadCeiling) -> Iterator[bytes]:
+    """The blocks, each read only once the ceiling let the one before it through."""
+    for block in blocks:
+        ceiling.take(len(block))
+        yield block

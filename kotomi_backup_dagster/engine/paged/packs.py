@@ -26,6 +26,7 @@ from ..archive import HashingReader, HashingWriter, Inflater, Readable, decrypt_
 from ..errors import BackupError, ConfigError
 from ..fsutil import open_private, private_dir
 from ..manifest import backup_id_time, is_backup_id
+from ..priority import compression_threads
 from ..stores import BackupStore, ObjectNotFound
 
 PACKS = "packs"
@@ -33,7 +34,6 @@ PACKS = "packs"
 # few percent of churn is one pack, and a pack is small enough to repack cheaply.
 PACK_RAW_BYTES = 32 << 20
 ZSTD_LEVEL = 2  # as the full archive (engine/archive.py), and with its threads
-ZSTD_THREADS = 2
 BLOCK = 1 << 20
 
 
@@ -100,6 +100,7 @@ class PackWriter:
         self._raw: BinaryIO | None = None
         self._hashed: HashingWriter | None = None
         self._zstd: Any = None
+        self._threads = compression_threads()  # one core left to the database
         private_dir(directory, tighten=False)
 
     def _suffix(self) -> str:
@@ -109,7 +110,9 @@ class PackWriter:
         path = self.directory / f".{self.stem}-{self._number}.zst.partial"
         self._raw = open_private(path)
         self._hashed = HashingWriter(self._raw)  # what lands, unless age wraps it after
-        cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=ZSTD_THREADS, write_checksum=True)
+        cctx = zstandard.ZstdCompressor(
+            level=ZSTD_LEVEL, threads=self._threads, write_checksum=True
+        )
         self._zstd = cctx.stream_writer(cast(IO[bytes], self._hashed), closefd=False)
         self._entries = 0
 
