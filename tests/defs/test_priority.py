@@ -107,8 +107,7 @@ def test_the_restore_job_keeps_normal_priority_after_a_backup_in_the_same_proces
     encrypted_backup(monkeypatch, age_key)
     identity = FifoIdentity(tmp_path / "key.fifo", age_key)
     monkeypatch.setenv("KOTOMI_BACKUP_AGE_IDENTITY", str(identity.path))
-    target = tmp_path / "restored" / "kotomi.db"
-    target.parent.mkdir()
+    target = tmp_path / "data" / "restored.db"  # a new file in the database's folder
     config = {"database": "kotomi", "backup": "latest", "target_path": str(target)}
     run = RunInThread(
         "restore_job", run_config={"ops": {"choose_backup_to_restore": {"config": config}}}
