@@ -57,6 +57,18 @@ def ensure_age_key() -> tuple[Path, str]:
     return key, str(identity.to_public())
 
 
+def fakeclock() -> Path:
+    """bench/fakeclock.c built once (gcc): a wall clock moved forward, nothing else (soak.py,
+    locks.py)."""
+    source = BENCH / "fakeclock.c"
+    built = CACHE / "fakeclock.so"
+    if not built.exists() or built.stat().st_mtime < source.stat().st_mtime:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        argv = ["gcc", "-shared", "-fPIC", "-O2", "-o", str(built), str(source), "-ldl"]
+        subprocess.run(argv, check=True)
+    return built
+
+
 # -- measuring -------------------------------------------------------------------------------
 
 

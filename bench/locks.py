@@ -30,20 +30,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from harness import BENCH, CACHE, ROOT, ensure_db, log, write_section
+from harness import CACHE, ROOT, ensure_db, fakeclock, log, write_section
 
-FAKECLOCK = BENCH / "fakeclock.c"
 BUCKET = "kotomi-locks-bench"
 MODES = {"both": "hourly after upload (role both)", "split": "daily at 03:00 (a keeper)"}
-
-
-def fakeclock() -> Path:
-    built = CACHE / "fakeclock.so"
-    if not built.exists() or built.stat().st_mtime < FAKECLOCK.stat().st_mtime:
-        CACHE.mkdir(parents=True, exist_ok=True)
-        argv = ["gcc", "-shared", "-fPIC", "-O2", "-o", str(built), str(FAKECLOCK), "-ldl"]
-        subprocess.run(argv, check=True)
-    return built
 
 
 class Clock:

@@ -49,6 +49,7 @@ from harness import (  # bench/harness.py
     ROOT,
     engine_state,
     ensure_db,
+    fakeclock,
     log,
     machine,
     markers,
@@ -83,19 +84,6 @@ class Ran:
     def json(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(self.stdout)
         return data
-
-
-FAKECLOCK_SOURCE = Path(__file__).resolve().parent / "fakeclock.c"
-
-
-def fakeclock() -> Path:
-    """bench/fakeclock.c built once (gcc): a wall clock moved forward, nothing else."""
-    built = CACHE / "fakeclock.so"
-    if not built.exists() or built.stat().st_mtime < FAKECLOCK_SOURCE.stat().st_mtime:
-        CACHE.mkdir(parents=True, exist_ok=True)
-        argv = ["gcc", "-shared", "-fPIC", "-O2", "-o", str(built), str(FAKECLOCK_SOURCE), "-ldl"]
-        subprocess.run(argv, check=True)
-    return built
 
 
 def at(moment: datetime) -> list[str]:
