@@ -128,12 +128,10 @@ def threads_of(pid: int) -> dict[int, str]:
 
 
 def wait_until(what: str, ready: Callable[[], bool], ended: Callable[[], object]) -> None:
-    """Poll for an event while what brings it runs (`ended()` is not None once it stopped);
-    the deadline only ends a hang."""
-    ends = time.monotonic() + 120
+    """Poll for an event while what brings it runs (`ended()` is not None once it stopped).
+    No deadline: a busy machine is slow, not wrong; a hang ends at pytest's timeout."""
     while not ready():
         assert ended() is None, f"it ended before {what}"
-        assert time.monotonic() < ends, f"never {what}"
         time.sleep(0.02)
 
 
